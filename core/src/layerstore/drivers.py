@@ -1,0 +1,396 @@
+"""Driver discovery (entry points), loading, and the `Driver` facade.
+
+Drivers are found in the entry-point group ``layerstore.drivers``.  Each
+opened driver gets its own pluggy ``PluginManager`` holding that one driver
+plugin, the generic fallbacks of `layerstore.naivediff` (``trylast``) and any
+wrappers registered later; the `Driver` facade is the only caller of hooks.
+
+The facade adds what every driver needs and no driver should write again:
+checks of the required hooks at load time, reference counting of `get` and
+`put` persisted under the driver home (so that two processes mounting one
+layer do not unmount each other), and serialisation of conflicting
+operations on one layer across threads and processes (``flock``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import hashlib
+import os
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import pluggy
+
+from . import hookspecs
+from .capabilities import Capabilities, CreateOpts
+from .errors import (
+    CorruptMetadata,
+    DriverNotFound,
+    DriverNotSupported,
+    InvalidDriver,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    LayerStoreError,
+)
+from .idtools import IDMappings
+
+if TYPE_CHECKING:
+    from .change import Change
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Driver",
+    "DriverFactory",
+    "available_drivers",
+    "load_driver",
+    "open_driver",
+]
+
+ENTRY_POINT_GROUP = "layerstore.drivers"
+TRACE_ENV = "LAYERSTORE_TRACE_HOOKS"
+_CORE_DIR = ".layerstore"  # under a driver home: reference counts and locks; drivers leave it alone
+_LOCK_STRIPES = 64
+
+DriverFactory = Callable[[Path, Mapping[str, str], IDMappings], object]
+
+
+def _driver_entry_points() -> dict[str, Any]:
+    import importlib_metadata
+
+    found: dict[str, Any] = {}
+    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def available_drivers() -> dict[str, str]:
+    """Return the installed drivers as ``{name: distribution name}``, sorted by name."""
+    result = {}
+    for name, ep in sorted(_driver_entry_points().items()):
+        dist = getattr(ep, "dist", None)
+        result[name] = dist.name if dist is not None else "?"
+    return result
+
+
+def _no_such_driver(name: str) -> DriverNotFound:
+    installed = sorted(_driver_entry_points())
+    if not installed:
+        return DriverNotFound(
+            f"no storage driver named {name!r}: no driver is installed; "
+            "install one, e.g. `pip install layerstore-vfs`"
+        )
+    return DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed)}")
+
+
+def load_driver(
+    name: str,
+    home: str | os.PathLike[str],
+    options: Mapping[str, str] | None = None,
+    id_maps: IDMappings | None = None,
+) -> Driver:
+    """Open the installed driver `name` on `home` and return its facade.
+
+    Raises `DriverNotFound` (listing the installed drivers) for an unknown
+    name, `DriverNotSupported` with the reason when the driver cannot run
+    here, `InvalidDriver` when the driver does not implement the contract.
+    """
+    ep = _driver_entry_points().get(name)
+    if ep is None:
+        raise _no_such_driver(name)
+    try:
+        factory = ep.load()
+    except Exception as exc:  # a broken distribution must not crash selection with a traceback
+        raise InvalidDriver(f"driver {name!r} failed to import ({ep.value}): {exc}") from exc
+    return open_driver(name, factory, home, options, id_maps)
+
+
+def open_driver(
+    name: str,
+    factory: DriverFactory,
+    home: str | os.PathLike[str],
+    options: Mapping[str, str] | None = None,
+    id_maps: IDMappings | None = None,
+) -> Driver:
+    """Open a driver from its factory directly (for tests and drivers not installed as distributions)."""
+    home_path = Path(home)
+    opts = dict(options or {})
+    maps = id_maps if id_maps is not None else IDMappings()
+    try:
+        plugin = factory(home_path, opts, maps)
+    except LayerStoreError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DriverNotSupported(f"driver {name!r} cannot start on {home_path}: {exc}") from exc
+    return Driver(name, plugin, home_path, maps)
+
+
+class _ReferenceCounts:
+    """Per-layer reference counts in files under the driver home, guarded by striped flocks."""
+
+    def __init__(self, home: Path) -> None:
+        self._refs = home / _CORE_DIR / "refs"
+        self._locks = home / _CORE_DIR / "locks"
+        self._local = threading.local()
+
+    def _ensure_dirs(self) -> None:
+        self._refs.mkdir(parents=True, exist_ok=True)
+        self._locks.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, layer_id: str) -> Path:
+        # IDs are opaque: hash them so any string is a safe file name.
+        return self._refs / hashlib.sha256(layer_id.encode()).hexdigest()
+
+    @contextlib.contextmanager
+    def locked(self, layer_id: str) -> Iterator[None]:
+        """Hold the lock of `layer_id` (reentrant within a thread, exclusive across threads and processes)."""
+        held: dict[int, list[int]] = self._local.__dict__.setdefault("held", {})
+        stripe = zlib.crc32(layer_id.encode()) % _LOCK_STRIPES
+        entry = held.get(stripe)
+        if entry is not None:
+            entry[1] += 1
+            try:
+                yield
+            finally:
+                entry[1] -= 1
+            return
+        self._ensure_dirs()
+        fd = os.open(self._locks / str(stripe), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held[stripe] = [fd, 1]
+            try:
+                yield
+            finally:
+                del held[stripe]
+        finally:
+            os.close(fd)
+
+    def count(self, layer_id: str) -> int:
+        """Read the count of `layer_id` (call with its lock held)."""
+        try:
+            text = self._file(layer_id).read_text()
+        except FileNotFoundError:
+            return 0
+        try:
+            return int(text.split()[0])
+        except (ValueError, IndexError):
+            raise CorruptMetadata(
+                f"reference count file of layer {layer_id} is unreadable ({self._file(layer_id)}); "
+                "delete it if the layer is not mounted"
+            ) from None
+
+    def set(self, layer_id: str, value: int) -> None:
+        """Write the count of `layer_id` (call with its lock held); zero removes the file."""
+        path = self._file(layer_id)
+        if value <= 0:
+            path.unlink(missing_ok=True)
+            return
+        self._ensure_dirs()
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(f"{value} {layer_id}\n")
+        os.replace(tmp, path)
+
+
+def _trace_hooks(pm: pluggy.PluginManager, driver_name: str) -> None:
+    def before(hook_name: str, impls: Any, kwargs: Mapping[str, Any]) -> None:
+        print(f"layerstore: {driver_name}.{hook_name}({dict(kwargs)})", file=sys.stderr)
+
+    def after(outcome: Any, hook_name: str, impls: Any, kwargs: Mapping[str, Any]) -> None:
+        exc = outcome.exception
+        result = f"raised {exc!r}" if exc is not None else f"-> {outcome.get_result()!r}"
+        print(f"layerstore: {driver_name}.{hook_name} {result}", file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+class Driver:
+    """A typed facade over one opened storage driver.
+
+    Methods mirror the hooks of `layerstore.hookspecs.DriverSpec` and add
+    reference counting and per-layer serialisation.  Obtain one with
+    `load_driver`.
+    """
+
+    def __init__(self, name: str, plugin: object, home: Path, id_maps: IDMappings) -> None:
+        self.name = name
+        self.home = home
+        self.id_maps = id_maps
+        self.plugin = plugin
+        self.plugin_manager = pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        pm.add_hookspecs(hookspecs.DriverSpec)
+        try:
+            pm.register(plugin, name=f"driver:{name}")
+        except pluggy.PluginValidationError as exc:
+            raise InvalidDriver(f"driver {name!r} has an invalid hook implementation: {exc}") from exc
+        missing = [
+            hook
+            for hook in hookspecs.REQUIRED_HOOKS
+            if not any(impl.plugin is plugin for impl in getattr(pm.hook, hook).get_hookimpls())
+        ]
+        if missing:
+            raise InvalidDriver(f"driver {name!r} does not implement the required hooks: {', '.join(missing)}")
+        unknown = [
+            hook_name
+            for hook_name in dir(pm.hook)
+            if not hook_name.startswith("_") and getattr(pm.hook, hook_name).spec is None
+        ]
+        if unknown:
+            raise InvalidDriver(f"driver {name!r} implements unknown hooks: {', '.join(sorted(unknown))}")
+
+        from .naivediff import NaiveDiff
+
+        pm.register(NaiveDiff(self), name="naivediff")
+        if os.environ.get(TRACE_ENV):
+            _trace_hooks(pm, name)
+        self._refs = _ReferenceCounts(home)
+        self._held: collections.Counter[str] = collections.Counter()
+        self._held_lock = threading.Lock()
+        caps = pm.hook.capabilities()
+        self.capabilities: Capabilities = caps if caps is not None else Capabilities()
+        self.max_depth: int | None = self.capabilities.max_depth
+
+    def __repr__(self) -> str:
+        return f"<Driver {self.name} at {self.home}>"
+
+    @property
+    def hook(self) -> Any:
+        """The hook relay of this driver's plugin manager (for wrappers and the generic fallbacks)."""
+        return self.plugin_manager.hook
+
+    def create(self, id: str, parent: str | None = None, opts: CreateOpts | None = None) -> None:
+        """Create layer `id` as a copy of `parent` (empty when None).  See `DriverSpec.create`."""
+        _check_id(id)
+        with self._refs.locked(id):
+            if self.hook.exists(id=id):
+                raise LayerExists(f"layer {id} already exists in driver {self.name}")
+            if parent is not None and not self.hook.exists(id=parent):
+                raise LayerNotFound(f"parent layer {parent} of {id} does not exist in driver {self.name}")
+            self.hook.create(id=id, parent=parent, opts=opts if opts is not None else CreateOpts())
+
+    def remove(self, id: str, *, force: bool = False) -> None:
+        """Remove layer `id`; `LayerInUse` while it is mounted unless `force` (which unmounts it first)."""
+        with self._refs.locked(id):
+            if not self.hook.exists(id=id):
+                raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+            count = self._refs.count(id)
+            if count and not force:
+                raise LayerInUse(
+                    f"layer {id} is mounted ({count} reference{'s' if count != 1 else ''}); "
+                    "unmount it first, or remove with force"
+                )
+            if count:
+                self.hook.put(id=id)
+                self._refs.set(id, 0)
+            self.hook.remove(id=id)
+        with self._held_lock:
+            self._held.pop(id, None)
+
+    def get(self, id: str, mount_label: str = "") -> str:
+        """Mount layer `id` (counted) and return the path of its full filesystem."""
+        with self._refs.locked(id):
+            if not self.hook.exists(id=id):
+                raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+            count = self._refs.count(id)
+            path = self.hook.get(id=id, mount_label=mount_label)
+            if path is None:
+                raise InvalidDriver(f"driver {self.name!r} returned no path from get({id})")
+            self._refs.set(id, count + 1)
+        with self._held_lock:
+            self._held[id] += 1
+        return str(path)
+
+    def put(self, id: str) -> None:
+        """Release one reference to layer `id`; the last one unmounts it.  Harmless when not held."""
+        with self._refs.locked(id):
+            count = self._refs.count(id)
+            if count <= 1:
+                self._refs.set(id, 0)
+                if self.hook.exists(id=id):
+                    self.hook.put(id=id)
+            else:
+                self._refs.set(id, count - 1)
+        with self._held_lock:
+            if self._held.get(id, 0) > 0:
+                self._held[id] -= 1
+                if not self._held[id]:
+                    del self._held[id]
+
+    def references(self, id: str) -> int:
+        """Return how many references (across processes) hold layer `id` mounted."""
+        with self._refs.locked(id):
+            return self._refs.count(id)
+
+    @contextlib.contextmanager
+    def mounted(self, id: str, mount_label: str = "") -> Iterator[str]:
+        """``with driver.mounted(id) as path:`` -- `get` on entry, `put` on exit."""
+        path = self.get(id, mount_label)
+        try:
+            yield path
+        finally:
+            self.put(id)
+
+    def exists(self, id: str) -> bool:
+        """Return True if layer `id` exists."""
+        return bool(self.hook.exists(id=id))
+
+    def diff(self, id: str, parent: str | None = None) -> BinaryIO:
+        """Return a stream of the uncompressed tar of `id`'s changes against `parent` (caller closes it)."""
+        self._require(id)
+        result: BinaryIO = self.hook.diff(id=id, parent=parent)
+        return result
+
+    def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
+        """Extract the uncompressed tar `stream` into layer `id`; return the size of its regular files."""
+        with self._refs.locked(id):
+            self._require(id)
+            size: int = self.hook.apply_diff(id=id, parent=parent, stream=stream)
+            return size
+
+    def diff_size(self, id: str, parent: str | None = None) -> int:
+        """Return the size of the changes of `id` against `parent`."""
+        self._require(id)
+        size: int = self.hook.diff_size(id=id, parent=parent)
+        return size
+
+    def changes(self, id: str, parent: str | None = None) -> list[Change]:
+        """Return the changes of `id` against `parent`, sorted by path."""
+        self._require(id)
+        result: list[Change] = self.hook.changes(id=id, parent=parent)
+        return result
+
+    def status(self) -> list[tuple[str, str]]:
+        """Return human facts about the driver as (key, value) pairs."""
+        result = self.hook.status()
+        return list(result) if result is not None else []
+
+    def metadata(self, id: str) -> dict[str, str]:
+        """Return driver facts about layer `id`."""
+        self._require(id)
+        result = self.hook.metadata(id=id)
+        return dict(result) if result is not None else {}
+
+    def cleanup(self) -> None:
+        """Release every reference taken through this object, then let the driver release its resources."""
+        with self._held_lock:
+            held = list(self._held.items())
+        for layer_id, count in held:
+            for _ in range(count):
+                self.put(layer_id)
+        self.hook.cleanup()
+
+    def _require(self, id: str) -> None:
+        if not self.hook.exists(id=id):
+            raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+
+
+def _check_id(layer_id: str) -> None:
+    if not layer_id or "/" in layer_id or layer_id in (".", "..") or "\0" in layer_id or layer_id.startswith("."):
+        raise LayerStoreError(f"invalid layer ID {layer_id!r}: it must be non-empty, without '/', not start with '.'")

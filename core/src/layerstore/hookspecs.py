@@ -1,0 +1,155 @@
+"""The storage driver contract.
+
+A driver is a plugin object bound to one home directory, built by the factory
+its distribution advertises in the entry-point group ``layerstore.drivers``::
+
+    factory(home: Path, options: Mapping[str, str], id_maps: IDMappings) -> plugin
+
+The factory raises `DriverNotSupported` (with the reason) when the driver
+cannot run here; that is the only way it says no.  The plugin object
+implements the hooks below with ``@layerstore.hookimpl``.  Every opened driver
+gets its own pluggy ``PluginManager`` holding that one plugin, the core's
+generic fallbacks (`layerstore.naivediff`, registered ``trylast``) and any
+wrappers; nobody calls hooks directly: the `layerstore.Driver` facade does,
+adding reference counting of `get`/`put` and per-layer serialisation.
+
+IDs are opaque strings without ``/`` (image layers use 64 lowercase hex).
+All hooks are ``firstresult``: the first implementation that returns a value
+other than None answers.  The optional hooks may return None to leave the
+answer to the generic implementation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, BinaryIO
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities, CreateOpts
+    from .change import Change
+
+__all__ = ["PROJECT_NAME", "REQUIRED_HOOKS", "DriverSpec", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "layerstore"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+REQUIRED_HOOKS: tuple[str, ...] = ("create", "remove", "get", "put", "exists")
+
+
+class DriverSpec:
+    """The hooks of a storage driver, each with its contract."""
+
+    @hookspec(firstresult=True)
+    def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
+        """Create layer `id` whose contents start as an exact copy of `parent`'s.
+
+        With `parent` None the layer's root is an empty directory, mode 0755,
+        owned by the (remapped) container root.  A child keeps everything of
+        its parent: bytes, modes with setuid/setgid/sticky, owners, symlink
+        targets, hardlink identity, device numbers, xattrs, the root mode.
+        Later changes to either side never show in the other.
+
+        `opts.storage_opts` carries per-layer options (e.g. ``size``); an
+        option the driver does not know is an error, not ignored.
+
+        Raises `LayerExists` if `id` exists, `LayerNotFound` if `parent` is
+        missing, `LimitExceeded` (naming the limit) if the chain would be
+        deeper than the driver's maximum depth.  On failure nothing of `id`
+        remains.  Required.
+        """
+
+    @hookspec(firstresult=True)
+    def remove(self, id: str) -> None:
+        """Delete layer `id` and free its space.
+
+        The facade has already checked that no reference is held; the driver
+        unmounts anything of its own first, removes nesting it finds inside
+        the layer (btrfs subvolumes, zfs snapshots) and never fails with
+        "busy" after the last `put`.  Afterwards `exists(id)` is False, even
+        when removal failed half-way (then the error says what is left).
+        Raises `LayerNotFound` if missing, `LayerInUse` if another layer is
+        built on it.  Required.
+        """
+
+    @hookspec(firstresult=True)
+    def get(self, id: str, mount_label: str) -> str:
+        """Make the full filesystem of layer `id` (parent chain applied) visible and return its path.
+
+        Idempotent: a second call without `put` returns the same path.  The
+        facade counts references and calls this hook only for the first
+        reference.  Raises `LayerNotFound` if missing.  Required.
+        """
+
+    @hookspec(firstresult=True)
+    def put(self, id: str) -> None:
+        """Tear down what `get` set up for layer `id` (unmount).
+
+        The facade calls it when the last reference is released.  Harmless for
+        a layer that is not mounted.  Required.
+        """
+
+    @hookspec(firstresult=True)
+    def exists(self, id: str) -> bool:
+        """Return True if layer `id` exists (whole), False otherwise.  Never raises for a missing layer.  Required."""
+
+    @hookspec(firstresult=True)
+    def diff(self, id: str, parent: str | None) -> BinaryIO | None:
+        """Return a readable binary stream of an uncompressed tar of the changes of `id` against `parent`.
+
+        `parent` None means against an empty tree.  Whiteouts are canonical
+        (``.wh.<name>``, ``.wh..wh..opq``), member names relative without
+        ``./``, no entry for the root, ownership mapped back to container IDs.
+        The caller closes the stream; closing it releases whatever the
+        driver holds (a mount).  Return None to use the generic
+        implementation.  Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int | None:
+        """Extract the uncompressed layer tar `stream` into layer `id` (which was created on `parent`).
+
+        Applies canonical whiteouts, maps ownership to host IDs, refuses
+        unsafe entries with `InvalidArchive` and never writes outside the
+        layer.  Reads `stream` to its end.  Returns the sum of the sizes of the
+        regular files in the tar.  On failure the layer is left as it was (or
+        removed).  Return None to use the generic implementation.  Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def diff_size(self, id: str, parent: str | None) -> int | None:
+        """Return the size in bytes of the changes of `id` against `parent` without building a tar.
+
+        It equals what `apply_diff` returned for the same layer.  Return None
+        to use the generic implementation.  Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def changes(self, id: str, parent: str | None) -> list[Change] | None:
+        """Return the paths added, modified and deleted in `id` against `parent`, sorted by path.
+
+        Rules in DESIGN §8.3.  Return None to use the generic implementation.
+        Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def status(self) -> list[tuple[str, str]] | None:
+        """Return human-readable facts (backing filesystem, layer count, options) as (key, value) pairs.  Optional."""
+
+    @hookspec(firstresult=True)
+    def metadata(self, id: str) -> dict[str, str] | None:
+        """Return driver facts about layer `id` (e.g. its directories or dataset).  `LayerNotFound` if missing.  Optional."""
+
+    @hookspec(firstresult=True)
+    def cleanup(self) -> None:
+        """Release what this driver instance holds (private mounts, daemons' handles); the store is closing.
+
+        The facade has already released the references taken through it.
+        Layers still referenced by other processes stay mounted.  Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def capabilities(self) -> Capabilities | None:
+        """Return the driver's `Capabilities`; None means all flags off and no depth limit.  Optional."""
