@@ -348,10 +348,20 @@ class Driver:
         return result
 
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
-        """Extract the uncompressed tar `stream` into layer `id`; return the size of its regular files."""
+        """Extract the uncompressed tar `stream` into layer `id`; return the size of its regular files.
+
+        If extraction fails the layer is removed (whatever it held before) and the error re-raised.
+        """
         with self._refs.locked(id):
             self._require(id)
-            size: int = self.hook.apply_diff(id=id, parent=parent, stream=stream)
+            try:
+                size: int = self.hook.apply_diff(id=id, parent=parent, stream=stream)
+            except BaseException:
+                # The contract allows "as before, or removed"; removing is the
+                # one answer that holds for every driver and every failure.
+                with contextlib.suppress(LayerStoreError, OSError):
+                    self.remove(id, force=True)
+                raise
             return size
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
