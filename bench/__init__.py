@@ -1,0 +1,1 @@
+"""layerstore benchmarks (scripts, not tests): ``.venv/bin/python -m bench --help``."""

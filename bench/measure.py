@@ -1,0 +1,113 @@
+"""Run one measured command as a child process: wall time and the child's peak RSS.
+
+The peak RSS is ``ru_maxrss`` of the measured process as reported by
+``wait4``, which the kernel takes as the maximum over the process and the
+descendants it waited for (so ``tar -xzf``'s gzip counts too).  The kernel
+also counts the high-water mark of the memory image a process had before
+``exec``: a child forked (or vforked) from this ~30 MB Python process would
+never report less than that.  So the command is started through GNU
+``/usr/bin/time -f %M`` (Debian package ``time``), a ~1 MB process that forks
+it and reports the ``wait4`` figure; without it we fall back to our own
+``wait4`` and say so in `Measurement.rss_source`.  Standard
+output is either hashed on the fly (exports: the bytes are checked against
+the input's sha256 without being stored) or captured (small outputs such as
+a new layer ID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_READ = 1 << 20
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else shutil.which("time")
+
+
+@dataclass
+class Measurement:
+    """What one run of a command cost and produced."""
+
+    argv: list[str]
+    seconds: float
+    maxrss_kb: int
+    returncode: int
+    stdout: str  # captured text, or "" when hashed
+    stdout_sha256: str  # "" unless hashed
+    stdout_bytes: int
+    stderr: str
+    rss_source: str = "time"
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.returncode == 0
+
+    def failure(self) -> str:
+        """A one-line description of a failure (command and last stderr line)."""
+        tail = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        return f"exit {self.returncode} of {' '.join(self.argv[:6])}...: {tail[-1] if tail else '(no stderr)'}"
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    stdin: Path | None = None,
+    hash_stdout: bool = False,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Measurement:
+    """Run `argv` (no shell), feeding `stdin` (a file) or /dev/null, and measure it."""
+    rss_file = tempfile.NamedTemporaryFile(prefix="bench-rss-", delete=False)  # noqa: SIM115
+    rss_file.close()
+    wrapped = [GNU_TIME, "-f", "%M", "-o", rss_file.name, "--", *argv] if GNU_TIME else list(argv)
+    stdin_f = open(stdin, "rb") if stdin is not None else open(os.devnull, "rb")  # noqa: SIM115
+    h = hashlib.sha256()
+    captured = bytearray()
+    total = 0
+    with stdin_f, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            wrapped, stdin=stdin_f, stdout=subprocess.PIPE, stderr=err,
+            env=None if env is None else {**os.environ, **env}, cwd=cwd,
+        )
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, _READ)
+            if not chunk:
+                break
+            total += len(chunk)
+            if hash_stdout:
+                h.update(chunk)
+            elif len(captured) < (1 << 20):
+                captured += chunk
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        proc.stdout.close()
+        err.seek(0)
+        stderr = err.read()[-20000:].decode(errors="replace")
+    maxrss_kb, source = usage.ru_maxrss, "wait4 (includes the forking Python's RSS)"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # GNU time writes "Command exited with non-zero status N" before the figure on failures.
+        maxrss_kb, source = int(Path(rss_file.name).read_text().split()[-1]), "time"
+    os.unlink(rss_file.name)
+    return Measurement(
+        argv=list(argv),
+        seconds=elapsed,
+        maxrss_kb=maxrss_kb,
+        returncode=proc.returncode,
+        stdout="" if hash_stdout else captured.decode(errors="replace"),
+        stdout_sha256=h.hexdigest() if hash_stdout else "",
+        stdout_bytes=total,
+        stderr=stderr,
+        rss_source=source,
+    )

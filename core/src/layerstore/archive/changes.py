@@ -1,0 +1,142 @@
+"""Changes of a layer directory against its parent's, by walking both trees (DESIGN §8.3)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+from ..change import Change, ChangeKind
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["changes_size", "tree_changes"]
+
+_ADD = ChangeKind.ADD
+_MODIFY = ChangeKind.MODIFY
+_DELETE = ChangeKind.DELETE
+_CAPABILITY = "security.capability"
+_NS = 1_000_000_000
+_BY_PATH = attrgetter("path")
+
+
+def _scan(path: str) -> dict[str, os.stat_result]:
+    with os.scandir(path) as it:
+        return {entry.name: entry.stat(follow_symlinks=False) for entry in it}
+
+
+def _same_time(a: int, b: int) -> bool:
+    # Archives and some filesystems keep whole seconds only: then only seconds count.
+    return a == b or ((a % _NS == 0 or b % _NS == 0) and a // _NS == b // _NS)
+
+
+def _capability(path: str) -> bytes | None:
+    try:
+        return os.getxattr(path, _CAPABILITY, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _differs(new: os.stat_result, old: os.stat_result, new_path: str, old_path: str) -> bool:
+    mode = new.st_mode
+    if (
+        mode != old.st_mode
+        or new.st_uid != old.st_uid
+        or new.st_gid != old.st_gid
+        or new.st_rdev != old.st_rdev
+        or not _same_time(new.st_mtime_ns, old.st_mtime_ns)
+    ):
+        return True
+    if stat.S_ISREG(mode):
+        return new.st_size != old.st_size or _capability(new_path) != _capability(old_path)
+    if stat.S_ISLNK(mode):
+        return new.st_size != old.st_size or os.readlink(new_path) != os.readlink(old_path)
+    return False
+
+
+def _add_tree(path: str, rel: str, out: list[Change]) -> None:
+    stack = [(path, rel)]
+    while stack:
+        dir_path, dir_rel = stack.pop()
+        with os.scandir(dir_path) as it:
+            for entry in it:
+                child = f"{dir_rel}/{entry.name}"
+                out.append(Change(child, _ADD))
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, child))
+
+
+def _compare(new_dir: str, old_dir: str, rel: str, out: list[Change]) -> bool:
+    new_entries = _scan(new_dir)
+    old_entries = _scan(old_dir)
+    start = len(out)
+    for name, new in new_entries.items():
+        child = f"{rel}/{name}"
+        new_path = f"{new_dir}/{name}"
+        old = old_entries.pop(name, None)
+        if old is None:
+            out.append(Change(child, _ADD))
+            if stat.S_ISDIR(new.st_mode):
+                _add_tree(new_path, child, out)
+            continue
+        old_path = f"{old_dir}/{name}"
+        modified = _differs(new, old, new_path, old_path)
+        if modified:
+            out.append(Change(child, _MODIFY))
+        if stat.S_ISDIR(new.st_mode):
+            if stat.S_ISDIR(old.st_mode):
+                if _compare(new_path, old_path, child, out) and not modified:
+                    out.append(Change(child, _MODIFY))
+            else:
+                _add_tree(new_path, child, out)
+    for name in old_entries:
+        out.append(Change(f"{rel}/{name}", _DELETE))
+    return len(out) > start
+
+
+def tree_changes(layer_dir: str | os.PathLike[str], parent_dir: str | os.PathLike[str] | None) -> list[Change]:
+    """Return the changes of the tree `layer_dir` against `parent_dir` (None: an empty tree), sorted by path.
+
+    Paths start at the layer root (``/a/b``), the root itself is never
+    listed.  Add for new paths (and everything below a new directory),
+    Delete once for a removed subtree, Modify when the type, mode, owner,
+    device, size (regular files), mtime (whole seconds when either side has
+    none below), symlink target or ``security.capability`` differ; a
+    directory containing changes is listed as Modify.
+    """
+    out: list[Change] = []
+    layer = os.fspath(layer_dir).rstrip("/") or "/"
+    if parent_dir is None:
+        _add_tree(layer, "", out)
+    else:
+        _compare(layer, os.fspath(parent_dir).rstrip("/") or "/", "", out)
+    out.sort(key=_BY_PATH)
+    return out
+
+
+def changes_size(layer_dir: str | os.PathLike[str], changes: Iterable[Change]) -> int:
+    """Return the sum of the sizes of the regular files added or modified, each hardlinked inode once.
+
+    This is what `apply_tar` returns for the tar `export_changes` makes of the same changes.
+    """
+    root = os.fspath(layer_dir).rstrip("/")
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for change in changes:
+        if change.kind == _DELETE:
+            continue
+        try:
+            st = os.lstat(f"{root}{change.path}")
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+        total += st.st_size
+    return total

@@ -1,0 +1,496 @@
+"""A streaming reader of tar archives for applying layers.
+
+It parses headers itself (ustar, GNU and old-GNU, v7, pax with global
+headers, GNU long names and links, base-256 numbers) and hands out one
+`TarEntry` at a time; the caller copies the payload of the current entry to a
+file descriptor or leaves it, and the reader skips what was not consumed.
+After the end-of-archive block it reads the stream to its end.  Every
+malformation is an `InvalidArchive` naming the entry when it is known.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import urllib.parse
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..errors import InvalidArchive, StorageFull
+
+__all__ = [
+    "BLOCK",
+    "BLOCKDEV",
+    "CHARDEV",
+    "DIRECTORY",
+    "FIFO",
+    "HARDLINK",
+    "REGULAR",
+    "SYMLINK",
+    "TarEntry",
+    "TarReader",
+]
+
+BLOCK = 512
+_CHUNK = 1 << 20
+_MAX_META = 64 << 20  # pax headers and GNU long names larger than this are refused
+_ZERO_BLOCK = bytes(BLOCK)
+
+REGULAR = "file"
+DIRECTORY = "dir"
+SYMLINK = "symlink"
+HARDLINK = "hardlink"
+CHARDEV = "char"
+BLOCKDEV = "block"
+FIFO = "fifo"
+
+_KINDS: dict[int, str] = {
+    0x30: REGULAR,  # '0'
+    0x00: REGULAR,  # old '\0'
+    0x37: REGULAR,  # '7' contiguous file
+    0x31: HARDLINK,
+    0x32: SYMLINK,
+    0x33: CHARDEV,
+    0x34: BLOCKDEV,
+    0x35: DIRECTORY,
+    0x36: FIFO,
+    0x44: DIRECTORY,  # 'D' GNU dump directory: a directory whose payload lists names
+}
+_PAX_LOCAL = (0x78, 0x58)  # 'x', Solaris 'X'
+_PAX_GLOBAL = 0x67  # 'g'
+_GNU_LONGNAME = 0x4C  # 'L'
+_GNU_LONGLINK = 0x4B  # 'K'
+_GNU_SPARSE = 0x53  # 'S'
+_GNU_VOLUME = 0x56  # 'V'
+_USTAR_MAGIC = b"ustar\x00"
+_GNU_MAGIC = b"ustar  \x00"
+
+
+class TarEntry:
+    """One member of a tar archive with its extended headers applied.
+
+    `kind` is one of the module constants REGULAR, DIRECTORY, SYMLINK,
+    HARDLINK, CHARDEV, BLOCKDEV, FIFO.  Names are `str`; bytes that are not
+    UTF-8 are kept as surrogate escapes (``os.fsencode`` gives them back).
+    Times are nanoseconds since the epoch; `atime_ns` is None when the archive
+    does not carry one.  `xattrs` maps attribute names to raw values.
+    """
+
+    __slots__ = (
+        "atime_ns",
+        "devmajor",
+        "devminor",
+        "gid",
+        "gname",
+        "kind",
+        "linkname",
+        "mode",
+        "mtime_ns",
+        "name",
+        "size",
+        "uid",
+        "uname",
+        "xattrs",
+    )
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.kind = REGULAR
+        self.mode = 0
+        self.uid = 0
+        self.gid = 0
+        self.size = 0
+        self.mtime_ns = 0
+        self.atime_ns: int | None = None
+        self.linkname = ""
+        self.devmajor = 0
+        self.devminor = 0
+        self.uname = ""
+        self.gname = ""
+        self.xattrs: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"<TarEntry {self.kind} {self.name!r} size={self.size}>"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _field_text(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
+
+
+def _number(raw: bytes, what: str, name: str) -> int:
+    first = raw[0]
+    if first & 0x80:
+        # base-256 (GNU): big-endian two's complement, 0x80 marks positive, 0xff negative
+        value = int.from_bytes(raw[1:], "big")
+        if first == 0xFF:
+            value -= 1 << (8 * (len(raw) - 1))
+        else:
+            value |= (first & 0x7F) << (8 * (len(raw) - 1))
+        return value
+    end = raw.find(b"\0")
+    digits = (raw if end < 0 else raw[:end]).strip()
+    if not digits:
+        return 0
+    try:
+        return int(digits, 8)
+    except ValueError:
+        raise InvalidArchive(f"corrupt tar header of entry {name!r}: bad {what} field {raw!r}") from None
+
+
+def _pax_time(value: bytes, name: str) -> int:
+    text = value.decode("ascii", "replace").strip()
+    negative = text.startswith("-")
+    if negative:
+        text = text[1:]
+    whole, _, frac = text.partition(".")
+    if (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
+        raise InvalidArchive(f"corrupt pax header of entry {name!r}: bad time {value!r}")
+    ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9])
+    return -ns if negative else ns
+
+
+def _pax_records(data: bytes, name: str) -> dict[bytes, bytes]:
+    records: dict[bytes, bytes] = {}
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if data[pos] == 0:  # some writers pad the pax payload with NULs
+            break
+        space = data.find(b" ", pos, pos + 24)
+        if space < 0:
+            raise InvalidArchive(f"corrupt pax header before entry {name!r}: bad record length")
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise InvalidArchive(f"corrupt pax header before entry {name!r}: bad record length") from None
+        stop = pos + length
+        if length <= space - pos + 1 or stop > end or data[stop - 1] != 0x0A:
+            raise InvalidArchive(f"corrupt pax header before entry {name!r}: record overruns its length")
+        key, eq, value = data[space + 1 : stop - 1].partition(b"=")
+        if not eq:
+            raise InvalidArchive(f"corrupt pax header before entry {name!r}: record without '='")
+        records[key] = value
+        pos = stop
+    return records
+
+
+class TarReader:
+    """Iterate over the entries of an uncompressed tar stream, read strictly sequentially.
+
+    Use ``for entry in reader:``; while an entry is current, `copy_to` writes
+    its payload to a file descriptor.  Unread payload is skipped when the next
+    entry is requested.  The stream is read to its end after the archive's
+    end-of-archive block.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._read = stream.read
+        self._stream = stream
+        self._remaining = 0
+        self._padding = 0
+        self._global: dict[bytes, bytes] = {}
+        self._last = ""
+        self._current = ""
+        self._count = 0
+        self._buffer = bytearray(_CHUNK)
+        self._view = memoryview(self._buffer)
+        self.finished = False
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        while True:
+            entry = self.next()
+            if entry is None:
+                return
+            yield entry
+
+    # -- low level ---------------------------------------------------------
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        data = self._read(n)
+        if len(data) == n:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = self._read(n - got)
+            if not more:
+                raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def _discard(self, n: int, what: str) -> None:
+        while n > 0:
+            chunk = self._read(min(n, _CHUNK))
+            if not chunk:
+                raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
+            n -= len(chunk)
+
+    def _drain(self) -> None:
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            while readinto(self._view):
+                pass
+        else:
+            while self._read(_CHUNK):
+                pass
+
+    def copy_to(self, fd: int, path: str = "") -> None:
+        """Write the payload of the current entry to `fd` (at its position) and consume its padding.
+
+        `StorageFull` names `path` when the disk or quota is full.
+        """
+        size = self._remaining
+        total = size + self._padding
+        what = f"data of entry {self._current!r}"
+        self._remaining = self._padding = 0
+        try:
+            if total <= _CHUNK:
+                if not size:
+                    if total:
+                        self._read_exact(total, what)
+                    return
+                data = self._read_exact(total, what)
+                view = memoryview(data)[:size]
+                written = os.write(fd, view)
+                while written < size:
+                    written += os.write(fd, view[written:])
+                return
+            buffer = self._view
+            readinto = getattr(self._stream, "readinto", None)
+            left = size
+            while left > 0:
+                want = buffer if left >= _CHUNK else buffer[:left]
+                if readinto is not None:
+                    got = readinto(want)
+                else:
+                    data = self._read(len(want))
+                    got = len(data)
+                    want[:got] = data
+                if not got:
+                    raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
+                chunk = want[:got]
+                written = os.write(fd, chunk)
+                while written < got:
+                    written += os.write(fd, chunk[written:])
+                left -= got
+            if total > size:
+                self._read_exact(total - size, what)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise StorageFull(f"no space left writing {path or self._current!r}: {exc.strerror}") from exc
+            raise
+
+    def skip(self) -> None:
+        """Skip whatever is left of the current entry's payload."""
+        left = self._remaining + self._padding
+        self._remaining = self._padding = 0
+        if left:
+            self._discard(left, f"data of entry {self._current!r}")
+
+    def _payload(self, size: int, name: str) -> bytes:
+        if size > _MAX_META:
+            raise InvalidArchive(f"tar extension header before entry {name!r} is too large ({size} bytes)")
+        data = self._read_exact(size, f"extension header after entry {name!r}")
+        pad = (-size) % BLOCK
+        if pad:
+            self._read_exact(pad, f"extension header after entry {name!r}")
+        return data
+
+    # -- entries -----------------------------------------------------------
+
+    def next(self) -> TarEntry | None:
+        """Return the next entry, or None after the end of the archive (the stream is then read to its end)."""
+        if self.finished:
+            return None
+        if self._remaining or self._padding:
+            self.skip()
+        local: dict[bytes, bytes] | None = None
+        long_name: str | None = None
+        long_link: str | None = None
+        last = self._current
+        while True:
+            header = self._read(BLOCK)
+            if len(header) != BLOCK:
+                while header and len(header) < BLOCK:
+                    more = self._read(BLOCK - len(header))
+                    if not more:
+                        break
+                    header += more
+                if len(header) != BLOCK:
+                    if self._count == 0:
+                        raise InvalidArchive(
+                            "not a tar archive (the input is empty or shorter than one tar header); "
+                            "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
+                        )
+                    if header:
+                        raise InvalidArchive(f"truncated tar archive: the header after entry {last!r} is incomplete")
+                    raise InvalidArchive(
+                        f"truncated tar archive: it ends after entry {last!r} without the end-of-archive blocks"
+                    )
+            if header == _ZERO_BLOCK:
+                self.finished = True
+                self._drain()
+                return None
+            self._count += 1
+            try:
+                stored = _number(header[148:156], "checksum", last)
+            except InvalidArchive:
+                stored = -1
+            computed = sum(header) - sum(header[148:156]) + 256
+            if stored != computed:
+                # Old writers summed signed bytes.
+                signed = computed - 256 * sum(1 for b in header if b > 127)
+                signed += 256 * sum(1 for b in header[148:156] if b > 127)
+                if stored != signed:
+                    if self._count == 1:
+                        raise InvalidArchive(
+                            "not a tar archive (no valid tar header at the start); "
+                            "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
+                        )
+                    raise InvalidArchive(f"corrupt tar archive: bad header checksum after entry {last!r}")
+            typeflag = header[156]
+            magic = header[257:263]
+            raw_name = header[0:100]
+            end = raw_name.find(b"\0")
+            if end >= 0:
+                raw_name = raw_name[:end]
+            if magic == _USTAR_MAGIC and header[345] != 0:
+                prefix = header[345:500]
+                end = prefix.find(b"\0")
+                if end >= 0:
+                    prefix = prefix[:end]
+                raw_name = prefix + b"/" + raw_name
+            name = _text(raw_name)
+            size = _number(header[124:136], "size", name)
+            if size < 0:
+                raise InvalidArchive(f"corrupt tar header of entry {name!r}: negative size")
+            if typeflag in _PAX_LOCAL:
+                records = _pax_records(self._payload(size, last), last)
+                if local is None:
+                    local = records
+                else:
+                    local.update(records)
+                continue
+            if typeflag == _PAX_GLOBAL:
+                self._global.update(_pax_records(self._payload(size, last), last))
+                continue
+            if typeflag == _GNU_LONGNAME:
+                long_name = _field_text(self._payload(size, last))
+                continue
+            if typeflag == _GNU_LONGLINK:
+                long_link = _field_text(self._payload(size, last))
+                continue
+            if typeflag == _GNU_VOLUME:
+                self._discard(size + (-size) % BLOCK, f"volume header after entry {last!r}")
+                continue
+            break
+
+        entry = TarEntry()
+        if long_name is not None:
+            name = long_name
+        kind = _KINDS.get(typeflag)
+        if kind is None:
+            if typeflag == _GNU_SPARSE:
+                raise InvalidArchive(
+                    f"tar entry {name!r} is a GNU sparse file, which layers do not support; "
+                    "recreate the archive without --sparse"
+                )
+            raise InvalidArchive(f"tar entry {name!r} has unsupported type {chr(typeflag)!r}")
+        entry.mode = _number(header[100:108], "mode", name) & 0o7777
+        entry.uid = _number(header[108:116], "uid", name)
+        entry.gid = _number(header[116:124], "gid", name)
+        entry.mtime_ns = _number(header[136:148], "mtime", name) * 1_000_000_000
+        linkname = long_link if long_link is not None else _field_text(header[157:257])
+        if magic == _USTAR_MAGIC or magic == _GNU_MAGIC[:6]:
+            entry.uname = _field_text(header[265:297])
+            entry.gname = _field_text(header[297:329])
+            if kind is CHARDEV or kind is BLOCKDEV:
+                entry.devmajor = _number(header[329:337], "devmajor", name)
+                entry.devminor = _number(header[337:345], "devminor", name)
+            if header[257:265] == _GNU_MAGIC and header[345] != 0:
+                atime = _number(header[345:357], "atime", name)
+                if atime:
+                    entry.atime_ns = atime * 1_000_000_000
+        if self._global or local:
+            records = dict(self._global)
+            if local:
+                records.update(local)
+            name, linkname, size = self._apply_pax(entry, records, name, linkname, size)
+        if kind is REGULAR and name.endswith("/"):
+            kind = DIRECTORY  # v7 tar marks directories with a trailing slash only
+        entry.kind = kind
+        entry.name = name
+        entry.linkname = linkname
+        if kind is REGULAR or (typeflag == 0x44):
+            entry.size = size if kind is REGULAR else 0
+            self._remaining = size
+            self._padding = (-size) % BLOCK
+        self._last = self._current
+        self._current = name
+        return entry
+
+    def _apply_pax(
+        self, entry: TarEntry, records: dict[bytes, bytes], name: str, linkname: str, size: int
+    ) -> tuple[str, str, int]:
+        for key, value in records.items():
+            if key == b"path":
+                if value:
+                    name = _text(value)
+            elif key == b"linkpath":
+                if value:
+                    linkname = _text(value)
+            elif key == b"size":
+                if value:
+                    size = self._pax_int(value, "size", name)
+            elif key == b"uid":
+                if value:
+                    entry.uid = self._pax_int(value, "uid", name)
+            elif key == b"gid":
+                if value:
+                    entry.gid = self._pax_int(value, "gid", name)
+            elif key == b"mtime":
+                if value:
+                    entry.mtime_ns = _pax_time(value, name)
+            elif key == b"atime":
+                if value:
+                    entry.atime_ns = _pax_time(value, name)
+            elif key == b"uname":
+                entry.uname = _text(value)
+            elif key == b"gname":
+                entry.gname = _text(value)
+            elif key.startswith(b"SCHILY.xattr."):
+                entry.xattrs[_text(key[13:])] = value
+            elif key.startswith(b"LIBARCHIVE.xattr."):
+                attr = os.fsdecode(urllib.parse.unquote_to_bytes(key[17:]))
+                try:
+                    entry.xattrs[attr] = base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
+                except ValueError:
+                    raise InvalidArchive(f"corrupt pax header of entry {name!r}: bad xattr {attr!r}") from None
+            elif key.startswith(b"GNU.sparse."):
+                raise InvalidArchive(
+                    f"tar entry {name!r} is a GNU sparse file, which layers do not support; "
+                    "recreate the archive without --sparse"
+                )
+        if "\0" in name or "\0" in linkname:
+            raise InvalidArchive(f"tar entry {name!r} has a NUL byte in its name or link target")
+        return name, linkname, size
+
+    @staticmethod
+    def _pax_int(value: bytes, what: str, name: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise InvalidArchive(f"corrupt pax header of entry {name!r}: bad {what} {value!r}") from None
+        if number < 0:
+            raise InvalidArchive(f"corrupt pax header of entry {name!r}: negative {what}")
+        return number
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})

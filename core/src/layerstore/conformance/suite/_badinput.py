@@ -1,0 +1,114 @@
+"""Unsafe and broken layer tars are refused, leave no layer, and write nothing outside (DESIGN §4, §8.9)."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from layerstore.drivers import Driver
+from layerstore.errors import InvalidArchive
+
+from ._support import TarBuilder, build_layer, new_id, snapshot
+
+_CLIMB = "../" * 40  # more than any driver home is deep: from the layer root up to "/"
+
+
+def _unsafe_tar(case: str, outside: Path, token: str) -> tuple[bytes, list[str]]:
+    """The tar of one unsafe `case` and strings of which the error must name one (the bad entry)."""
+    escape = f"escape-{token}"
+    tar = TarBuilder().dir("fine").file("fine/ok", b"harmless\n")
+    if case == "dot-dot":
+        tar.file(f"{_CLIMB}{str(outside).lstrip('/')}/{escape}", b"escaped\n")
+        bad = [escape]
+    elif case == "dot-dot-short":
+        tar.file(f"fine/../../{escape}", b"escaped\n")
+        bad = [escape]
+    elif case == "absolute":
+        tar.file(f"{outside}/{escape}", b"escaped\n")
+        bad = [escape]
+    elif case == "symlinked-parent":
+        tar.symlink("evil", str(outside)).file(f"evil/{escape}", b"escaped through a symlink\n")
+        bad = ["evil", escape]
+    elif case == "symlinked-parent-relative":
+        tar.symlink("evil", f"{_CLIMB}{str(outside).lstrip('/')}").file(f"evil/{escape}", b"escaped\n")
+        bad = ["evil", escape]
+    elif case == "hardlink-outside":
+        tar.hardlink(escape, f"{_CLIMB}{str(outside).lstrip('/')}/victim")
+        bad = [escape, "victim"]
+    elif case == "hardlink-absolute":
+        tar.hardlink(escape, f"{outside}/victim")
+        bad = [escape, "victim"]
+    elif case == "hardlink-missing":
+        bad = [escape, "no/such/target"]
+        tar.hardlink(bad[0], bad[1])
+    elif case == "truncated":
+        bad = []
+        data = tar.file(escape, os.urandom(20_000)).bytes()
+        return data[:9000], bad
+    else:
+        raise ValueError(case)
+    return tar.bytes(), bad
+
+
+CASES = [
+    "dot-dot",
+    "dot-dot-short",
+    "absolute",
+    "symlinked-parent",
+    "symlinked-parent-relative",
+    "hardlink-outside",
+    "hardlink-absolute",
+    "hardlink-missing",
+    "truncated",
+]
+
+
+def _paths_with(root: Path, token: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += [os.path.join(dirpath, n) for n in dirnames + filenames if token in n]
+    return found
+
+
+class BadInputTests:
+    """Refusing unsafe archives."""
+
+    @pytest.mark.parametrize("case", CASES)
+    @pytest.mark.parametrize("on_parent", [False, True], ids=["base", "child"])
+    def test_unsafe_tar_is_refused(
+        self, driver: Driver, layerstore_root: Path, tmp_path: Path, case: str, on_parent: bool
+    ) -> None:
+        outside = tmp_path / f"outside-{secrets.token_hex(4)}"
+        outside.mkdir()
+        victim = outside / "victim"
+        victim.write_bytes(b"must not change\n")
+        token = secrets.token_hex(6)
+        data, bad_names = _unsafe_tar(case, outside, token)
+
+        parent = build_layer(driver, tar=TarBuilder().file("base-file", b"base\n").bytes()) if on_parent else None
+        before = None
+        if parent is not None:
+            with driver.mounted(parent) as path:
+                before = snapshot(path)
+        layer = new_id()
+        driver.create(layer, parent)
+        with pytest.raises(InvalidArchive) as info:
+            driver.apply_diff(layer, parent, io.BytesIO(data))
+        message = str(info.value)
+        assert message and "\n" not in message.strip(), f"the error is not one line: {message!r}"
+        if bad_names:
+            mentioned = any(n in message for n in bad_names)
+            assert mentioned, f"the error does not name the entry ({' or '.join(bad_names)}): {message}"
+        assert not driver.exists(layer), "a failed apply_diff left the layer behind"
+
+        assert sorted(os.listdir(outside)) == ["victim"], f"the tar wrote outside the layer: {os.listdir(outside)}"
+        assert victim.read_bytes() == b"must not change\n"
+        assert os.stat(victim).st_nlink == 1, "the tar hardlinked a file outside the layer"
+        assert not _paths_with(layerstore_root, f"escape-{token}"), "the tar wrote outside the layer"
+        if parent is not None:
+            with driver.mounted(parent) as path:
+                assert snapshot(path) == before, "a failed apply_diff on a child changed its parent"

@@ -1,0 +1,784 @@
+"""The image store: images (metadata + one layer each) on top of a storage driver.
+
+This is the Docker engine's image ``graph`` (2015) in Python.  Layout under
+the store root::
+
+    <root>/graph/<id>/json               image metadata (unknown fields preserved)
+    <root>/graph/<id>/layersize          decimal size of the layer's regular files
+    <root>/graph/<id>/checksum           "sha256:<hex>" of the uncompressed layer tar
+    <root>/graph/<id>/tar-data.json.gz   tar-split metadata for byte-exact export
+    <root>/graph/_tmp/                   staging and trash; swept when a store opens
+    <root>/graph/_locks/<id>             flock files (one per image ID)
+
+An image is visible when ``graph/<id>/json`` exists and the driver has the
+layer.  ``register`` builds everything in a staging directory named
+``_tmp/<id>.new.<random>`` and renames it into place, holding the image's
+lock all along; ``delete`` renames the image directory to
+``_tmp/<id>.del.<random>`` before removing the layer.  A staging entry whose
+lock is free therefore belongs to a process that died, and its driver layer
+(if the image is not visible) is an orphan: opening the store removes both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import attrs
+
+from .errors import (
+    CorruptMetadata,
+    DigestMismatch,
+    ImageNotFound,
+    LayerInUse,
+    LayerStoreError,
+    StorageFull,
+)
+from .idtools import IDMap, IDMappings
+from .image import Image, format_created, go_architecture, is_valid_id, validate_id
+from .truncindex import TruncIndex
+
+if TYPE_CHECKING:
+    from .drivers import Driver
+
+__all__ = ["CheckResult", "DigestNotSet", "GCReport", "Graph"]
+
+JSON_FILE = "json"
+LAYERSIZE_FILE = "layersize"
+DIGEST_FILE = "checksum"
+TAR_DATA_FILE = "tar-data.json.gz"
+GRAPH_DIR = "graph"
+TMP_DIR = "_tmp"
+LOCKS_DIR = "_locks"
+_CHUNK = 1 << 20
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DigestNotSet(LayerStoreError):
+    """The image has no recorded layer digest (``checksum`` file)."""
+
+
+@attrs.frozen
+class CheckResult:
+    """The outcome of verifying one layer (`Graph.check`)."""
+
+    id: str
+    ok: bool
+    message: str
+    expected: str | None = None
+    actual: str | None = None
+
+
+@attrs.frozen
+class GCReport:
+    """What `Graph.gc` removed: orphan driver layers and leftover staging entries."""
+
+    layers: tuple[str, ...] = ()
+    staging: tuple[str, ...] = ()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, durably."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class _HashingReader(io.RawIOBase):
+    """A readable stream that passes `source` through while hashing it (sha256) and counting bytes."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__()
+        self._source = source
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        n = len(data)
+        if n:
+            view[:n] = data
+            self.hash.update(data)
+            self.count += n
+        return n
+
+
+class _LayerStream(io.RawIOBase):
+    """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF."""
+
+    def __init__(
+        self,
+        image_id: str,
+        stream: BinaryIO,
+        closers: list[Callable[[], object]],
+        expected: str | None,
+    ) -> None:
+        super().__init__()
+        self._id = image_id
+        self._stream = stream
+        self._closers = closers
+        self._expected = expected
+        self._hash = hashlib.sha256()
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._stream.read(len(view))
+        n = len(data)
+        if n:
+            view[:n] = data
+            self._hash.update(data)
+        elif not self._verified and len(view):
+            self._verified = True
+            actual = "sha256:" + self._hash.hexdigest()
+            if self._expected is not None and actual != self._expected:
+                raise DigestMismatch(
+                    f"layer {self._id}: reassembled tar is {actual} but {self._expected} was imported; "
+                    "files of the layer changed on disk (run `layerstore check`)"
+                )
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            with contextlib.ExitStack() as stack:
+                for closer in reversed(self._closers):
+                    stack.callback(closer)
+                stack.callback(self._stream.close)
+        finally:
+            super().close()
+
+
+def _layer_file_opener(layer_id: str, root: str) -> Callable[[str], BinaryIO]:
+    def open_file(name: str) -> BinaryIO:
+        rel = name
+        while rel.startswith("./"):
+            rel = rel[2:]
+        rel = rel.lstrip("/")
+        if not rel or ".." in rel.split("/"):
+            raise CorruptMetadata(f"layer {layer_id}: tar-split data names an unsafe file {name!r}")
+        path = os.path.join(root, rel)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise DigestMismatch(
+                f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DigestMismatch(
+                    f"layer {layer_id}: file {name!r} of the stored layer was replaced by a symlink"
+                ) from None
+            raise
+        return os.fdopen(fd, "rb")
+
+    return open_file
+
+
+class Graph:
+    """A store of images: metadata under ``<root>/graph`` and layers in `driver`.
+
+    Safe to use from several threads and several processes at once: changes
+    to one image are serialised with ``flock`` on a per-image lock file.
+    Opening a store sweeps what killed processes left behind.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        driver: Driver,
+        uid_maps: Iterable[IDMap] = (),
+        gid_maps: Iterable[IDMap] = (),
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.driver = driver
+        self.id_maps = IDMappings(tuple(uid_maps), tuple(gid_maps))
+        self._graph = self.root / GRAPH_DIR
+        self._tmp = self._graph / TMP_DIR
+        self._locks = self._graph / LOCKS_DIR
+        self._retained: dict[str, set[str]] = {}
+        self._retained_lock = threading.Lock()
+        for path in (self.root, self._graph, self._tmp, self._locks):
+            path.mkdir(mode=0o700, exist_ok=True)
+            if not self.id_maps.is_identity:
+                uid, gid = self.id_maps.root_pair()
+                os.chown(path, uid, gid)
+        self._sweep_staging()
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.root} driver={self.driver.name}>"
+
+    # -- paths, locks, listing ------------------------------------------------
+
+    def image_root(self, image_id: str) -> Path:
+        """The metadata directory of `image_id` (``<root>/graph/<id>``)."""
+        return self._graph / image_id
+
+    @contextlib.contextmanager
+    def _locked(self, image_id: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+        fd = os.open(self._locks / image_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _has_metadata(self, image_id: str) -> bool:
+        return (self._graph / image_id / JSON_FILE).is_file()
+
+    def _is_whole(self, image_id: str) -> bool:
+        return self._has_metadata(image_id) and self.driver.exists(image_id)
+
+    def _metadata_ids(self) -> list[str]:
+        try:
+            names = os.listdir(self._graph)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if is_valid_id(n) and self._has_metadata(n))
+
+    def ids(self) -> list[str]:
+        """The IDs of every whole image, sorted."""
+        return [i for i in self._metadata_ids() if self.driver.exists(i)]
+
+    def resolve(self, name: str) -> str:
+        """Return the full ID of the image named by `name` (an ID or a unique prefix).
+
+        `InvalidID` for an empty name or one with spaces, `ImageNotFound`,
+        `AmbiguousID` naming the candidates.
+        """
+        if is_valid_id(name):
+            if self._is_whole(name):
+                return name
+            raise ImageNotFound(f"no image with ID {name}; `layerstore ls` lists the images")
+        return TruncIndex(self.ids()).get(name)
+
+    def _make_staging(self, image_id: str, kind: str) -> Path:
+        path = self._tmp / f"{image_id}.{kind}.{secrets.token_hex(8)}"
+        path.mkdir(mode=0o700)
+        return path
+
+    def _sweep_staging(self) -> list[str]:
+        """Remove staging and trash entries of dead processes, and the driver layers they orphaned."""
+        removed: list[str] = []
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            image_id = entry.name.split(".", 1)[0]
+            if not is_valid_id(image_id):
+                # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
+                self._remove_path(Path(entry.path))
+                removed.append(entry.name)
+                continue
+            with self._locked(image_id, blocking=False) as got:
+                if not got:
+                    continue  # a live process is working on this image
+                if not self._has_metadata(image_id):
+                    with contextlib.suppress(LayerStoreError, OSError):
+                        if self.driver.exists(image_id):
+                            self.driver.remove(image_id, force=True)
+                self._remove_path(Path(entry.path))
+                removed.append(entry.name)
+        return removed
+
+    @staticmethod
+    def _remove_path(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # -- reading ---------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        """True if `name` (an ID or unique prefix) names a whole image: metadata and driver layer."""
+        try:
+            self.resolve(name)
+        except LayerStoreError:
+            return False
+        return True
+
+    def get(self, name: str) -> Image:
+        """Return the image named by `name` (an ID or a unique prefix).
+
+        The layer size is recomputed with the driver's ``diff_size`` (and
+        saved) when the ``layersize`` file is missing.
+        """
+        return self._load(self.resolve(name))
+
+    def _load(self, image_id: str) -> Image:
+        root = self.image_root(image_id)
+        path = root / JSON_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFound(f"no image with ID {image_id}") from None
+        image = Image.from_json(raw, source=str(path))
+        if image.id != image_id:
+            raise CorruptMetadata(f"{path}: image stored at {image_id} has the wrong ID {image.id}")
+        size_path = root / LAYERSIZE_FILE
+        try:
+            text = size_path.read_text()
+        except FileNotFoundError:
+            image.size = self.driver.diff_size(image_id, image.parent)
+            with contextlib.suppress(OSError):
+                _write_atomic(size_path, str(image.size).encode())
+        else:
+            try:
+                image.size = int(text.strip())
+            except ValueError:
+                raise CorruptMetadata(f"{size_path}: layer size {text[:40]!r} is not a number") from None
+        return image
+
+    def raw_json(self, name: str) -> bytes:
+        """The image's JSON exactly as stored."""
+        image_id = self.resolve(name)
+        try:
+            return (self.image_root(image_id) / JSON_FILE).read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFound(f"no image with ID {image_id}") from None
+
+    def walk_all(self, handler: Callable[[Image], object] | None = None) -> list[Image]:
+        """Call `handler` on every image (images whose metadata cannot be read are skipped); return them."""
+        images = []
+        for image_id in self.ids():
+            try:
+                image = self._load(image_id)
+            except LayerStoreError:
+                continue
+            images.append(image)
+            if handler is not None:
+                handler(image)
+        return images
+
+    def __iter__(self) -> Iterator[Image]:
+        return iter(self.walk_all())
+
+    def map(self) -> dict[str, Image]:
+        """Every image, by ID."""
+        return {image.id: image for image in self.walk_all()}
+
+    def by_parent(self) -> dict[str, list[Image]]:
+        """Images by the ID of their parent; an image without children has no entry."""
+        images = self.map()
+        result: dict[str, list[Image]] = {}
+        for image in images.values():
+            if image.parent and image.parent in images:
+                result.setdefault(image.parent, []).append(image)
+        return result
+
+    def heads(self) -> dict[str, Image]:
+        """Images that are no other image's parent, by ID."""
+        images = self.map()
+        parents = {image.parent for image in images.values() if image.parent}
+        return {image_id: image for image_id, image in images.items() if image_id not in parents}
+
+    def children(self, name: str | Image) -> list[str]:
+        """The IDs of the images whose parent is the given image, sorted."""
+        image_id = name.id if isinstance(name, Image) else self.resolve(name)
+        return self._children_of(image_id)
+
+    def _children_of(self, image_id: str) -> list[str]:
+        found = []
+        for child in self._metadata_ids():
+            try:
+                image = Image.from_json((self.image_root(child) / JSON_FILE).read_bytes())
+            except (LayerStoreError, OSError):
+                continue
+            if image.parent == image_id:
+                found.append(child)
+        return found
+
+    def has_children(self, image: str | Image) -> bool:
+        """True when another image has `image` as its parent."""
+        return bool(self.children(image))
+
+    # -- retain sessions (pulls and builds in progress) -----------------------
+
+    def retain(self, session_id: str, *layer_ids: str) -> None:
+        """Hold `layer_ids` for `session_id` so that `delete` refuses them until `release`."""
+        with self._retained_lock:
+            for layer_id in layer_ids:
+                self._retained.setdefault(layer_id, set()).add(session_id)
+
+    def release(self, session_id: str, *layer_ids: str) -> None:
+        """Drop the holds of `session_id` on `layer_ids` (unknown ones are ignored)."""
+        with self._retained_lock:
+            for layer_id in layer_ids:
+                holders = self._retained.get(layer_id)
+                if holders is None:
+                    continue
+                holders.discard(session_id)
+                if not holders:
+                    del self._retained[layer_id]
+
+    def is_held(self, layer_id: str) -> bool:
+        """True while some session retains `layer_id`."""
+        with self._retained_lock:
+            return layer_id in self._retained
+
+    # -- writing ---------------------------------------------------------------
+
+    def create(  # noqa: PLR0917 -- the engine's signature
+        self,
+        layer_data: BinaryIO | None,
+        container_id: str = "",
+        container_image: str = "",
+        comment: str = "",
+        author: str = "",
+        container_config: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        *,
+        parent: str | None = None,
+    ) -> Image:
+        """Create a new image with a fresh ID from `layer_data` (a tar, any compression) and register it.
+
+        As in the engine, `container_image` becomes the parent when
+        `container_id` is given; `parent` sets it directly.
+        """
+        from .image import generate_id
+
+        if parent is None and container_id and container_image:
+            parent = self.resolve(container_image)
+        image = Image(
+            id=generate_id(),
+            parent=parent,
+            comment=comment,
+            created=format_created(),
+            author=author,
+            config=config,
+            architecture=go_architecture(),
+            os="linux",
+        )
+        if container_id:
+            image.container = container_id
+            image.container_config = dict(container_config or {})
+        self.register(image, layer_data)
+        return image
+
+    def register(self, image: Image, layer_data: BinaryIO | None) -> bool:
+        """Store `image` with its layer read from `layer_data` (plain, gzip, bzip2, xz or zstd tar).
+
+        Returns True when this call stored the image and False when it
+        already existed (a no-op, also across processes).  Atomic: on any
+        failure, interruption included, the driver layer and the staging
+        directory are removed and the error re-raised; nothing is visible.
+        `image.size` is set to the layer size.
+        """
+        image_id = validate_id(image.id)
+        with self._locked(image_id):
+            if self._is_whole(image_id):
+                return False
+            with contextlib.ExitStack() as stack:
+                if image.parent is not None:
+                    stack.enter_context(self._locked(image.parent, shared=True))
+                    if not self._is_whole(image.parent):
+                        raise ImageNotFound(f"parent image {image.parent} of {image_id} is not in the store")
+                self._register_locked(image, layer_data)
+        return True
+
+    def _register_locked(self, image: Image, layer_data: BinaryIO | None) -> None:
+        image_id = image.id
+        final = self.image_root(image_id)
+        # The graph is the source of truth: leftovers of an image that is not
+        # whole (another driver's metadata, an orphan layer) are cleared first.
+        if final.exists():
+            trash = self._make_staging(image_id, "del")
+            os.rename(final, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        if self.driver.exists(image_id):
+            self.driver.remove(image_id, force=True)
+        staging = self._make_staging(image_id, "new")
+        try:
+            self.driver.create(image_id, image.parent)
+            digest = None
+            if layer_data is not None:
+                image.size, digest = self._apply_layer(image, layer_data, staging)
+            else:
+                image.size = 0
+            _write_atomic(staging / LAYERSIZE_FILE, str(image.size).encode())
+            if digest is not None:
+                _write_atomic(staging / DIGEST_FILE, digest.encode())
+            _write_atomic(staging / JSON_FILE, image.to_json())
+            _fsync_dir(staging)
+            os.rename(staging, final)
+            _fsync_dir(self._graph)
+        except BaseException as exc:
+            with contextlib.suppress(LayerStoreError, OSError):
+                if self.driver.exists(image_id):
+                    self.driver.remove(image_id, force=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+                raise StorageFull(
+                    f"no space left on device while importing image {image_id} into {self.root}; "
+                    "free space and import again"
+                ) from exc
+            raise
+
+    def _apply_layer(self, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
+        from .archive.compression import decompressed
+        from .tarsplit import TarSplitRecorder
+
+        with open(staging / TAR_DATA_FILE, "wb") as meta:
+            plain = decompressed(layer_data)
+            try:
+                hashing = _HashingReader(plain)
+                reader = cast(BinaryIO, io.BufferedReader(hashing, _CHUNK))
+                recorder = TarSplitRecorder(reader, meta)
+                try:
+                    size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recorder))
+                    # Everything after the end-of-archive blocks belongs to the
+                    # layer's bytes too: record and hash it.
+                    while recorder.read(_CHUNK):
+                        pass
+                finally:
+                    recorder.close()
+            finally:
+                if plain is not layer_data:  # decompressed() may hand back the caller's own stream
+                    plain.close()
+            meta.flush()
+            os.fsync(meta.fileno())
+        return size, "sha256:" + hashing.hash.hexdigest()
+
+    def delete(self, name: str, force: bool = False) -> None:
+        """Remove an image atomically: its metadata disappears at once, then its layer.
+
+        Refuses (`LayerInUse`) an image that other images are built on (even
+        with `force`: their layers depend on it; delete them first), and,
+        unless `force`, one that a session retains or that is mounted.
+        """
+        image_id = self.resolve(name)
+        with self._locked(image_id):
+            if not self._has_metadata(image_id):
+                raise ImageNotFound(f"no image with ID {image_id}")
+            children = self._children_of(image_id)
+            if children:
+                named = ", ".join(c[:12] for c in children)
+                raise LayerInUse(f"image {image_id} has child images ({named}); delete them first")
+            if not force and self.is_held(image_id):
+                raise LayerInUse(f"image {image_id} is held by a running session; retry later or force")
+            driver_has = self.driver.exists(image_id)
+            if driver_has and not force:
+                refs = self.driver.references(image_id)
+                if refs:
+                    raise LayerInUse(
+                        f"image {image_id} is mounted ({refs} reference{'s' if refs != 1 else ''}); "
+                        f"unmount it (`layerstore umount {image_id[:12]}`) or delete with force"
+                    )
+            trash = self._make_staging(image_id, "del")
+            os.rename(self.image_root(image_id), trash / "old")
+            _fsync_dir(self._graph)
+            try:
+                if driver_has:
+                    self.driver.remove(image_id, force=True)
+            except BaseException:
+                os.rename(trash / "old", self.image_root(image_id))
+                shutil.rmtree(trash, ignore_errors=True)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        with self._retained_lock:
+            self._retained.pop(image_id, None)
+
+    def set_digest(self, name: str, digest: str) -> None:
+        """Record `digest` (``sha256:<hex>``) as the image's layer digest."""
+        image_id = self.resolve(name)
+        algo, _, hexpart = digest.partition(":")
+        if not algo or not hexpart:
+            raise LayerStoreError(f"invalid digest {digest!r}: expected algorithm:hex, e.g. sha256:...")
+        with self._locked(image_id):
+            _write_atomic(self.image_root(image_id) / DIGEST_FILE, digest.encode())
+
+    def get_digest(self, name: str) -> str:
+        """The recorded layer digest (``sha256:<hex>`` of the uncompressed tar); `DigestNotSet` if none."""
+        image_id = self.resolve(name)
+        return self._digest_of(image_id, required=True) or ""
+
+    def _digest_of(self, image_id: str, *, required: bool) -> str | None:
+        path = self.image_root(image_id) / DIGEST_FILE
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            if required:
+                raise DigestNotSet(f"digest is not set for layer {image_id}") from None
+            return None
+        if ":" not in text:
+            raise CorruptMetadata(f"{path}: {text[:80]!r} is not a digest")
+        return text
+
+    # -- export ------------------------------------------------------------------
+
+    def tar_layer(self, image: Image | str) -> BinaryIO:
+        """A stream of the image's layer tar: exactly the bytes that were imported.
+
+        Rebuilt from ``tar-data.json.gz`` and the files in the driver; a file
+        whose content changed raises `DigestMismatch` naming it (while
+        reading).  Only when that metadata is missing does it fall back to the
+        driver's ``diff``.  Close the stream: that releases the mount.
+        """
+        return self._open_layer(image, verify=True)
+
+    def _open_layer(self, image: Image | str, *, verify: bool) -> BinaryIO:
+        from .tarsplit import assemble
+
+        img = image if isinstance(image, Image) else self.get(image)
+        try:
+            meta = open(self.image_root(img.id) / TAR_DATA_FILE, "rb")  # noqa: SIM115 -- closed by the stream
+        except FileNotFoundError:
+            return self.driver.diff(img.id, img.parent)
+        closers: list[Callable[[], object]] = [meta.close]
+        try:
+            expected = self._digest_of(img.id, required=False) if verify else None
+            root = self.driver.get(img.id)
+            closers.append(lambda: self.driver.put(img.id))
+            stream = cast(BinaryIO, assemble(meta, _layer_file_opener(img.id, root)))
+        except BaseException:
+            for closer in reversed(closers):
+                with contextlib.suppress(Exception):
+                    closer()
+            raise
+        return cast(BinaryIO, io.BufferedReader(_LayerStream(img.id, stream, closers, expected), _CHUNK))
+
+    def temp_layer_archive(self, name: str, progress: Callable[[int], object] | None = None) -> BinaryIO:
+        """Copy the image's layer tar into an anonymous temporary file in the store and return it (at offset 0).
+
+        `progress`, when given, is called with the number of bytes of each
+        chunk copied.  The file disappears when closed.
+        """
+        image = self.get(name)
+        tmp = tempfile.TemporaryFile(dir=self._tmp)  # noqa: SIM115 -- returned to the caller
+        try:
+            with contextlib.closing(self.tar_layer(image)) as src:
+                while chunk := src.read(_CHUNK):
+                    tmp.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            tmp.flush()
+            tmp.seek(0)
+        except BaseException:
+            tmp.close()
+            raise
+        return cast(BinaryIO, tmp)
+
+    # -- maintenance -------------------------------------------------------------
+
+    def check(self, progress: Callable[[int], object] | None = None) -> Iterator[CheckResult]:
+        """Reassemble every layer and compare its sha256 with the recorded digest; yield one result per layer."""
+        for image_id in self.ids():
+            yield self._check_one(image_id, progress)
+
+    def _check_one(self, image_id: str, progress: Callable[[int], object] | None) -> CheckResult:
+        try:
+            image = self._load(image_id)
+            expected = self._digest_of(image_id, required=False)
+            if not (self.image_root(image_id) / TAR_DATA_FILE).exists():
+                if expected is None:
+                    return CheckResult(image_id, True, "no layer data recorded (empty image)")
+                return CheckResult(image_id, False, "tar-split metadata is missing: cannot reassemble", expected)
+            digest = hashlib.sha256()
+            with contextlib.closing(self._open_layer(image, verify=False)) as stream:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            actual = "sha256:" + digest.hexdigest()
+        except (LayerStoreError, OSError) as exc:
+            return CheckResult(image_id, False, str(exc) or type(exc).__name__)
+        if expected is None:
+            return CheckResult(image_id, True, "reassembled; no digest recorded to compare", None, actual)
+        if actual != expected:
+            return CheckResult(image_id, False, f"digest mismatch: reassembled {actual}, recorded {expected}",
+                               expected, actual)
+        return CheckResult(image_id, True, "ok", expected, actual)
+
+    def gc(self) -> GCReport:
+        """Remove leftovers of killed processes: staging entries and driver layers without metadata.
+
+        Driver layers are found through the staging journal and by looking
+        for image-ID names under the driver's home; a layer whose image is
+        being registered right now (its lock is held) is left alone.
+        """
+        staging = self._sweep_staging()
+        candidates = sorted(c for c in self._driver_id_names() if not self._has_metadata(c))
+        removed: list[str] = []
+        pending = [c for c in candidates if self.driver.exists(c)]
+        while pending:
+            progress = False
+            still = []
+            for layer_id in pending:
+                with self._locked(layer_id, blocking=False) as got:
+                    if not got or self._has_metadata(layer_id):
+                        continue
+                    try:
+                        self.driver.remove(layer_id, force=True)
+                    except LayerInUse:
+                        still.append(layer_id)  # an orphan child still stands on it
+                        continue
+                    removed.append(layer_id)
+                    progress = True
+            if not progress:
+                break
+            pending = still
+        return GCReport(tuple(removed), tuple(staging))
+
+    def _driver_id_names(self, max_depth: int = 3) -> set[str]:
+        found: set[str] = set()
+        home = self.driver.home
+
+        def walk(path: Path, depth: int) -> None:
+            try:
+                entries = list(os.scandir(path))
+            except OSError:
+                return
+            for entry in entries:
+                if entry.name == ".layerstore":
+                    continue
+                if is_valid_id(entry.name):
+                    found.add(entry.name)
+                elif depth < max_depth and entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), depth + 1)
+
+        walk(home, 1)
+        return found

@@ -1,0 +1,92 @@
+"""Generic `diff`, `apply_diff`, `diff_size` and `changes` for drivers without native ones.
+
+Registered ``trylast`` on every driver's plugin manager by the `Driver`
+facade: it mounts layers through the facade (`Driver.get`/`Driver.put`) and
+compares, extracts and exports plain directory trees with
+`layerstore.archive`.  A driver that answers these hooks itself wins.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, BinaryIO
+
+from .archive.apply import apply_tar
+from .archive.changes import changes_size, tree_changes
+from .archive.export import export_changes
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .change import Change
+    from .drivers import Driver
+
+__all__ = ["NaiveDiff"]
+
+
+class NaiveDiff:
+    """The fallback implementations of the diff hooks, working from `get`/`put` of one driver facade."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+
+    def _changes(self, id: str, parent: str | None) -> tuple[str, list[Change]]:
+        """Mount `id` (left mounted for the caller to `put`) and `parent` (released); return the path and changes."""
+        driver = self._driver
+        layer_dir = driver.get(id)
+        try:
+            if parent is None:
+                return layer_dir, tree_changes(layer_dir, None)
+            parent_dir = driver.get(parent)
+            try:
+                return layer_dir, tree_changes(layer_dir, parent_dir)
+            finally:
+                driver.put(parent)
+        except BaseException:
+            driver.put(id)
+            raise
+
+    @hookimpl(trylast=True)
+    def changes(self, id: str, parent: str | None) -> list[Change]:
+        """Compare the mounted trees of `id` and `parent` (see `tree_changes`)."""
+        _, result = self._changes(id, parent)
+        self._driver.put(id)
+        return result
+
+    @hookimpl(trylast=True)
+    def diff_size(self, id: str, parent: str | None) -> int:
+        """Sum the sizes of the regular files added or modified against `parent`, each inode once."""
+        layer_dir, result = self._changes(id, parent)
+        try:
+            return changes_size(layer_dir, result)
+        finally:
+            self._driver.put(id)
+
+    @hookimpl(trylast=True)
+    def diff(self, id: str, parent: str | None) -> BinaryIO:
+        """Export the changes of `id` against `parent` as a tar stream; closing it releases the mount of `id`."""
+        layer_dir, result = self._changes(id, parent)
+        released = threading.Lock()
+        state = {"done": False}
+
+        def release() -> None:
+            with released:
+                if state["done"]:
+                    return
+                state["done"] = True
+            self._driver.put(id)
+
+        try:
+            return export_changes(layer_dir, result, id_maps=self._driver.id_maps, on_close=release)
+        except BaseException:
+            release()
+            raise
+
+    @hookimpl(trylast=True)
+    def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
+        """Extract `stream` into the mounted layer `id`, deleting what canonical whiteouts name."""
+        driver = self._driver
+        layer_dir = driver.get(id)
+        try:
+            return apply_tar(stream, layer_dir, id_maps=driver.id_maps)
+        finally:
+            driver.put(id)

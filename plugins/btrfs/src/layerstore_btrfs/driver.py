@@ -1,0 +1,343 @@
+"""The btrfs storage driver: one subvolume per layer, a child is a writable snapshot of its parent.
+
+Layout under the driver home::
+
+    subvolumes/<id>           the layer (a subvolume); it exists when this path does
+    parents/<id>              the parent's ID ("" for a base layer)
+    children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
+    staging/                  layers being created (renamed into subvolumes/ when complete)
+    trash/                    layers being deleted (renamed out of subvolumes/ first)
+    lock                      flock held while layers are created, and while removal moves a layer to trash
+
+A layer therefore appears and disappears with one rename: a crash leaves at
+worst a subvolume in staging/ or trash/, deleted when the driver next opens.
+Snapshots do not depend on their origin in btrfs, but the contract keeps a
+parent until its children are gone, as every driver does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerstore import Capabilities, hookimpl
+from layerstore.errors import (
+    ConfigError,
+    DriverNotSupported,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    LayerStoreError,
+    StorageFull,
+)
+from layerstore.process import run_command
+
+from . import _btrfs
+from ._sizes import parse_size
+
+if TYPE_CHECKING:
+    from layerstore import CreateOpts, IDMappings
+
+__all__ = ["STORAGE_OPTIONS", "BtrfsDriver"]
+
+STORAGE_OPTIONS = frozenset({"size"})
+"""Per-layer storage options `create` accepts: ``size`` (a qgroup limit on the layer's referenced bytes)."""
+
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _valid_id(layer_id: str) -> bool:
+    return bool(layer_id) and "/" not in layer_id and "\0" not in layer_id and not layer_id.startswith(".")
+
+
+class BtrfsDriver:
+    """Layers as btrfs subvolumes; the factory of the ``btrfs`` entry point.
+
+    ``BtrfsDriver(home, options, id_maps)`` raises `DriverNotSupported` when
+    `home` is not on btrfs or subvolumes cannot be created and deleted there,
+    and `ConfigError` for any driver option (it takes none).
+    """
+
+    def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
+        if options:
+            raise ConfigError(
+                f"btrfs: unknown driver option(s) {', '.join(sorted(options))}; the btrfs driver takes no options"
+            )
+        self.home = Path(home)
+        self.id_maps = id_maps
+        _check_backing_filesystem(self.home)
+        self._subvolumes = self.home / "subvolumes"
+        self._parents = self.home / "parents"
+        self._children = self.home / "children"
+        self._staging = self.home / "staging"
+        self._trash = self.home / "trash"
+        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash):
+            d.mkdir(parents=True, exist_ok=True)
+        self._probe()
+        self._fs_uuid = _btrfs.filesystem_uuid(self.home)
+        self._sweep()
+
+    def __repr__(self) -> str:
+        return f"<BtrfsDriver at {self.home}>"
+
+    # -- support detection and housekeeping ------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Create and delete a subvolume in staging/, so that an unprivileged process is told why here."""
+        name = f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            _btrfs.create_subvolume(self._staging, name)
+        except OSError as exc:
+            raise DriverNotSupported(f"btrfs: cannot create subvolumes in {self.home}: {exc.strerror}") from None
+        try:
+            _btrfs.delete_subvolume(self._staging, name)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._staging / name)
+            raise DriverNotSupported(
+                f"btrfs: cannot delete subvolumes in {self.home}: {exc.strerror} "
+                "(run as root, or mount the filesystem with user_subvol_rm_allowed)"
+            ) from None
+
+    def _sweep(self) -> None:
+        """Delete what a killed process left in staging/ and trash/."""
+        with self._locked():
+            leftovers = [*self._staging.iterdir(), *self._trash.iterdir()]
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                self._destroy(path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _path(self, layer_id: str) -> Path:
+        return self._subvolumes / layer_id
+
+    def _destroy(self, path: Path) -> None:
+        """Delete subvolume `path` with every subvolume nested in it, deepest first."""
+        if not os.path.lexists(path):
+            return
+        if not _btrfs.is_subvolume(path):
+            shutil.rmtree(path)  # a plain directory: a layer record a crash cut short
+            return
+        for nested in _btrfs.nested_subvolumes(path):
+            with contextlib.suppress(FileNotFoundError):
+                _btrfs.delete_subvolume(nested.parent, nested.name)
+        with contextlib.suppress(FileNotFoundError):
+            _btrfs.delete_subvolume(path.parent, path.name)
+
+    # -- quota -----------------------------------------------------------------------------------
+
+    def _qgroups_dir(self) -> Path:
+        return Path("/sys/fs/btrfs") / self._fs_uuid / "qgroups"
+
+    def quota_enabled(self) -> bool:
+        """True when quota groups are enabled on the filesystem of the driver home."""
+        return self._qgroups_dir().is_dir()
+
+    def _limit(self, path: Path, size: int) -> None:
+        if not self.quota_enabled():
+            run_command(["btrfs", "quota", "enable", str(self.home)])
+        run_command(["btrfs", "qgroup", "limit", str(size), str(path)])
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    @hookimpl
+    def capabilities(self) -> Capabilities:
+        """Quotas through qgroups, ID-mapped layer roots, children share extents with their parent."""
+        return Capabilities(quota=True, idmap=True, reflink=True)
+
+    @hookimpl
+    def exists(self, id: str) -> bool:
+        """True when ``subvolumes/<id>`` exists."""
+        return _valid_id(id) and os.path.isdir(self._path(id))
+
+    @hookimpl
+    def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
+        """Create layer `id`: an empty subvolume, or a writable snapshot of `parent`; apply a ``size`` quota."""
+        unknown = set(opts.storage_opts) - STORAGE_OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"btrfs: unknown storage option(s) {', '.join(sorted(unknown))} for layer {id}; "
+                f"supported: {', '.join(sorted(STORAGE_OPTIONS))}"
+            )
+        size = parse_size(opts.storage_opts["size"], what="size option") if "size" in opts.storage_opts else None
+        if not _valid_id(id):
+            raise LayerStoreError(f"btrfs: invalid layer ID {id!r}")
+        with self._locked():
+            if self.exists(id):
+                raise LayerExists(f"layer {id} already exists in driver btrfs")
+            if parent is not None and not self.exists(parent):
+                raise LayerNotFound(f"parent layer {parent} of {id} does not exist in driver btrfs")
+            staged = self._staging / f"{id}.{secrets.token_hex(4)}"
+            try:
+                if parent is None:
+                    _btrfs.create_subvolume(self._staging, staged.name)
+                    os.chown(staged, *self.id_maps.root_pair())
+                    os.chmod(staged, 0o755)  # noqa: S103 -- the contract's mode of a layer root
+                else:
+                    _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)
+                if size is not None:
+                    self._limit(staged, size)
+                _write_atomic(self._parents / id, parent or "")
+                if parent is not None:
+                    marker_dir = self._children / parent
+                    marker_dir.mkdir(exist_ok=True)
+                    (marker_dir / id).touch()
+                os.rename(staged, self._path(id))
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    self._destroy(staged)
+                self._forget(id, parent)
+                if isinstance(exc, OSError):
+                    raise _os_error(exc, f"cannot create layer {id}") from exc
+                raise
+
+    def _forget(self, id: str, parent: str | None) -> None:
+        """Delete the records of layer `id` (call with the lock held)."""
+        (self._parents / id).unlink(missing_ok=True)
+        if parent:
+            (self._children / parent / id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self._children / parent).rmdir()
+        shutil.rmtree(self._children / id, ignore_errors=True)
+
+    def _parent_of(self, id: str) -> str | None:
+        try:
+            return (self._parents / id).read_text() or None
+        except FileNotFoundError:
+            return None
+
+    def _children_of(self, id: str) -> list[str]:
+        try:
+            names = os.listdir(self._children / id)
+        except FileNotFoundError:
+            return []
+        # A marker whose layer never appeared was left by a create that was killed.
+        return sorted(name for name in names if self.exists(name))
+
+    @hookimpl
+    def remove(self, id: str) -> None:
+        """Delete layer `id` and every subvolume created inside it; `LayerInUse` while it has children."""
+        with self._locked():
+            if not self.exists(id):
+                raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
+            children = self._children_of(id)
+            if children:
+                shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
+                raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
+            trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
+            os.rename(self._path(id), trashed)
+            self._forget(id, self._parent_of(id))
+        try:
+            self._destroy(trashed)
+        except OSError as exc:
+            raise LayerStoreError(
+                f"btrfs: layer {id} is removed but deleting its subvolume {trashed} failed ({exc}); "
+                "the driver retries when it next opens"
+            ) from exc
+
+    @hookimpl
+    def get(self, id: str, mount_label: str) -> str:
+        """Return the layer's subvolume path: it already holds the full tree, nothing is mounted."""
+        if not self.exists(id):
+            raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
+        return str(self._path(id))
+
+    @hookimpl
+    def put(self, id: str) -> None:
+        """Nothing to undo: `get` mounts nothing."""
+
+    @hookimpl
+    def status(self) -> list[tuple[str, str]]:
+        """Backing device, filesystem UUID, space, quota state and the number of layers."""
+        st = os.statvfs(self.home)
+        return [
+            ("Backing filesystem", "btrfs"),
+            ("Device", _mount_source(self.home)),
+            ("Filesystem UUID", self._fs_uuid),
+            ("Size", _human(st.f_blocks * st.f_frsize)),
+            ("Used", _human((st.f_blocks - st.f_bfree) * st.f_frsize)),
+            ("Free (estimated)", _human(st.f_bavail * st.f_frsize)),
+            ("Quota", "enabled" if self.quota_enabled() else "disabled"),
+            ("Layers", str(sum(1 for _ in self._subvolumes.iterdir()))),
+        ]
+
+    @hookimpl
+    def metadata(self, id: str) -> dict[str, str]:
+        """The layer's subvolume path and ID, its parent, and its quota limit when one is set."""
+        if not self.exists(id):
+            raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
+        path = self._path(id)
+        subvol_id = _btrfs.subvolume_id(path)
+        result = {"path": str(path), "subvolume_id": str(subvol_id), "parent": self._parent_of(id) or ""}
+        limit = self._qgroups_dir() / f"0_{subvol_id}" / "max_referenced"
+        with contextlib.suppress(OSError, ValueError):
+            value = int(limit.read_text())
+            if value:
+                result["quota"] = str(value)
+        return result
+
+
+def _check_backing_filesystem(home: Path) -> None:
+    """Raise `DriverNotSupported` unless `home` (or, before it exists, its nearest ancestor) is on btrfs."""
+    probe = home
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        magic, name = _btrfs.filesystem_type(probe)
+    except OSError as exc:
+        raise DriverNotSupported(f"btrfs: cannot inspect the filesystem of {home}: {exc.strerror}") from None
+    if magic != _btrfs.BTRFS_SUPER_MAGIC:
+        raise DriverNotSupported(f"btrfs: {home} is on {name}, not btrfs")
+
+
+def _os_error(exc: OSError, what: str) -> LayerStoreError:
+    if exc.errno in _SPACE_ERRNOS:
+        return StorageFull(f"btrfs: {what}: {exc.strerror} ({exc.filename})")
+    return LayerStoreError(f"btrfs: {what}: {exc}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _mount_source(path: Path) -> str:
+    """The device of the longest btrfs mount point containing `path` (from /proc/self/mountinfo)."""
+    target = os.path.realpath(path)
+    best, source = "", "unknown"
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            fstype, dev = fields[sep + 1], fields[sep + 2]
+            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+            if fstype == "btrfs" and inside and len(mount_point) >= len(best):
+                best, source = mount_point, dev
+    return source
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"

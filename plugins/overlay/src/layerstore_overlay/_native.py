@@ -1,0 +1,322 @@
+"""Native diff: read a layer's own diff/ directory instead of comparing trees.
+
+The upper directory of an overlay holds exactly what a layer changed:
+kernel whiteouts (0/0 character devices) for deletions, opaque directories
+(``<prefix>opaque=y``) that hide everything below them, and every added or
+modified entry.  Whether an entry is an addition or a modification depends on
+the *parent's view*: the merged lower layers, honouring the whiteouts and
+opaque directories of intermediate layers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from layerstore.change import Change, ChangeKind
+
+if TYPE_CHECKING:
+    from layerstore.idtools import IDMappings
+
+__all__ = ["Entry", "TarStream", "changes", "diff_size", "tar_chunks", "walk"]
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_CHUNK = 1 << 20
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """True for an overlayfs kernel whiteout: a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _has_opaque(path: str, prefixes: Sequence[str]) -> bool:
+    for prefix in prefixes:
+        try:
+            if os.getxattr(path, prefix + "opaque", follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@attrs.frozen
+class Entry:
+    """One change found in the upper directory, in tar order (a directory before its contents)."""
+
+    rel: str
+    """Path relative to the layer root, without leading slash."""
+    kind: ChangeKind
+    path: str | None
+    """The upper path whose metadata and content to export; None for a Delete or a hidden lower entry."""
+    st: os.stat_result | None
+    """lstat of `path` (of the kernel whiteout for a whiteout Delete)."""
+    whiteout: bool = False
+    """A Delete from a kernel whiteout (exported as ``.wh.<name>``); False for entries hidden by an opaque dir."""
+    opaque_marker: bool = False
+    """A directory whose lower contents it really hides (exported with ``.wh..wh..opq``)."""
+
+
+class _Lower:
+    """The parent's view of one directory: the lower directories that merge into it, top-down."""
+
+    __slots__ = ("dirs",)
+
+    def __init__(self, dirs: list[str]) -> None:
+        self.dirs = dirs
+
+    def lookup(self, name: str, prefixes: Sequence[str]) -> tuple[os.stat_result | None, _Lower]:
+        """Return the visible entry `name` (its stat, or None) and, if it is a directory, its own view."""
+        found: os.stat_result | None = None
+        below: list[str] = []
+        for d in self.dirs:
+            p = os.path.join(d, name)
+            try:
+                st = os.lstat(p)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if is_whiteout(st):
+                break
+            if found is None:
+                found = st
+            if not stat.S_ISDIR(st.st_mode) or not stat.S_ISDIR(found.st_mode):
+                break
+            below.append(p)
+            if _has_opaque(p, prefixes):
+                break
+        return found, _Lower(below)
+
+    def names(self, prefixes: Sequence[str]) -> list[str]:
+        """The names visible in this directory of the parent's view."""
+        seen: set[str] = set()
+        visible: list[str] = []
+        for d in self.dirs:
+            try:
+                it = os.scandir(d)
+            except OSError:
+                continue
+            with it:
+                for e in it:
+                    if e.name in seen:
+                        continue
+                    seen.add(e.name)
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if not is_whiteout(st):
+                        visible.append(e.name)
+        return visible
+
+
+def _same_dir_attrs(a: os.stat_result, b: os.stat_result) -> bool:
+    if a.st_mode != b.st_mode or a.st_uid != b.st_uid or a.st_gid != b.st_gid:
+        return False
+    if a.st_mtime_ns % 1_000_000_000 == 0 or b.st_mtime_ns % 1_000_000_000 == 0:
+        return a.st_mtime_ns // 1_000_000_000 == b.st_mtime_ns // 1_000_000_000
+    return a.st_mtime_ns == b.st_mtime_ns
+
+
+def walk(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> Iterator[Entry]:
+    """Yield the changes of the layer whose own directory is `upper` against the view of `lowers` (top-down)."""
+    yield from _walk_dir(upper, "", _Lower(list(lowers)), hidden=False, prefixes=prefixes)
+
+
+def _walk_dir(path: str, rel: str, lower: _Lower, *, hidden: bool, prefixes: Sequence[str]) -> Iterator[Entry]:
+    """Changes inside one upper directory; `hidden`: the current layer hides all lower contents here."""
+    with os.scandir(path) as it:
+        entries = sorted(((e.name, e.path) for e in it), key=lambda t: os.fsencode(t[0]))
+    present: set[str] = set()
+    for name, child in entries:
+        st = os.lstat(child)
+        child_rel = f"{rel}/{name}" if rel else name
+        if is_whiteout(st):
+            if not hidden:
+                found, _ = lower.lookup(name, prefixes)
+                if found is not None:
+                    yield Entry(child_rel, ChangeKind.DELETE, None, st, whiteout=True)
+            continue
+        present.add(name)
+        found, child_lower = lower.lookup(name, prefixes)
+        kind = ChangeKind.ADD if found is None else ChangeKind.MODIFY
+        if not stat.S_ISDIR(st.st_mode):
+            yield Entry(child_rel, kind, child, st)
+            continue
+        opaque = hidden or _has_opaque(child, prefixes)
+        lower_names = child_lower.names(prefixes) if opaque and found is not None else []
+        inner = list(_walk_dir(child, child_rel, child_lower, hidden=opaque, prefixes=prefixes))
+        if kind == ChangeKind.ADD or inner or lower_names or found is None or not _same_dir_attrs(st, found):
+            marker = bool(lower_names) and not hidden
+            yield Entry(child_rel, kind, child, st, opaque_marker=marker)
+            yield from inner
+    if hidden:
+        for name in sorted(lower.names(prefixes), key=os.fsencode):
+            if name not in present:
+                yield Entry(f"{rel}/{name}" if rel else name, ChangeKind.DELETE, None, None)
+
+
+def changes(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> list[Change]:
+    """The `Change` list of a layer, sorted by path."""
+    return sorted(Change("/" + e.rel, e.kind) for e in walk(upper, lowers, prefixes))
+
+
+def diff_size(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> int:
+    """Sum of the sizes of the regular files the diff carries (each inode once, as hardlinks carry no data)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for e in walk(upper, lowers, prefixes):
+        st = e.st
+        if e.path is None or st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+        total += st.st_size
+    return total
+
+
+def _skip_xattr(name: str) -> bool:
+    return name.startswith(("trusted.overlay.", "user.overlay."))
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _whiteout_info(name: str, st: os.stat_result | None) -> tarfile.TarInfo:
+    # Markers are owned by the container's root: the kernel creates whiteouts
+    # with the mounter's host IDs, which the ID maps need not cover.
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.REGTYPE
+    info.size = 0
+    info.mode = 0o644
+    info.mtime = st.st_mtime_ns // 1_000_000_000 if st is not None else 0
+    return info
+
+
+def tar_chunks(
+    upper: str, lowers: Sequence[str], prefixes: Sequence[str], id_maps: IDMappings | None
+) -> Iterator[bytes]:
+    """Generate an uncompressed tar of the layer's changes with canonical whiteouts, in bounded chunks."""
+    links: dict[tuple[int, int], str] = {}
+    for e in walk(upper, lowers, prefixes):
+        if e.kind == ChangeKind.DELETE:
+            if not e.whiteout:
+                continue  # hidden by an opaque directory's marker
+            parent, _, name = e.rel.rpartition("/")
+            wh = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
+            yield _header(_whiteout_info(wh, e.st))
+            continue
+        path, st = e.path, e.st
+        if path is None or st is None:
+            continue
+        info = tarfile.TarInfo(e.rel)
+        info.mode = stat.S_IMODE(st.st_mode)
+        uid, gid = (st.st_uid, st.st_gid) if id_maps is None else id_maps.to_container(st.st_uid, st.st_gid)
+        info.uid, info.gid = uid, gid
+        info.mtime = st.st_mtime_ns // 1_000_000_000
+        mode = st.st_mode
+        content = False
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            first = links.get(key) if st.st_nlink > 1 else None
+            if first is not None:
+                info.type = tarfile.LNKTYPE
+                info.linkname = first
+            else:
+                if st.st_nlink > 1:
+                    links[key] = e.rel
+                info.type = tarfile.REGTYPE
+                info.size = st.st_size
+                content = True
+        elif stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(path)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        else:
+            continue  # sockets do not go into layers
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            names = []
+        pax: dict[str, str] = {}
+        for xname in sorted(names):
+            if _skip_xattr(xname):
+                continue
+            try:
+                value = os.getxattr(path, xname, follow_symlinks=False)
+            except OSError:
+                continue
+            pax["SCHILY.xattr." + xname] = value.decode("utf-8", "surrogateescape")
+        if pax:
+            info.pax_headers = pax
+        yield _header(info)
+        if content:
+            yield from _file_chunks(path, info.size)
+        if e.opaque_marker:
+            yield _header(_whiteout_info(f"{e.rel}/{OPAQUE_MARKER}", st))
+    yield b"\0" * (2 * _BLOCK)
+
+
+def _file_chunks(path: str, size: int) -> Iterator[bytes]:
+    remaining = size
+    with open(path, "rb") as f:
+        while remaining > 0:
+            data = f.read(min(_CHUNK, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield data
+    if remaining > 0:
+        # The file shrank while being read: pad to the size in the header so the tar stays well-formed.
+        yield b"\0" * remaining
+    pad = -size % _BLOCK
+    if pad:
+        yield b"\0" * pad
+
+
+class TarStream(io.RawIOBase):
+    """A readable binary stream over a generator of byte chunks; closing it stops the generator."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Fill `b` with the next bytes of the tar; 0 at the end."""
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop generating and release open files."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        super().close()

@@ -1,0 +1,326 @@
+"""The ZFS storage driver.
+
+Layout: layer ``ID`` is the dataset ``<fsname>/ID`` (IDs that are not valid
+dataset name components are stored as ``_<sha256 prefix>``).  A base layer is
+``zfs create``; a child is ``zfs snapshot <parent>@ID`` plus ``zfs clone``
+of that snapshot, and the snapshot is immediately marked for deferred
+destruction (``zfs destroy -d``) so that it disappears with its clone and
+nothing leaks.  Datasets carry ``canmount=noauto`` and a ``mountpoint`` of
+``<home>/mnt/ID``; `get` is ``zfs mount``, `put` is ``zfs unmount`` (legacy
+mounts need ``mount -t zfs``, which zfs-fuse does not have).  Diffs come
+from the core's generic implementation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerstore import hookimpl
+from layerstore.capabilities import Capabilities
+from layerstore.errors import (
+    CommandFailed,
+    ConfigError,
+    DriverNotSupported,
+    LayerInUse,
+    LayerNotFound,
+    LayerStoreError,
+    StorageFull,
+)
+
+from . import _commands as zfs
+from ._mounts import ZFS_FSTYPES, holders, is_mounted, mount_of
+
+if TYPE_CHECKING:
+    from layerstore.capabilities import CreateOpts
+    from layerstore.idtools import IDMappings
+
+__all__ = ["ZfsDriver"]
+
+OPTIONS = frozenset({"fsname"})
+STORAGE_OPTIONS = frozenset({"size"})
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+_GARBAGE_PREFIX = "_gc-"
+
+
+def _component(layer_id: str) -> str:
+    """The dataset name component of a layer ID (``_`` + hash for IDs ZFS would refuse)."""
+    if _PLAIN_ID.fullmatch(layer_id):
+        return layer_id
+    return "_" + hashlib.sha256(layer_id.encode("utf-8", "surrogateescape")).hexdigest()[:48]
+
+
+class ZfsDriver:
+    """Layers as ZFS datasets; children are clones of a snapshot of their parent.
+
+    The factory of the ``zfs`` driver: ``ZfsDriver(home, options, id_maps)``.
+    Option ``fsname`` names the parent dataset of the layers; without it the
+    dataset that `home` is on is used.  Raises `DriverNotSupported` when the
+    zfs tools are missing, the pool is not reachable or no parent dataset is
+    known.
+    """
+
+    def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"zfs: unknown driver option(s) {', '.join(unknown)}; known options: {', '.join(sorted(OPTIONS))}"
+            )
+        for program in ("zfs", "zpool"):
+            if shutil.which(program) is None:
+                raise DriverNotSupported(f"zfs: {program}: command not found (install OpenZFS or zfs-fuse)")
+        self.home = Path(home).absolute()
+        self.id_maps = id_maps
+        fsname = options.get("fsname", "").strip().strip("/")
+        if not fsname:
+            entry = mount_of(self.home)
+            if entry is None or entry.fstype not in ZFS_FSTYPES:
+                on = f" (it is on {entry.fstype} at {entry.mountpoint})" if entry is not None else ""
+                raise DriverNotSupported(
+                    f"zfs: {self.home} is not on a zfs dataset{on}; set the fsname option to a parent dataset"
+                )
+            fsname = entry.source
+        self.fsname = fsname
+        self.pool = fsname.split("/", 1)[0]
+        proc = zfs.run(["zpool", "list", "-H", "-o", "name,health", self.pool], check=False)
+        if proc.returncode != 0:
+            raise DriverNotSupported(f"zfs: the pool is not reachable: {zfs.stderr_of(proc)}")
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name", fsname], check=False)
+        if proc.returncode != 0:
+            raise DriverNotSupported(
+                f"zfs: the parent dataset {fsname} is not usable: {zfs.stderr_of(proc)}; "
+                "create it or set the fsname option"
+            )
+        self.mnt = self.home / "mnt"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"<ZfsDriver {self.fsname} at {self.home}>"
+
+    def dataset(self, layer_id: str) -> str:
+        """The dataset name of layer `layer_id`."""
+        return f"{self.fsname}/{_component(layer_id)}"
+
+    def mountpoint(self, layer_id: str) -> Path:
+        """Where `get` mounts layer `layer_id`."""
+        return self.mnt / _component(layer_id)
+
+    # -- hooks -------------------------------------------------------------
+
+    @hookimpl
+    def capabilities(self) -> Capabilities:
+        """Quota through the ``quota`` property, ownership mapping, copy-on-write clones; no depth limit."""
+        return Capabilities(quota=True, idmap=True, reflink=True)
+
+    @hookimpl
+    def exists(self, id: str) -> bool:
+        """True if the dataset of layer `id` exists (one ``zfs list``)."""
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name", self.dataset(id)], check=False)
+        if proc.returncode == 0:
+            return True
+        if zfs.missing(proc):
+            return False
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+
+    @hookimpl
+    def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
+        """Create the dataset of `id`: ``zfs create`` for a base layer, snapshot + clone of `parent` otherwise."""
+        unknown = sorted(set(opts.storage_opts) - STORAGE_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"zfs: unknown storage option(s) {', '.join(unknown)} for layer {id}; "
+                f"known: {', '.join(sorted(STORAGE_OPTIONS))}"
+            )
+        props = ["-o", "canmount=noauto", "-o", f"mountpoint={self.mountpoint(id)}"]
+        if "size" in opts.storage_opts:
+            quota = zfs.parse_size(opts.storage_opts["size"], what=f"zfs: size option of layer {id}")
+            props += ["-o", f"quota={quota}"]
+        dataset = self.dataset(id)
+        if parent is None:
+            self._checked(["zfs", "create", *props, dataset], f"create layer {id}")
+            root = self.id_maps.root_pair()
+            if root != (0, 0):
+                try:
+                    path = self.get(id, "")
+                    try:
+                        os.chown(path, *root)
+                    finally:
+                        self.put(id)
+                except BaseException:
+                    self._destroy(id, dataset)
+                    raise
+            return
+        snapshot = f"{self.dataset(parent)}@{_component(id)}"
+        proc = zfs.run(["zfs", "snapshot", snapshot], check=False)
+        if proc.returncode != 0 and b"exists" in proc.stderr:
+            # Left by a create that was killed before its clone existed (or whose clone is gone).
+            zfs.run(["zfs", "destroy", snapshot], check=False)
+        if proc.returncode != 0:
+            self._checked(["zfs", "snapshot", snapshot], f"snapshot parent {parent} of layer {id}")
+        try:
+            self._checked(["zfs", "clone", *props, snapshot, dataset], f"clone parent {parent} into layer {id}")
+        except BaseException:
+            zfs.run(["zfs", "destroy", snapshot], check=False)
+            raise
+        # Deferred destruction: the snapshot goes away by itself when its clone is destroyed.
+        proc = zfs.run(["zfs", "destroy", "-d", snapshot], check=False)
+        if proc.returncode != 0:
+            self._destroy(id, dataset)
+            zfs.run(["zfs", "destroy", snapshot], check=False)
+            raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+        # zfs-fuse's `zfs clone` mounts the clone despite canmount=noauto; a
+        # layer is mounted only between get and put.
+        target = str(self.mountpoint(id))
+        if is_mounted(target) is not None:
+            self._unmount(id, target)
+
+    @hookimpl
+    def get(self, id: str, mount_label: str) -> str:
+        """Mount the dataset of `id` at ``<home>/mnt/<id>`` (``zfs mount``) and return that path."""
+        path = self.mountpoint(id)
+        target = str(path)
+        dataset = self.dataset(id)
+        if is_mounted(target) == dataset:
+            return target
+        path.mkdir(exist_ok=True)
+        proc = zfs.run(["zfs", "mount", dataset], check=False)
+        if proc.returncode == 0 and is_mounted(target) == dataset:
+            return target
+        if zfs.missing(proc):
+            raise LayerNotFound(f"layer {id} does not exist in driver zfs (dataset {dataset})")
+        # Mounted elsewhere, or the home moved since the layer was created: point the dataset here.
+        props = zfs.get_properties(dataset, ["mountpoint", "mounted"])
+        if props is None:
+            raise LayerNotFound(f"layer {id} does not exist in driver zfs (dataset {dataset})")
+        if props.get("mountpoint") != target:
+            if props.get("mounted") == "yes":
+                zfs.run_retrying_busy(["zfs", "unmount", dataset])
+            self._checked(["zfs", "set", f"mountpoint={target}", dataset], f"set the mount point of layer {id}")
+            proc = zfs.run(["zfs", "mount", dataset], check=False)
+        if is_mounted(target) != dataset:
+            raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+        return target
+
+    @hookimpl
+    def put(self, id: str) -> None:
+        """Unmount the dataset of `id` if it is mounted (``zfs unmount``); harmless otherwise."""
+        target = str(self.mountpoint(id))
+        if is_mounted(target) is None:
+            return
+        self._unmount(id, target)
+
+    @hookimpl
+    def remove(self, id: str) -> None:
+        """Destroy the dataset of `id` and its snapshots; `LayerInUse` while a child layer is cloned from it."""
+        dataset = self.dataset(id)
+        target = str(self.mountpoint(id))
+        if is_mounted(target) is not None:
+            self._unmount(id, target)
+        self._destroy(id, dataset)
+        try:
+            os.rmdir(target)
+        except FileNotFoundError:
+            pass
+
+    @hookimpl
+    def status(self) -> list[tuple[str, str]]:
+        """Pool, its health, the parent dataset, its used/available space and compression."""
+        facts = [("Pool", self.pool)]
+        proc = zfs.run(["zpool", "list", "-H", "-o", "health", self.pool], check=False)
+        facts.append(("Health", proc.stdout.decode().strip() if proc.returncode == 0 else zfs.stderr_of(proc)))
+        facts.append(("Parent Dataset", self.fsname))
+        props = zfs.get_properties(self.fsname, ["used", "available", "compression"]) or {}
+        facts += [
+            ("Space Used By Parent", props.get("used", "?")),
+            ("Space Available", props.get("available", "?")),
+            ("Compression", props.get("compression", "?")),
+            ("Home", str(self.home)),
+        ]
+        return facts
+
+    @hookimpl
+    def metadata(self, id: str) -> dict[str, str]:
+        """The dataset of `id`, its mount point, origin snapshot, quota and whether it is mounted."""
+        dataset = self.dataset(id)
+        props = zfs.get_properties(dataset, ["origin", "quota", "mounted"])
+        if props is None:
+            raise LayerNotFound(f"layer {id} does not exist in driver zfs (dataset {dataset})")
+        return {
+            "dataset": dataset,
+            "mountpoint": str(self.mountpoint(id)),
+            "origin": props.get("origin", "-"),
+            "quota": props.get("quota", "0"),
+            "mounted": props.get("mounted", "no"),
+        }
+
+    @hookimpl
+    def cleanup(self) -> None:
+        """Destroy datasets left by removals that failed half-way (renamed ``_gc-*``); mounts are the facade's."""
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name", "-d", "1", "-t", "filesystem", self.fsname], check=False)
+        for name in proc.stdout.decode(errors="surrogateescape").splitlines():
+            if name.rpartition("/")[2].startswith(_GARBAGE_PREFIX):
+                zfs.run_retrying_busy(["zfs", "destroy", "-r", "-f", name])
+
+    # -- helpers -----------------------------------------------------------
+
+    def _checked(self, argv: list[str], doing: str) -> None:
+        proc = zfs.run(argv, check=False)
+        if proc.returncode == 0:
+            return
+        err = proc.stderr.lower()
+        if b"quota" in err or b"out of space" in err or b"no space" in err:
+            raise StorageFull(f"zfs: cannot {doing}: {zfs.stderr_of(proc)}")
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+
+    def _unmount(self, id: str, target: str) -> None:
+        # An unmount that is busy is mostly really held (open files): retry briefly only.
+        proc = zfs.run_retrying_busy(["zfs", "unmount", self.dataset(id)], attempts=6)
+        if proc.returncode == 0 or is_mounted(target) is None:
+            return
+        if zfs.is_busy(proc):
+            held = "; ".join(holders(target)) or "no process found with files open there"
+            raise LayerInUse(f"layer {id} cannot be unmounted from {target}, it is busy: {held}")
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+
+    def _clones_of(self, dataset: str) -> list[str]:
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name,origin", "-d", "1", "-t", "filesystem", self.fsname])
+        prefix = f"{dataset}@"
+        return [
+            name
+            for name, _, origin in (line.partition("\t") for line in proc.stdout.decode().splitlines())
+            if origin.startswith(prefix)
+        ]
+
+    def _destroy(self, id: str, dataset: str) -> None:
+        # -r takes the layer's own snapshots with it (ones made inside the
+        # layer, and deferred origins of clones already gone); ZFS checks for
+        # dependent clones before destroying anything.
+        proc = zfs.run_retrying_busy(["zfs", "destroy", "-r", dataset])
+        if proc.returncode == 0 or zfs.missing(proc):
+            return
+        clones = self._clones_of(dataset)
+        if clones:
+            children = ", ".join(name.rpartition("/")[2] for name in clones)
+            raise LayerInUse(f"layer {id} has child layers built on it ({children}); remove them first")
+        if zfs.is_busy(proc):
+            self._set_aside(id, dataset)
+            return
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+
+    def _set_aside(self, id: str, dataset: str) -> None:
+        """Rename a dataset that stays busy out of the layer namespace, so `exists` is False; cleanup destroys it."""
+        garbage = f"{self.fsname}/{_GARBAGE_PREFIX}{_component(id)}-{time.time_ns()}"
+        proc = zfs.run(["zfs", "rename", dataset, garbage], check=False)
+        if proc.returncode == 0:
+            return
+        held = "; ".join(holders(str(self.mountpoint(id)))) or "no process found with files open there"
+        raise LayerStoreError(
+            f"zfs: cannot remove layer {id}: dataset {dataset} stays busy ({held}) "
+            f"and cannot be renamed aside: {zfs.stderr_of(proc)}"
+        )

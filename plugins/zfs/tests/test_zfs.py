@@ -1,0 +1,215 @@
+"""What is peculiar to the zfs driver: clones and their snapshots, quotas, busy datasets, support detection.
+
+Everything else is the conformance suite (test_conformance.py).  These run on
+a real zfs-fuse pool (conftest.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from layerstore import CreateOpts, Driver, IDMap, IDMappings, load_driver
+from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse, LayerNotFound
+from layerstore.process import run_command
+
+
+@pytest.fixture
+def driver(zfs_root: Path) -> Driver:
+    """The zfs driver on a home inside the test's own dataset (fsname found from the mount)."""
+    return load_driver("zfs", zfs_root / "home")
+
+
+def datasets(driver: Driver, kind: str = "all") -> list[str]:
+    """Every dataset/snapshot below the driver's parent dataset, from `zfs list` (independent of the driver)."""
+    fsname = dict(driver.status())["Parent Dataset"]
+    out = run_command(["zfs", "list", "-H", "-o", "name", "-r", "-t", kind, fsname]).stdout.decode()
+    return [line for line in out.splitlines() if line != fsname]
+
+
+def mounted_at(path: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def test_home_dataset_is_found_from_mountinfo(driver: Driver, zfs_root: Path) -> None:
+    with open("/proc/self/mounts") as f:
+        source = next(line.split()[0] for line in f if line.split()[1] == str(zfs_root))
+    facts = dict(driver.status())
+    assert facts["Parent Dataset"] == source
+    assert facts["Health"] == "ONLINE"
+    assert facts["Pool"] == source.split("/")[0]
+
+
+def test_child_is_a_clone_and_its_snapshot_goes_with_it(driver: Driver) -> None:
+    driver.create("base")
+    with driver.mounted("base") as path:
+        Path(path, "file").write_text("parent")
+    driver.create("child", "base")
+    meta = driver.metadata("child")
+    assert meta["origin"] == f"{driver.metadata('base')['dataset']}@child"
+    assert meta["mounted"] == "no", "a new layer must not stay mounted (zfs-fuse mounts clones)"
+    assert any(name.endswith("@child") for name in datasets(driver, "snapshot"))
+    with driver.mounted("child") as path:
+        assert Path(path, "file").read_text() == "parent"
+    driver.remove("child")
+    assert datasets(driver, "snapshot") == []
+    driver.remove("base")
+    assert datasets(driver) == []
+
+
+def test_removing_a_parent_with_a_child_is_refused(driver: Driver) -> None:
+    driver.create("base")
+    driver.create("child", "base")
+    with pytest.raises(LayerInUse, match="child"):
+        driver.remove("base")
+    assert driver.exists("base")
+    with driver.mounted("child"):
+        pass
+    driver.remove("child")
+    driver.remove("base")
+    assert not driver.exists("base")
+    assert datasets(driver) == []
+
+
+def test_remove_right_after_last_put(driver: Driver) -> None:
+    parent = None
+    for i in range(5):
+        layer = f"l{i}"
+        driver.create(layer, parent)
+        path = driver.get(layer)
+        driver.get(layer)
+        Path(path, f"f{i}").write_bytes(os.urandom(4096))
+        driver.put(layer)
+        assert mounted_at(path), "one reference is still held"
+        driver.put(layer)
+        assert not mounted_at(path)
+        parent = layer
+    for i in reversed(range(5)):
+        driver.remove(f"l{i}")
+        assert not driver.exists(f"l{i}")
+    assert datasets(driver) == []
+
+
+def test_remove_takes_snapshots_made_inside_the_layer(driver: Driver) -> None:
+    driver.create("base")
+    dataset = driver.metadata("base")["dataset"]
+    run_command(["zfs", "snapshot", f"{dataset}@mine"])
+    driver.remove("base")
+    assert not driver.exists("base")
+    assert datasets(driver) == []
+
+
+def test_quota_allows_writes_under_the_limit_and_refuses_past_it(driver: Driver) -> None:
+    driver.create("q", opts=CreateOpts(storage_opts={"size": "4M"}))
+    assert driver.metadata("q")["quota"] == str(4 * 1024 * 1024)
+    with driver.mounted("q") as path:
+        Path(path, "small").write_bytes(os.urandom(1024 * 1024))
+        with pytest.raises(OSError) as info, open(Path(path, "big"), "wb") as f:
+            for _ in range(16):
+                f.write(os.urandom(1024 * 1024))
+                f.flush()
+                os.fsync(f.fileno())
+        assert info.value.errno in (errno.EDQUOT, errno.ENOSPC)
+        assert Path(path, "small").stat().st_size == 1024 * 1024
+    driver.remove("q")
+
+
+def test_quota_on_a_child(driver: Driver) -> None:
+    driver.create("base")
+    driver.create("child", "base", CreateOpts(storage_opts={"size": "2M"}))
+    with driver.mounted("child") as path, pytest.raises(OSError) as info, open(Path(path, "big"), "wb") as f:
+        for _ in range(8):
+            f.write(os.urandom(1024 * 1024))
+            f.flush()
+            os.fsync(f.fileno())
+    assert info.value.errno in (errno.EDQUOT, errno.ENOSPC)
+
+
+def test_bad_storage_options(driver: Driver) -> None:
+    with pytest.raises(ConfigError, match="unknown storage option"):
+        driver.create("x", opts=CreateOpts(storage_opts={"colour": "red"}))
+    with pytest.raises(ConfigError, match="not a size"):
+        driver.create("y", opts=CreateOpts(storage_opts={"size": "lots"}))
+    assert not driver.exists("x")
+    assert not driver.exists("y")
+
+
+def test_busy_layer_is_explained_and_released(driver: Driver) -> None:
+    driver.create("busy")
+    path = driver.get("busy")
+    holder = subprocess.Popen(["sleep", "600"], cwd=path)
+    try:
+        with pytest.raises(LayerInUse, match=rf"busy.*pid {holder.pid}"):
+            driver.put("busy")
+    finally:
+        holder.kill()
+        holder.wait()
+    driver.put("busy")
+    assert not mounted_at(path)
+    driver.remove("busy")
+    assert not driver.exists("busy")
+
+
+def test_ids_that_zfs_would_refuse_are_stored_hashed(driver: Driver) -> None:
+    layer = "odd id%with@chars"
+    driver.create(layer)
+    with driver.mounted(layer) as path:
+        Path(path, "f").write_text("x")
+    assert driver.exists(layer)
+    assert "@" not in driver.metadata(layer)["dataset"]
+    driver.remove(layer)
+    assert not driver.exists(layer)
+
+
+def test_root_of_a_base_layer_belongs_to_the_mapped_root(zfs_root: Path) -> None:
+    maps = IDMappings(uids=[IDMap(0, 100000, 65536)], gids=[IDMap(0, 200000, 65536)])
+    driver = load_driver("zfs", zfs_root / "home", id_maps=maps)
+    driver.create("base")
+    with driver.mounted("base") as path:
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (100000, 200000, 0o755)
+    assert not mounted_at(path)
+    driver.remove("base")
+
+
+def test_get_of_a_missing_layer(driver: Driver) -> None:
+    with pytest.raises(LayerNotFound):
+        driver.get("nothing")
+
+
+def test_without_zfs_tools_the_driver_is_not_supported(
+    zfs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(DriverNotSupported, match="zfs: command not found"):
+        load_driver("zfs", zfs_root / "home")
+
+
+def test_home_not_on_zfs_is_not_supported(tmp_path: Path, zfs_pool: tuple[str, Path]) -> None:
+    with pytest.raises(DriverNotSupported, match=r"is not on a zfs dataset.*set the fsname option"):
+        load_driver("zfs", tmp_path / "home")
+
+
+def test_fsname_option_puts_layers_anywhere(tmp_path: Path, zfs_root: Path) -> None:
+    fsname = dict(load_driver("zfs", zfs_root / "probe").status())["Parent Dataset"]
+    driver = load_driver("zfs", tmp_path / "home", {"fsname": fsname})
+    driver.create("base")
+    with driver.mounted("base") as path:
+        assert path.startswith(str(tmp_path))
+        Path(path, "f").write_text("x")
+    assert driver.metadata("base")["dataset"] == f"{fsname}/base"
+    driver.remove("base")
+
+
+def test_unreachable_pool_or_missing_dataset(tmp_path: Path, zfs_pool: tuple[str, Path]) -> None:
+    with pytest.raises(DriverNotSupported, match="pool is not reachable"):
+        load_driver("zfs", tmp_path / "a", {"fsname": "lsnosuchpool/layers"})
+    with pytest.raises(DriverNotSupported, match=r"parent dataset .* is not usable"):
+        load_driver("zfs", tmp_path / "b", {"fsname": f"{zfs_pool[0]}/nosuchdataset"})

@@ -1,0 +1,162 @@
+"""Unsafe and broken archives are refused with InvalidArchive naming the entry; nothing lands outside."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import TarBuilder, outside_untouched
+
+from layerstore.archive.apply import apply_tar
+from layerstore.errors import InvalidArchive
+
+
+def _refused(layer: Path, data: bytes, match: str) -> None:
+    with pytest.raises(InvalidArchive, match=match):
+        apply_tar(io.BytesIO(data), layer)
+    assert outside_untouched(layer)
+
+
+def test_dotdot_component(layer: Path) -> None:
+    _refused(layer, TarBuilder().add("../outside/evil", data=b"x").bytes(), r"'\.\./outside/evil'.*'\.\.'")
+    _refused(layer, TarBuilder().add("a/../../outside/evil", data=b"x").bytes(), r"a/\.\./\.\./outside/evil")
+
+
+def test_absolute_name(layer: Path) -> None:
+    target = str(layer.parent / "outside" / "evil")
+    _refused(layer, TarBuilder().add(target, data=b"x").bytes(), "absolute")
+
+
+def test_symlinked_parent_pointing_out(layer: Path) -> None:
+    b = TarBuilder().add("link", tarfile.SYMTYPE, linkname=str(layer.parent / "outside"))
+    b.add("link/evil", data=b"x")
+    _refused(layer, b.bytes(), "'link/evil'.*symbolic link")
+
+
+def test_relative_symlinked_parent_pointing_out(layer: Path) -> None:
+    b = TarBuilder().add("link", tarfile.SYMTYPE, linkname="../outside")
+    b.add("link/evil", data=b"x")
+    _refused(layer, b.bytes(), "'link/evil'")
+
+
+def test_symlink_followed_by_file_written_through_it(layer: Path) -> None:
+    b = TarBuilder().add("keep", tarfile.SYMTYPE, linkname=str(layer.parent / "outside" / "keep"))
+    b.add("keep", data=b"overwrite")  # replaces the link itself, never its target
+    apply_tar(b.stream(), layer)
+    assert (layer / "keep").read_bytes() == b"overwrite"
+    assert outside_untouched(layer)
+
+
+def test_symlink_planted_in_lower_content(layer: Path) -> None:
+    os.symlink(layer.parent / "outside", layer / "lib")
+    _refused(layer, TarBuilder().add("lib/evil.so", data=b"x").bytes(), "'lib/evil.so'")
+
+
+def test_directory_replaced_by_symlink_then_written_through(layer: Path) -> None:
+    b = TarBuilder().add("d/", tarfile.DIRTYPE).add("d/ok", data=b"1")
+    b.add("d", tarfile.SYMTYPE, linkname=str(layer.parent / "outside"))
+    b.add("d/evil", data=b"x")
+    _refused(layer, b.bytes(), "'d/evil'")
+
+
+def test_hardlink_to_outside(layer: Path) -> None:
+    target = str(layer.parent / "outside" / "keep")
+    _refused(layer, TarBuilder().add("h", tarfile.LNKTYPE, linkname=target).bytes(), "'h'.*absolute")
+    _refused(layer, TarBuilder().add("h", tarfile.LNKTYPE, linkname="../outside/keep").bytes(), "'h'")
+
+
+def test_hardlink_to_missing_target(layer: Path) -> None:
+    _refused(layer, TarBuilder().add("h", tarfile.LNKTYPE, linkname="missing").bytes(), "'h'.*does not exist")
+    _refused(layer, TarBuilder().add("h", tarfile.LNKTYPE, linkname="no/dir/x").bytes(), "'h'.*does not exist")
+
+
+def test_hardlink_through_symlinked_directory(layer: Path) -> None:
+    b = TarBuilder().add("link", tarfile.SYMTYPE, linkname=str(layer.parent / "outside"))
+    b.add("h", tarfile.LNKTYPE, linkname="link/keep")
+    _refused(layer, b.bytes(), "'h'.*symbolic link")
+
+
+def test_symlinks_themselves_may_point_anywhere(layer: Path) -> None:
+    b = TarBuilder().add("a", tarfile.SYMTYPE, linkname="/etc/shadow").add("b", tarfile.SYMTYPE, linkname="../../x")
+    apply_tar(b.stream(), layer)
+    assert os.readlink(layer / "a") == "/etc/shadow"
+    assert os.readlink(layer / "b") == "../../x"
+
+
+def test_gnu_sparse_is_refused(tmp_path: Path, layer: Path) -> None:
+    src = tmp_path / "sparse-src"
+    src.mkdir()
+    with (src / "holes").open("wb") as f:
+        f.seek(1 << 20)
+        f.write(b"end")
+    for fmt in ("gnu", "posix"):
+        out = tmp_path / f"sparse-{fmt}.tar"
+        subprocess.run(["tar", f"--format={fmt}", "--sparse", "-C", str(src), "-cf", str(out), "."], check=True)
+        _refused(layer, out.read_bytes(), "sparse")
+
+
+def test_device_nodes_without_cap_mknod(tmp_path: Path) -> None:
+    layer = tmp_path / "l"
+    layer.mkdir()
+    tar = tmp_path / "dev.tar"
+    tar.write_bytes(TarBuilder().add("null", tarfile.CHRTYPE, devmajor=1, devminor=3).bytes())
+    code = (
+        "import sys\n"
+        "from layerstore.archive.apply import apply_tar\n"
+        "from layerstore.errors import InvalidArchive\n"
+        "try:\n"
+        f"    apply_tar(open({str(tar)!r}, 'rb'), {str(layer)!r})\n"
+        "except InvalidArchive as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode not in (0, 3) and "setpriv" in proc.stderr:
+        pytest.skip(f"setpriv cannot drop CAP_MKNOD here: {proc.stderr.strip()}")
+    assert proc.returncode == 3, proc.stderr
+    assert "'null'" in proc.stdout and "CAP_MKNOD" in proc.stdout
+    assert os.listdir(layer) == []
+
+
+def test_non_tar_input(layer: Path) -> None:
+    _refused(layer, b"this is not a tar archive\n" * 100, "not a tar archive")
+    _refused(layer, b"short", "not a tar archive")
+    _refused(layer, b"", "not a tar archive")
+
+
+def test_truncated_payload_names_the_entry(layer: Path) -> None:
+    data = TarBuilder().add("first", data=b"1").add("big", data=os.urandom(5000)).bytes()
+    _refused(layer, data[: 512 * 4 + 100], "'big'")
+
+
+def test_truncated_header(layer: Path) -> None:
+    data = TarBuilder().add("first", data=b"1").add("second", data=b"2").bytes()
+    _refused(layer, data[: 512 * 2 + 200], "truncated.*'first'")
+
+
+def test_missing_end_of_archive(layer: Path) -> None:
+    data = TarBuilder(tarfile.USTAR_FORMAT).add("first", data=b"1").bytes()
+    _refused(layer, data[:1024], "end-of-archive")
+
+
+def test_bad_checksum_after_first_entry(layer: Path) -> None:
+    data = bytearray(TarBuilder(tarfile.USTAR_FORMAT).add("first", data=b"1").add("second", data=b"2").bytes())
+    data[1024 + 10] ^= 0x55
+    _refused(layer, bytes(data), "checksum.*'first'")
+
+
+def test_garbage_in_numeric_field(layer: Path) -> None:
+    data = bytearray(TarBuilder(tarfile.USTAR_FORMAT).add("f", data=b"1").bytes())
+    data[124:136] = b"zzzzzzzzzzz\0"
+    data[148:156] = b"        "
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    _refused(layer, bytes(data), "'f'.*size")

@@ -1,0 +1,137 @@
+"""The commands of `layerstore`, run as the real executable against a vfs store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from cli_helpers import Run, make_tar, ok
+
+from layerstore import load_driver
+
+BASE = {
+    "etc": None,
+    "etc/a": b"file a\n",
+    "etc/b": b"file b\n",
+    "opt": None,
+    "opt/x": b"lower x\n",
+    "opt/keep": b"keep?\n",
+}
+CHILD = {
+    "etc": None,
+    "etc/.wh.a": b"",
+    "etc/b": b"file b, changed\n",
+    "opt": None,
+    "opt/.wh..wh..opq": b"",
+    "opt/y": b"upper y\n",
+    "new": b"new file\n",
+}
+
+
+def _import(run: Run, tmp_path: Path, members: dict[str, bytes | None], *extra: str) -> tuple[str, bytes]:
+    raw = make_tar(members, trailing=b"\0" * 2048)
+    path = tmp_path / f"layer-{len(list(tmp_path.glob('layer-*')))}.tar"
+    path.write_bytes(raw)
+    image_id = ok(run("import", *extra, path)).strip()
+    assert len(image_id) == 64
+    return image_id, raw
+
+
+def test_import_ls_inspect_export_digest_rm(run: Run, tmp_path: Path) -> None:
+    base, raw = _import(run, tmp_path, BASE, "--message", "the base")
+    child, child_raw = _import(run, tmp_path, CHILD, "--parent", base[:10], "-m", "whiteouts")
+
+    listing = ok(run("ls"))
+    assert base[:12] in listing and child[:12] in listing and "the base" in listing
+    rows = json.loads(ok(run("ls", "--json")))
+    assert {r["id"] for r in rows} == {base, child}
+    assert next(r for r in rows if r["id"] == child)["parent"] == base
+    tree = ok(run("ls", "--tree")).splitlines()
+    assert tree[0].startswith("└─ " + base[:12])
+    assert tree[1].strip().startswith("└─ " + child[:12])
+
+    info = json.loads(ok(run("inspect", child[:8])))
+    assert info["id"] == child and info["parent"] == base and info["comment"] == "whiteouts"
+    assert info["Size"] == len(CHILD["etc/b"]) + len(CHILD["opt/y"]) + len(CHILD["new"])
+
+    out = tmp_path / "exported.tar"
+    ok(run("export", child, "-o", out))
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(child_raw).digest()
+    streamed = run("export", base)
+    assert streamed.returncode == 0 and streamed.stdout == raw
+    assert ok(run("digest", base)).strip() == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+    changes = ok(run("diff", child)).splitlines()
+    for line in ("D /etc/a", "C /etc/b", "A /new", "A /opt/y", "D /opt/x"):
+        assert line in changes, changes
+    assert all(line[:2] in ("A ", "C ", "D ") for line in changes)
+
+    checked = ok(run("check")).splitlines()
+    assert len(checked) == 2 and all(line.startswith("ok ") for line in checked)
+
+    assert ok(run("rm", child[:12])).strip() == f"deleted {child}"
+    assert ok(run("rm", base)).strip() == f"deleted {base}"
+    assert json.loads(ok(run("ls", "--json"))) == []
+
+
+def test_mount_stays_held_until_umount(run: Run, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    base, _ = _import(run, tmp_path, BASE)
+    child, _ = _import(run, tmp_path, CHILD, "--parent", base)
+    path = Path(ok(run("mount", child)).strip())
+    assert sorted(os.listdir(path)) == ["etc", "new", "opt"]
+    assert sorted(os.listdir(path / "opt")) == ["y"]
+    assert sorted(os.listdir(path / "etc")) == ["b"]
+    driver = load_driver("vfs", Path(cli_env["LAYERSTORE_ROOT"]) / "vfs")
+    try:
+        assert driver.references(child) == 1  # held after the mount process exited
+        ok(run("umount", child[:6]))
+        assert driver.references(child) == 0
+    finally:
+        driver.cleanup()
+
+
+def test_info_drivers_gc_json(run: Run, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    _import(run, tmp_path, BASE)
+    info = json.loads(ok(run("info", "--json")))
+    assert info["driver"] == "vfs" and info["images"] == 1
+    assert info["root"] == cli_env["LAYERSTORE_ROOT"]
+    rows = {r["name"]: r for r in json.loads(ok(run("drivers", "--json")))}
+    assert rows["vfs"]["supported"] is True and rows["vfs"]["selected"] is True
+    for row in rows.values():
+        assert row["supported"] or row["reason"]
+    # nothing is left in the store by probing the drivers
+    assert sorted(os.listdir(cli_env["LAYERSTORE_ROOT"])) == ["graph", "vfs"]
+    assert ok(run("gc")).strip() == "nothing to remove"
+
+
+def test_import_from_stdin_and_compressed(run: Run) -> None:
+    import gzip
+
+    raw = make_tar(BASE)
+    image_id = ok(run("import", "-", input=gzip.compress(raw))).strip()
+    assert run("export", image_id).stdout == raw
+
+
+def test_drivers_without_any_driver_installed(cli_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    code = ("import layerstore.drivers as d; d._driver_entry_points = dict; "
+            "from layerstore.cli import main; main(['drivers'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=cli_env, check=False)
+    assert proc.returncode == 0
+    assert "no storage driver is installed" in proc.stdout.decode()
+    assert "pip install layerstore-vfs" in proc.stdout.decode()
+
+
+def test_export_to_a_file_is_atomic(run: Run, tmp_path: Path) -> None:
+    image_id, _ = _import(run, tmp_path, BASE)
+    out = tmp_path / "sub"
+    out.mkdir()
+    ok(run("export", image_id[:5], "--output", out / "x.tar"))
+    with tarfile.open(out / "x.tar") as tf:
+        assert sorted(tf.getnames()) == sorted(n for n in BASE)
+    assert sorted(os.listdir(out)) == ["x.tar"]  # no temporary file left
