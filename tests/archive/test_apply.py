@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,30 @@ def test_overlay_xattrs_in_archives_are_ignored(tmp_path: Path) -> None:
 def test_bad_whiteout_format_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="whiteout_format"):
         apply_tar(io.BytesIO(b""), tmp_path, whiteout_format="aufs")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, check=False
+    )
+    if proc.returncode:
+        from layerstore.testing import unavailable
+
+        unavailable("tmpfs", f"cannot mount a tmpfs: {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_out_of_space_is_storage_full_naming_the_path(tiny_fs: Path) -> None:
+    from layerstore.errors import StorageFull
+
+    data = TarBuilder().add("small", data=b"x").add("dir/huge", data=os.urandom(1 << 20)).bytes()
+    with pytest.raises(StorageFull, match="huge"):
+        apply_tar(io.BytesIO(data), tiny_fs)

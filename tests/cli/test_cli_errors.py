@@ -180,10 +180,11 @@ def test_no_space_left(run: Run, tmp_path: Path, tiny_store: Path) -> None:
     layer = tmp_path / "big.tar"
     layer.write_bytes(make_tar({"fits": b"small", "big": os.urandom(3_000_000)}))
     env = {"LAYERSTORE_ROOT": str(tiny_store)}
-    assert_one_line_error(run("import", layer, env=env), "no space left on device")
+    assert_one_line_error(run("import", layer, env=env), "no space left")
     assert json.loads(ok(run("ls", "--json", env=env))) == []
     assert os.listdir(tiny_store / "graph" / "_tmp") == []
-    assert [n for n in os.listdir(tiny_store / "vfs" / "dir")] == [] if (tiny_store / "vfs" / "dir").exists() else True
+    layers = tiny_store / "vfs" / "dir"
+    assert not layers.exists() or os.listdir(layers) == []
     small = tmp_path / "small.tar"
     small.write_bytes(make_tar({"fits": b"small"}))
     ok(run("import", small, env=env))  # the space was given back

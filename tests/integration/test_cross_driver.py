@@ -95,9 +95,8 @@ def _snapshot(root: str) -> dict[str, tuple[object, ...]]:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
             st = os.lstat(path)
-            xattrs = tuple(
-                sorted((k, os.getxattr(path, k, follow_symlinks=False)) for k in os.listxattr(path, follow_symlinks=False))
-            )
+            names = os.listxattr(path, follow_symlinks=False)
+            xattrs = tuple(sorted((k, os.getxattr(path, k, follow_symlinks=False)) for k in names))
             content: object = None
             if stat.S_ISREG(st.st_mode):
                 content = Path(path).read_bytes()

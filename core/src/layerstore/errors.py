@@ -8,6 +8,8 @@ entry, driver, file) and, when there is one, the fix.  The command line prints
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AmbiguousID",
     "CommandFailed",
@@ -96,7 +98,7 @@ class StorageFull(LayerStoreError):
 class CommandFailed(LayerStoreError):
     """An external command (mount, btrfs, zfs, ...) failed; the message shows the command and its stderr."""
 
-    def __init__(self, argv: list[str] | tuple[str, ...], returncode: int, stderr: str) -> None:
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stderr = stderr

@@ -79,9 +79,10 @@ class DriverSpec:
         """Make the full filesystem of layer `id` (parent chain applied) visible and return its path.
 
         Idempotent: a second call without `put` returns the same path.  The
-        facade counts references and calls this hook only for the first
-        reference.  Raises `LayerNotFound` if missing.  Required.
+        facade calls it for every reference (so a lost mount heals) and
+        counts them.  Raises `LayerNotFound` if missing.  Required.
         """
+        raise NotImplementedError
 
     @hookspec(firstresult=True)
     def put(self, id: str) -> None:
@@ -94,6 +95,7 @@ class DriverSpec:
     @hookspec(firstresult=True)
     def exists(self, id: str) -> bool:
         """Return True if layer `id` exists (whole), False otherwise.  Never raises for a missing layer.  Required."""
+        raise NotImplementedError
 
     @hookspec(firstresult=True)
     def diff(self, id: str, parent: str | None) -> BinaryIO | None:
@@ -140,7 +142,10 @@ class DriverSpec:
 
     @hookspec(firstresult=True)
     def metadata(self, id: str) -> dict[str, str] | None:
-        """Return driver facts about layer `id` (e.g. its directories or dataset).  `LayerNotFound` if missing.  Optional."""
+        """Return driver facts about layer `id` (e.g. its directories or dataset).
+
+        Raises `LayerNotFound` if missing.  Optional.
+        """
 
     @hookspec(firstresult=True)
     def cleanup(self) -> None:

@@ -281,3 +281,28 @@ def test_a_killed_removal_or_creation_is_cleaned_up_on_open(btrfs_mount: Path, b
     assert list((btrfs_home / "staging").iterdir()) == []
     home_rel = btrfs_home.relative_to(btrfs_mount).as_posix()
     assert [p for p in listed_subvolumes(btrfs_mount) if p.startswith(home_rel)] == []
+
+
+def test_a_read_only_layer_is_frozen_after_its_diff_but_children_and_removal_work(btrfs_home: Path) -> None:
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"data"))
+    data.seek(0)
+    driver = load_driver("btrfs", btrfs_home)
+    driver.create(BASE, opts=CreateOpts(read_only=True))
+    assert driver.apply_diff(BASE, None, data) == 4
+    assert subvolume_field(btrfs_home / "subvolumes" / BASE, "Flags") == "readonly"
+    with driver.mounted(BASE) as path, pytest.raises(OSError) as err:
+        (Path(path) / "f").write_bytes(b"changed")
+    assert err.value.errno == errno.EROFS
+    driver.create(CHILD, BASE)
+    with driver.mounted(CHILD) as path:
+        (Path(path) / "f").write_bytes(b"child")
+    driver.remove(CHILD)
+    driver.remove(BASE)
+    assert not driver.exists(BASE)

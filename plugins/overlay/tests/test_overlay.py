@@ -582,3 +582,71 @@ def test_native_changes_match_a_tree_comparison(driver: Driver) -> None:
             expected = tree_changes(new, old)
         assert driver.changes(layer_id, parent) == expected, layer_id
     assert {str(c) for c in driver.changes("top", "mid")} >= {"A /etc/passwd", "A /var", "A /var/cache/a"}
+
+
+# -- parents that change after children exist ---------------------------------------------------
+
+
+def test_changing_a_parent_freezes_the_state_its_children_stack_on(driver: Driver, store_root: Path) -> None:
+    layer(driver, "p", None, ("a", "f", "original"))
+    layer(driver, "c", "p", ("b", "f", "child"))
+    child_view = driver.get("c")  # stays mounted while the parent changes
+    try:
+        old_short = (driver.home / "p" / "link").read_text()
+        with driver.mounted("p") as path:
+            Path(path, "a").write_text("changed")
+            Path(path, "new").write_text("n")
+        new_short = (driver.home / "p" / "link").read_text()
+        assert new_short != old_short
+        assert os.readlink(driver.home / "l" / old_short) == f"../p/frozen-{old_short}"
+        assert Path(child_view, "a").read_text() == "original"
+        assert sorted(os.listdir(child_view)) == ["a", "b"]
+    finally:
+        driver.put("c")
+    with driver.mounted("c") as path:
+        assert sorted(os.listdir(path)) == ["a", "b"]
+        assert Path(path, "a").read_text() == "original"
+    # a child created now stacks on the changed parent
+    driver.create("c2", "p")
+    with driver.mounted("c2") as path:
+        assert sorted(os.listdir(path)) == ["a", "new"]
+    assert [str(c) for c in driver.changes("c", "p")] == ["A /b"]
+    # links of frozen states heal too, and removal takes every link of the layer with it
+    for link in (driver.home / "l").iterdir():
+        link.unlink()
+    with driver.mounted("c") as path:
+        assert Path(path, "a").read_text() == "original"
+    driver.remove("c")
+    driver.remove("c2")
+    driver.remove("p")
+    assert list((driver.home / "l").iterdir()) == []
+    assert overlay_mounts(store_root) == []
+
+
+def test_mounting_a_parent_without_children_copies_nothing(driver: Driver) -> None:
+    layer(driver, "p", None, ("a", "f", "a"))
+    layer(driver, "c", "p", ("b", "f", "b"))
+    short = (driver.home / "c" / "link").read_text()
+    with driver.mounted("c") as path:
+        Path(path, "x").write_text("x")
+    assert (driver.home / "c" / "link").read_text() == short
+    assert not any(p.name.startswith("frozen-") for p in (driver.home / "c").iterdir())
+
+
+def test_mountopt_reaches_the_mount(store_root: Path, open_overlay: Callable[..., Driver]) -> None:
+    drv = open_overlay(store_root / "home", {"mountopt": "noatime"})
+    try:
+        layer(drv, "p", None, ("a", "f", "a"))
+        drv.create("c", "p")
+        with drv.mounted("c") as path, open("/proc/mounts", encoding="utf-8") as f:
+            options = next(line.split()[3] for line in f if line.split()[1] == path)
+        assert "noatime" in options.split(",")
+    finally:
+        drv.cleanup()
+
+
+def test_bad_mountopt_is_refused_at_load(store_root: Path) -> None:
+    from layerstore import load_driver
+
+    with pytest.raises(DriverNotSupported, match="no-such-option"):
+        load_driver("overlay", store_root / "home", {"mountopt": "no-such-option"})

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 MARKER = "layerstore_requires"
 
-# The suite's own modules are imported lazily; register them so their asserts are rewritten.
-pytest.register_assert_rewrite("layerstore.conformance.suite")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add ``--layerstore-driver``, ``--layerstore-root`` and ``--layerstore-option``."""
@@ -53,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``layerstore_requires`` marker."""
+    """Register the ``layerstore_requires`` marker; have the suite's asserts rewritten when it is imported."""
+    pytest.register_assert_rewrite("layerstore.conformance.suite")
     config.addinivalue_line(
         "markers",
         f"{MARKER}(*capabilities): skip unless the driver under test declares every named capability "

@@ -28,6 +28,7 @@ __all__ = [
     "is_subvolume",
     "nested_subvolumes",
     "nested_subvolumes_by_walk",
+    "set_read_only",
     "snapshot_subvolume",
     "subvolume_id",
 ]
@@ -60,6 +61,8 @@ _INO_LOOKUP_USER_ARGS = struct.Struct("=QQ256s3824s")
 # struct btrfs_ioctl_fs_info_args: max_id, num_devices, fsid[16], ... padded to 1024
 _FS_INFO_ARGS = struct.Struct("=QQ16s992x")
 
+IOC_SUBVOL_SETFLAGS = _ioc(_IOC_WRITE, 26, 8)  # __u64 flags
+SUBVOL_RDONLY = 1 << 1
 IOC_SUBVOL_CREATE = _ioc(_IOC_WRITE, 14, _VOL_ARGS.size)
 IOC_SNAP_DESTROY = _ioc(_IOC_WRITE, 15, _VOL_ARGS.size)
 IOC_INO_LOOKUP = _ioc(_IOC_READ | _IOC_WRITE, 18, _INO_LOOKUP_ARGS.size)
@@ -117,6 +120,16 @@ def delete_subvolume(parent_dir: Path, name: str) -> None:
     fd = os.open(parent_dir, _DIR_FLAGS)
     try:
         _ioctl(fd, IOC_SNAP_DESTROY, buf, parent_dir / name)
+    finally:
+        os.close(fd)
+
+
+def set_read_only(path: Path) -> None:
+    """Make subvolume `path` read-only (``BTRFS_IOC_SUBVOL_SETFLAGS`` with ``BTRFS_SUBVOL_RDONLY``)."""
+    buf = bytearray(struct.pack("=Q", SUBVOL_RDONLY))
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        _ioctl(fd, IOC_SUBVOL_SETFLAGS, buf, path)
     finally:
         os.close(fd)
 

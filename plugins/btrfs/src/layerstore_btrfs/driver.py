@@ -4,6 +4,7 @@ Layout under the driver home::
 
     subvolumes/<id>           the layer (a subvolume); it exists when this path does
     parents/<id>              the parent's ID ("" for a base layer)
+    readonly/<id>             marker: made read-only once its diff is applied
     children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
     staging/                  layers being created (renamed into subvolumes/ when complete)
     trash/                    layers being deleted (renamed out of subvolumes/ first)
@@ -24,9 +25,9 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import Capabilities, hookimpl
 from layerstore.errors import (
@@ -79,7 +80,8 @@ class BtrfsDriver:
         self._children = self.home / "children"
         self._staging = self.home / "staging"
         self._trash = self.home / "trash"
-        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash):
+        self._readonly = self.home / "readonly"
+        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash, self._readonly):
             d.mkdir(parents=True, exist_ok=True)
         self._probe()
         self._fs_uuid = _btrfs.filesystem_uuid(self.home)
@@ -158,8 +160,8 @@ class BtrfsDriver:
 
     @hookimpl
     def capabilities(self) -> Capabilities:
-        """Quotas through qgroups, ID-mapped layer roots, children share extents with their parent."""
-        return Capabilities(quota=True, idmap=True, reflink=True)
+        """Quotas (qgroups), ID-mapped roots, read-only layers (subvolume flag), children share extents."""
+        return Capabilities(quota=True, idmap=True, reflink=True, read_only_layers=True)
 
     @hookimpl
     def exists(self, id: str) -> bool:
@@ -188,12 +190,14 @@ class BtrfsDriver:
                 if parent is None:
                     _btrfs.create_subvolume(self._staging, staged.name)
                     os.chown(staged, *self.id_maps.root_pair())
-                    os.chmod(staged, 0o755)  # noqa: S103 -- the contract's mode of a layer root
+                    os.chmod(staged, 0o755)
                 else:
                     _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)
                 if size is not None:
                     self._limit(staged, size)
                 _write_atomic(self._parents / id, parent or "")
+                if opts.read_only:
+                    (self._readonly / id).touch()
                 if parent is not None:
                     marker_dir = self._children / parent
                     marker_dir.mkdir(exist_ok=True)
@@ -210,6 +214,7 @@ class BtrfsDriver:
     def _forget(self, id: str, parent: str | None) -> None:
         """Delete the records of layer `id` (call with the lock held)."""
         (self._parents / id).unlink(missing_ok=True)
+        (self._readonly / id).unlink(missing_ok=True)
         if parent:
             (self._children / parent / id).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -250,6 +255,21 @@ class BtrfsDriver:
                 f"btrfs: layer {id} is removed but deleting its subvolume {trashed} failed ({exc}); "
                 "the driver retries when it next opens"
             ) from exc
+
+    @hookimpl(wrapper=True)
+    def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> Generator[None, int, int]:
+        """Around whichever implementation applies the diff: afterwards, freeze a read-only layer.
+
+        The subvolume becomes read-only (its snapshots stay writable), so the
+        mounted tree of an image layer refuses writes with ``EROFS``.
+        """
+        size = yield
+        if os.path.exists(self._readonly / id):
+            try:
+                _btrfs.set_read_only(self._path(id))
+            except OSError as exc:
+                raise _os_error(exc, f"cannot make layer {id} read-only") from exc
+        return size
 
     @hookimpl
     def get(self, id: str, mount_label: str) -> str:

@@ -24,7 +24,7 @@ from layerstore.change import Change, ChangeKind
 if TYPE_CHECKING:
     from layerstore.idtools import IDMappings
 
-__all__ = ["Entry", "TarStream", "changes", "diff_size", "tar_chunks", "walk"]
+__all__ = ["Entry", "TarStream", "changes", "diff_size", "drop_hidden_whiteouts", "tar_chunks", "walk"]
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -116,6 +116,30 @@ class _Lower:
         return visible
 
 
+def drop_hidden_whiteouts(root: str, prefixes: Sequence[str]) -> None:
+    """Delete kernel whiteouts at or below opaque directories of the upper tree `root`.
+
+    Below an opaque directory overlayfs reads the upper directory as it is,
+    so a whiteout there would be listed (as an unreadable entry) instead of
+    hiding anything; a tar may carry both ``d/.wh.x`` and ``d/.wh..wh..opq``.
+    """
+    stack = [(root, False)]
+    while stack:
+        path, hidden = stack.pop()
+        hidden = hidden or _has_opaque(path, prefixes)
+        with os.scandir(path) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, hidden))
+                elif (
+                    hidden
+                    and not e.is_file(follow_symlinks=False)
+                    and not e.is_symlink()
+                    and is_whiteout(e.stat(follow_symlinks=False))
+                ):
+                    os.unlink(e.path)
+
+
 def _same_dir_attrs(a: os.stat_result, b: os.stat_result) -> bool:
     if a.st_mode != b.st_mode or a.st_uid != b.st_uid or a.st_gid != b.st_gid:
         return False
@@ -192,14 +216,15 @@ def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def _whiteout_info(name: str, st: os.stat_result | None) -> tarfile.TarInfo:
-    # Markers are owned by the container's root: the kernel creates whiteouts
-    # with the mounter's host IDs, which the ID maps need not cover.
+def _whiteout_info(name: str) -> tarfile.TarInfo:
+    # Markers are plain (mode 0, owner 0:0, mtime 0), as the core's export
+    # writes them: the kernel creates whiteouts with the mounter's host IDs,
+    # which the ID maps need not cover.
     info = tarfile.TarInfo(name)
     info.type = tarfile.REGTYPE
     info.size = 0
-    info.mode = 0o644
-    info.mtime = st.st_mtime_ns // 1_000_000_000 if st is not None else 0
+    info.mode = 0
+    info.mtime = 0
     return info
 
 
@@ -214,7 +239,7 @@ def tar_chunks(
                 continue  # hidden by an opaque directory's marker
             parent, _, name = e.rel.rpartition("/")
             wh = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
-            yield _header(_whiteout_info(wh, e.st))
+            yield _header(_whiteout_info(wh))
             continue
         path, st = e.path, e.st
         if path is None or st is None:
@@ -269,7 +294,7 @@ def tar_chunks(
         if content:
             yield from _file_chunks(path, info.size)
         if e.opaque_marker:
-            yield _header(_whiteout_info(f"{e.rel}/{OPAQUE_MARKER}", st))
+            yield _header(_whiteout_info(f"{e.rel}/{OPAQUE_MARKER}"))
     yield b"\0" * (2 * _BLOCK)
 
 

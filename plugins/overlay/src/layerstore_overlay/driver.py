@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import hookimpl
 from layerstore.capabilities import Capabilities
-from layerstore.process import run_command
 from layerstore.errors import (
     CommandFailed,
     ConfigError,
@@ -53,6 +52,7 @@ from layerstore.errors import (
     LayerStoreError,
     LimitExceeded,
 )
+from layerstore.process import run_command
 
 from . import _mount, _native, _support
 from ._mount import CLASSIC_MAX_LOWERS, KERNEL_MAX_LOWERS, MountAPI, MountError
@@ -268,7 +268,7 @@ class OverlayDriver:
                 uid, gid = self.id_maps.root_pair()
                 os.mkdir(diff, 0o755)
                 os.chown(diff, uid, gid)
-                os.chmod(diff, 0o755)  # noqa: S103 -- a layer root is 0755 by contract, whatever the umask
+                os.chmod(diff, 0o755)  # a layer root is 0755 by contract, whatever the umask
             else:
                 self._copy_root(os.path.join(self._dir(parent), "diff"), diff)
             os.mkdir(os.path.join(staging, "work"), 0o700)
@@ -525,7 +525,10 @@ class OverlayDriver:
         # A base layer is never mounted (get returns diff/ itself), so kernel
         # whiteouts there would show as device files: delete instead.
         fmt = "overlay" if self._lowers(id) else "delete"
-        size = apply_tar(stream, os.path.join(self._dir(id), "diff"), id_maps=self.id_maps, whiteout_format=fmt)
+        diff = os.path.join(self._dir(id), "diff")
+        size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt)
+        if fmt == "overlay":
+            _native.drop_hidden_whiteouts(diff, _XATTR_PREFIXES)
         return int(size)
 
     # -- facts ---------------------------------------------------------------

@@ -426,3 +426,16 @@ def build_layer(
 def names(members: Iterable[Member]) -> list[str]:
     """The member names of a tar, in order."""
     return [m.name for m in members]
+
+
+def hidden_by_diff(members: Iterable[Member], directory: str, lower_entries: Iterable[str]) -> list[str]:
+    """The `lower_entries` of `directory` that a diff does NOT hide.
+
+    A diff hides a lower entry with an opaque marker in the directory or with
+    a whiteout of the entry itself (exporters of full-copy drivers write the
+    latter); both mean the same.
+    """
+    found = {m.name for m in members}
+    if f"{directory}/.wh..wh..opq" in found:
+        return []
+    return [e for e in lower_entries if f"{directory}/.wh.{e}" not in found]

@@ -6,7 +6,7 @@ import os
 
 from layerstore.drivers import Driver
 
-from ._support import TarBuilder, build_layer, diff_members
+from ._support import TarBuilder, build_layer, diff_members, hidden_by_diff
 
 
 def _tree(path: str) -> set[str]:
@@ -70,9 +70,12 @@ class WhiteoutTests:
             with open(os.path.join(path, "opq/new"), "rb") as f:
                 assert f.read() == b"new\n"
 
-        got = {m.name: m for m in diff_members(driver, second, first)}
-        for name in (".wh.gone", "dir/.wh.a", "opq/.wh..wh..opq", "opq/new", ".wh.tree"):
+        second_members = diff_members(driver, second, first)
+        got = {m.name: m for m in second_members}
+        for name in (".wh.gone", "dir/.wh.a", "opq/new", ".wh.tree"):
             assert name in got, f"diff of the second layer lacks {name}: {sorted(got)}"
+        unhidden = hidden_by_diff(second_members, "opq", ["old1", "sub"])
+        assert not unhidden, f"diff of the second layer neither makes opq opaque nor whites out {unhidden}"
         for name in ("keep", "dir/b", "opq/old1", "opq/sub", "opq/sub/old2", "tree/x", "gone", "dir/a"):
             assert name not in got, f"diff of the second layer has {name}: {sorted(got)}"
         assert [str(c) for c in driver.changes(second, first)] == [

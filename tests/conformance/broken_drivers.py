@@ -1,0 +1,92 @@
+"""Deliberately broken variants of the vfs driver: the conformance suite must fail each of them.
+
+The self-tests copy this file next to a pytester test module; each factory
+is a module-level class so that the suite's second process can import it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from typing import BinaryIO
+
+from layerstore import CreateOpts, hookimpl
+from layerstore.archive.changes import tree_changes
+from layerstore.archive.export import export_changes
+from layerstore_vfs import VfsDriver
+
+
+class LosesXattrsDriver(VfsDriver):
+    """A child is not a copy: every extended attribute of the parent is dropped."""
+
+    @hookimpl
+    def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
+        """Copy as vfs does, then strip the xattrs of the copy."""
+        super().create(id, parent, opts)
+        if parent is None:
+            return
+        root = str(self._path(id))
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [".", *dirnames, *filenames]:
+                path = os.path.join(dirpath, name)
+                for attr in os.listxattr(path, follow_symlinks=False):
+                    os.removexattr(path, attr, follow_symlinks=False)
+
+
+class DropsWhiteoutsDriver(VfsDriver):
+    """A native diff that forgets every ``.wh.`` entry."""
+
+    @hookimpl
+    def diff(self, id: str, parent: str | None) -> BinaryIO:
+        """The generic export, filtered (buffered in memory: fine for a test double)."""
+        layer = str(self._path(id))
+        lower = str(self._path(parent)) if parent is not None else None
+        out = io.BytesIO()
+        with (
+            export_changes(layer, tree_changes(layer, lower), id_maps=self.id_maps) as source,
+            tarfile.open(fileobj=source, mode="r|") as tin,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tout,
+        ):
+            for member in tin:
+                if os.path.basename(member.name).startswith(".wh."):
+                    continue
+                tout.addfile(member, tin.extractfile(member) if member.isreg() else None)
+        out.seek(0)
+        return out
+
+
+class ViewPerGetDriver(VfsDriver):
+    """Mounts a private copy of the layer, re-made on every get: a second holder destroys the first's view."""
+
+    @hookimpl
+    def get(self, id: str, mount_label: str) -> str:
+        """Copy the layer to views/<id>, replacing whatever is there."""
+        source = super().get(id, mount_label)
+        view = self.home / "views" / id
+        if view.exists():
+            shutil.rmtree(view)
+        view.parent.mkdir(exist_ok=True)
+        shutil.copytree(source, view, symlinks=True)
+        return str(view)
+
+    @hookimpl
+    def put(self, id: str) -> None:
+        """Drop the view."""
+        shutil.rmtree(self.home / "views" / id, ignore_errors=True)
+
+
+class ExtractsAnywhereDriver(VfsDriver):
+    """apply_diff trusts the tar: tarfile.extractall without any containment."""
+
+    @hookimpl
+    def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
+        """Extract everything where the tar says."""
+        size = 0
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.isreg():
+                    size += member.size
+                tar.extract(member, self._path(id), filter="fully_trusted")
+        return size
