@@ -44,7 +44,7 @@ def _failed(result: pytest.RunResult) -> set[str]:
 
 def test_vfs_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
     _suite_module(pytester, "class TestVfs(DriverConformance):\n    driver_name = 'vfs'\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
     assert outcomes["passed"] >= 40
@@ -86,7 +86,7 @@ def test_suite_fails_broken_driver(pytester: pytest.Pytester, driver: str, selec
         pytester,
         f"class TestBroken(DriverConformance):\n    driver_name = 'broken'\n    driver_factory = {driver}\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-k", selection)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", selection)
     failed = _failed(result)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     assert must_fail <= failed, f"expected failures {sorted(must_fail)}, got {sorted(failed)}\n{result.stdout.str()}"
@@ -98,7 +98,7 @@ def test_unsafe_tars_escape_with_the_broken_driver_but_not_with_vfs(pytester: py
         pytester,
         "class TestBroken(DriverConformance):\n    driver_name = 'broken'\n    driver_factory = ExtractsAnywhereDriver\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "unsafe and base-dot-dot]")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "unsafe and base-dot-dot]")
     result.stdout.fnmatch_lines(["*the tar wrote outside the layer*"])
 
 
@@ -112,7 +112,7 @@ def test_misspelt_capability_is_an_error(pytester: pytest.Pytester) -> None:
         "    def test_mine(self, driver):\n"
         "        pass\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "test_mine")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_mine")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown driver capability 'native_dif'*known capabilities*native-diff*"])
 
@@ -127,7 +127,7 @@ def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.
         "    def test_mine(self, driver):\n"
         "        raise AssertionError('must not run')\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "-k", "test_mine")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "test_mine")
     result.assert_outcomes(skipped=1)
     assert _skip_reasons(result) == ["driver 'vfs' does not declare capability 'quota'"]
 
@@ -143,25 +143,25 @@ def test_known_bug_as_strict_xfail(pytester: pytest.Pytester) -> None:
         "    def test_child_is_exact_copy_of_parent(self, driver):\n"
         "        super().test_child_is_exact_copy_of_parent(driver)\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "test_child_is_exact_copy_of_parent")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_child_is_exact_copy_of_parent")
     result.assert_outcomes(xfailed=1)
 
 
 def test_pyargs_without_driver_says_what_to_do(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--pyargs", "layerstore.conformance", "-k", "empty")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--pyargs", "layerstore.conformance", "-k", "empty")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no driver selected: run*--layerstore-driver NAME*installed drivers:*vfs*"])
 
 
 def test_plugin_registers_options_and_marker(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--markers")
+    result = pytester.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.layerstore_requires(*capabilities)*"])
-    result = pytester.runpytest("--help")
+    result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--layerstore-driver=NAME*", "*--layerstore-root=DIR*", "*--layerstore-option=KEY=VALUE*"])
 
 
 def test_command_line_options_reach_the_driver(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest(
+    result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--pyargs", "layerstore.conformance",
         "--layerstore-driver", "vfs", "--layerstore-option", "copy=bogus", "-k", "empty",
     )  # fmt: skip

@@ -188,6 +188,7 @@ def test_whiteouts_convert_both_ways(driver: Driver) -> None:
         "base",
         (".wh.gone", "f", ""),
         ("dir", "d", ""),
+        ("dir/.wh.old1", "f", ""),  # redundant under the opaque marker: must not stay as a device file
         ("dir/.wh..wh..opq", "f", ""),
         ("dir/new", "f", "new!"),
     )
@@ -196,6 +197,7 @@ def test_whiteouts_convert_both_ways(driver: Driver) -> None:
     assert _is_kernel_whiteout(diff_dir / "gone")
     assert os.getxattr(diff_dir / "dir", "trusted.overlay.opaque") == b"y"
     assert not (diff_dir / "dir" / ".wh..wh..opq").exists()
+    assert sorted(os.listdir(diff_dir / "dir")) == ["new"]
     assert not (diff_dir / ".wh.gone").exists()
 
     with driver.mounted("child") as path:

@@ -124,9 +124,9 @@ def delete_subvolume(parent_dir: Path, name: str) -> None:
         os.close(fd)
 
 
-def set_read_only(path: Path) -> None:
-    """Make subvolume `path` read-only (``BTRFS_IOC_SUBVOL_SETFLAGS`` with ``BTRFS_SUBVOL_RDONLY``)."""
-    buf = bytearray(struct.pack("=Q", SUBVOL_RDONLY))
+def set_read_only(path: Path, read_only: bool = True) -> None:
+    """Make subvolume `path` read-only, or writable again (``BTRFS_IOC_SUBVOL_SETFLAGS``, ``BTRFS_SUBVOL_RDONLY``)."""
+    buf = bytearray(struct.pack("=Q", SUBVOL_RDONLY if read_only else 0))
     fd = os.open(path, _DIR_FLAGS)
     try:
         _ioctl(fd, IOC_SUBVOL_SETFLAGS, buf, path)

@@ -246,7 +246,14 @@ class BtrfsDriver:
                 shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
                 raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
             trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
-            os.rename(self._path(id), trashed)
+            try:
+                os.rename(self._path(id), trashed)
+            except OSError as exc:
+                if exc.errno != errno.EROFS:
+                    raise
+                # Moving a read-only subvolume would rewrite its "..": make it writable first.
+                _btrfs.set_read_only(self._path(id), False)
+                os.rename(self._path(id), trashed)
             self._forget(id, self._parent_of(id))
         try:
             self._destroy(trashed)

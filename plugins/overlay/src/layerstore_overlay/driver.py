@@ -9,7 +9,7 @@ Layout under the driver home (as overlay2 has it)::
     <home>/<id>/lower     the chain of short names below it, top-down: ``l/ABC:l/DEF``
     <home>/<id>/parent    the parent's ID (absent for a base layer)
     <home>/<id>/read-only present for a layer created read-only (mounted read-only)
-    <home>/<id>/children  present while children use the layer's current diff/ (see below)
+    <home>/<id>/kids/<child-id>  one per child, holding the short name the child stacks on
     <home>/<id>/frozen-<short>  an earlier state of diff/ that older children still stack on
     <home>/l/<short>      symlink to ``../<id>/diff``
 
@@ -73,7 +73,7 @@ OPTIONS: dict[str, str] = {
 }
 _XATTR_PREFIXES = ("trusted.overlay.",)
 FROZEN_PREFIX = "frozen-"
-CHILDREN_MARKER = "children"
+KIDS_DIR = "kids"
 _SHORT_LEN = 26
 _STALE_STAGING = 3600.0  # seconds after which a staging dir is surely a crashed create's leftover
 
@@ -261,6 +261,7 @@ class OverlayDriver:
                 )
         staging = os.path.join(self.home, f".tmp-{secrets.token_hex(8)}")
         link_path = ""
+        kid_entry = ""
         try:
             os.mkdir(staging, 0o700)
             diff = os.path.join(staging, "diff")
@@ -287,15 +288,21 @@ class OverlayDriver:
             if parent is not None:
                 _write(os.path.join(staging, "lower"), ":".join(lowers))
                 _write(os.path.join(staging, "parent"), parent)
+                # Registered before the layer appears, so a crash never leaves a child its parent does not know.
+                kids = os.path.join(self._dir(parent), KIDS_DIR)
+                os.makedirs(kids, mode=0o700, exist_ok=True)
+                kid_entry = os.path.join(kids, id)
+                _write(kid_entry, lowers[0].rpartition("/")[2])
             try:
                 os.rename(staging, self._dir(id))
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     raise LayerExists(f"layer {id} already exists in driver overlay") from None
                 raise
-            if parent is not None:
-                _write(os.path.join(self._dir(parent), CHILDREN_MARKER), "")
         except BaseException:
+            if kid_entry and not (self.exists(id) and self._parent_of(id) == parent):
+                with contextlib.suppress(OSError):
+                    os.unlink(kid_entry)
             if link_path:
                 with contextlib.suppress(OSError):
                     os.unlink(link_path)
@@ -318,7 +325,7 @@ class OverlayDriver:
     def remove(self, id: str) -> None:
         """Unmount, hide (rename to a trash name) and delete layer `id`; `LayerInUse` if it has children."""
         self._require(id)
-        children = [c for c in self._layer_ids() if self._parent_of(c) == id]
+        children = [kid for kid, _ in self._kids(id)]
         if children:
             raise LayerInUse(
                 f"layer {id} is the parent of {len(children)} layer(s) ({', '.join(children[:3])}); "
@@ -329,8 +336,12 @@ class OverlayDriver:
         shorts = {name: _read(os.path.join(layer, "link")) or "" for name in ("diff",)}
         with os.scandir(layer) as it:
             shorts.update({e.name: e.name[len(FROZEN_PREFIX) :] for e in it if e.name.startswith(FROZEN_PREFIX)})
+        parent = self._parent_of(id)
         trash = os.path.join(self.home, f".trash-{secrets.token_hex(8)}")
         os.rename(layer, trash)
+        if parent is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._dir(parent), KIDS_DIR, id))
         for name, short in shorts.items():
             if not short:
                 continue
@@ -396,12 +407,24 @@ class OverlayDriver:
                 continue
             return short
 
+    def _kids(self, id: str) -> list[tuple[str, str]]:
+        """The children of `id` (verified: they exist and name `id` as parent) with the short name each uses."""
+        try:
+            with os.scandir(os.path.join(self._dir(id), KIDS_DIR)) as it:
+                entries = [(e.name, e.path) for e in it]
+        except FileNotFoundError:
+            return []
+        kids = []
+        for kid, path in sorted(entries):
+            if self.exists(kid) and self._parent_of(kid) == id:
+                kids.append((kid, _read(path) or ""))
+        return kids
+
     def _freeze(self, id: str) -> None:
         """Keep the current diff/ of `id` for its children and give the layer a copy to change."""
         layer = self._dir(id)
-        marker = os.path.join(layer, CHILDREN_MARKER)
         old = _read(os.path.join(layer, "link"))
-        if not os.path.exists(marker) or not old:
+        if not old or not any(short == old for _, short in self._kids(id)):
             return
         diff = os.path.join(layer, "diff")
         copy = os.path.join(layer, f".diff-copy-{secrets.token_hex(6)}")
@@ -422,7 +445,6 @@ class OverlayDriver:
         tmp_file = os.path.join(layer, ".link.tmp")
         _write(tmp_file, new)
         os.replace(tmp_file, os.path.join(layer, "link"))
-        os.unlink(marker)
 
     @hookimpl
     def get(self, id: str, mount_label: str) -> str:
