@@ -165,7 +165,7 @@ def test_command_line_options_reach_the_driver(pytester: pytest.Pytester) -> Non
         "-p", "no:cacheprovider", "--pyargs", "layerstore.conformance",
         "--layerstore-driver", "vfs", "--layerstore-option", "copy=bogus", "-k", "empty",
     )  # fmt: skip
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*bad value 'bogus' for vfs option 'copy'*"])
 
 

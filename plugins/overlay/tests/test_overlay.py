@@ -373,6 +373,16 @@ def test_classic_mount_fallback_works(store_root: Path, open_overlay: Callable[.
         ids = _chain(drv, 3)
         with drv.mounted(ids[-1]) as path:
             assert sorted(os.listdir(path)) == ["file0", "file1", "file2"]
+        # at the limit, with 64-hex IDs as images have, the mount data still fits in a page
+        parent = None
+        for i in range(129):
+            layer_id = f"{i:064x}"
+            layer(drv, layer_id, parent, (f"f{i:03d}", "f", str(i)))
+            parent = layer_id
+        with drv.mounted(parent) as path:
+            assert len(os.listdir(path)) == 129
+        with pytest.raises(LimitExceeded, match="128"):
+            drv.create("f" * 64, parent)
     finally:
         drv.cleanup()
 
@@ -652,3 +662,15 @@ def test_bad_mountopt_is_refused_at_load(store_root: Path) -> None:
 
     with pytest.raises(DriverNotSupported, match="no-such-option"):
         load_driver("overlay", store_root / "home", {"mountopt": "no-such-option"})
+
+
+def test_against_another_parent_the_generic_comparison_answers(driver: Driver) -> None:
+    from layerstore.archive.changes import tree_changes
+
+    _chain(driver, 3)
+    with driver.mounted("c2") as new, driver.mounted("c0") as old:
+        expected = tree_changes(new, old)
+    assert [str(c) for c in expected] == ["A /file1", "A /file2"]
+    assert driver.changes("c2", "c0") == expected
+    assert sorted(tar_members(driver.diff("c2", "c0"))) == ["file1", "file2"]
+    assert driver.diff_size("c2", "c0") == len("content 1") + len("content 2")

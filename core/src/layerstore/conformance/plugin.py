@@ -13,7 +13,6 @@ name that does not exist is an error of the test, not a skip.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -91,20 +90,19 @@ def _driver_of(item: pytest.Item) -> Driver | None:
     return None
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    """Fail tests with a misspelt ``layerstore_requires``; skip those whose driver lacks a capability.
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test with a misspelt ``layerstore_requires``; skip it when its driver lacks a capability.
 
-    Capabilities are known only once the driver is open, so the check runs
-    after the test's fixtures are set up; their finalizers still run.
+    Capabilities are known only once the driver is open, so this runs last,
+    after the test's fixtures are set up (their finalizers still run).
     """
     if item.get_closest_marker(MARKER) is None:
-        return (yield)
+        return
     try:
         names = required_capabilities(item)
     except ValueError as exc:
         pytest.fail(f"{item.nodeid}: {exc}", pytrace=False)
-    result = yield
     driver = _driver_of(item)
     if driver is None:
         pytest.fail(
@@ -117,4 +115,3 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     for name in names:
         if not getattr(driver.capabilities, capability_attribute(name)):
             pytest.skip(f"driver {driver.name!r} does not declare capability {name!r}")
-    return result

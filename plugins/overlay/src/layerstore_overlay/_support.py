@@ -28,6 +28,7 @@ FS_NAMES: dict[int, str] = {
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 _SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61, "arm64": 61}
 _DT_UNKNOWN = 0
 
@@ -72,7 +73,6 @@ def dtype_problem(directory: str) -> str | None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         buf = ctypes.create_string_buffer(32768)
-        _libc.syscall.restype = ctypes.c_long
         while True:
             n = int(_libc.syscall(ctypes.c_long(number), ctypes.c_int(fd), buf, ctypes.c_uint(len(buf))))
             if n < 0:

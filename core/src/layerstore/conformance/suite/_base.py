@@ -15,7 +15,14 @@ import pytest
 
 from layerstore.capabilities import CreateOpts
 from layerstore.drivers import Driver, DriverFactory, available_drivers, load_driver, open_driver
-from layerstore.errors import DriverNotFound, DriverNotSupported, LayerNotFound, LayerStoreError
+from layerstore.errors import (
+    ConfigError,
+    DriverNotFound,
+    DriverNotSupported,
+    InvalidDriver,
+    LayerNotFound,
+    LayerStoreError,
+)
 from layerstore.idtools import IDMappings
 from layerstore.testing import unavailable
 
@@ -60,10 +67,10 @@ class MakeDriver:
             if fresh:
                 shutil.rmtree(home, ignore_errors=True)
             unavailable(spec.name, str(exc))
-        except DriverNotFound as exc:
+        except (DriverNotFound, ConfigError, InvalidDriver) as exc:
             if fresh:
                 shutil.rmtree(home, ignore_errors=True)
-            pytest.fail(str(exc), pytrace=False)
+            pytest.fail(f"cannot open driver {spec.name!r}: {exc}", pytrace=False)
         created: list[str] = []
         original_create = driver.create
 
