@@ -64,7 +64,11 @@ def test_vfs_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
         pytest.param(
             "DropsWhiteoutsDriver",
             "diff or whiteout",
-            {"test_whiteouts_across_three_layers", "test_diff_of_child_layer", "test_diff_applies_with_plain_archive_code"},
+            {
+                "test_whiteouts_across_three_layers",
+                "test_diff_of_child_layer",
+                "test_diff_applies_with_plain_archive_code",
+            },
             id="diff-without-whiteouts",
         ),
         pytest.param(
@@ -96,7 +100,9 @@ def test_unsafe_tars_escape_with_the_broken_driver_but_not_with_vfs(pytester: py
     """The failures of ExtractsAnywhereDriver are real escapes, not a missing exception only."""
     _suite_module(
         pytester,
-        "class TestBroken(DriverConformance):\n    driver_name = 'broken'\n    driver_factory = ExtractsAnywhereDriver\n",
+        "class TestBroken(DriverConformance):\n"
+        "    driver_name = 'broken'\n"
+        "    driver_factory = ExtractsAnywhereDriver\n",
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "unsafe and base-dot-dot]")
     result.stdout.fnmatch_lines(["*the tar wrote outside the layer*"])
@@ -148,7 +154,9 @@ def test_known_bug_as_strict_xfail(pytester: pytest.Pytester) -> None:
 
 
 def test_pyargs_without_driver_says_what_to_do(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--pyargs", "layerstore.conformance", "-k", "empty")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "--pyargs", "layerstore.conformance", "-k", "empty"
+    )
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no driver selected: run*--layerstore-driver NAME*installed drivers:*vfs*"])
 
@@ -157,7 +165,9 @@ def test_plugin_registers_options_and_marker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.layerstore_requires(*capabilities)*"])
     result = pytester.runpytest_subprocess("--help")
-    result.stdout.fnmatch_lines(["*--layerstore-driver=NAME*", "*--layerstore-root=DIR*", "*--layerstore-option=KEY=VALUE*"])
+    result.stdout.fnmatch_lines(
+        ["*--layerstore-driver=NAME*", "*--layerstore-root=DIR*", "*--layerstore-option=KEY=VALUE*"]
+    )
 
 
 def test_command_line_options_reach_the_driver(pytester: pytest.Pytester) -> None:

@@ -23,9 +23,7 @@ COPY_METHODS: tuple[str, ...] = ("reflink", "copy_file_range", "sendfile", "read
 """Data copy methods from fastest to most portable."""
 
 # errno values meaning "this method does not work for these files", not "the copy failed".
-_UNSUPPORTED = frozenset(
-    {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY}
-)
+_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.ENOTTY})
 _CHUNK = 1 << 20
 _PERMS = 0o7777
 

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -263,22 +264,25 @@ def _layer_of(name: str, prefix: str) -> str:
 
 
 def _filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path`, from /proc/self/mountinfo (longest matching mount point)."""
+    """The type of the filesystem holding `path`: the longest mount point above it in /proc/self/mountinfo."""
     target = os.path.realpath(path)
-    dev = os.stat(target).st_dev
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
     best, best_len = "unknown", -1
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mountinfo:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as mountinfo:
             for line in mountinfo:
                 fields = line.split()
-                if len(fields) < 10 or fields[2] != wanted:
+                if len(fields) < 10 or "-" not in fields[6:]:
                     continue
-                mount_point = fields[4].replace("\\040", " ")
+                mount_point = _unescape(fields[4])
                 inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) > best_len:
-                    sep = fields.index("-", 6)
-                    best, best_len = fields[sep + 1], len(mount_point)
+                # ">=": of mounts stacked on one point, the last listed is the visible one.
+                if inside and len(mount_point) >= best_len:
+                    best, best_len = fields[fields.index("-", 6) + 1], len(mount_point)
     except OSError:
         pass
     return best
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -107,7 +107,9 @@ class BadInputTests:
         assert os.stat(victim).st_nlink == 1, "the tar hardlinked a file outside the layer"
         escaped = _paths_with(layerstore_root, f"escape-{token}")
         assert not escaped, f"the tar wrote outside the layer: {escaped}"
-        assert isinstance(raised, InvalidArchive), f"apply_diff of an unsafe tar ({case}) raised {raised!r}, not InvalidArchive"
+        assert isinstance(raised, InvalidArchive), (
+            f"apply_diff of an unsafe tar ({case}) raised {raised!r}, not InvalidArchive"
+        )
         message = str(raised)
         assert message and "\n" not in message.strip(), f"the error is not one line: {message!r}"
         if bad_names:

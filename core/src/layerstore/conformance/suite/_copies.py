@@ -22,8 +22,8 @@ def _modify_everything(root: str) -> None:
 
     with open(p("plain"), "ab") as f:
         f.write(b"appended\n")
-    with open(p("hard-b"), "r+b") as f:  # a hardlinked name: its inode must not be shared with the other layer
-        f.write(b"ONE")
+    with open(p("hard-b"), "r+b") as g:  # a hardlinked name: its inode must not be shared with the other layer
+        g.write(b"ONE")
     os.chmod(p("exec"), 0o700)
     os.chown(p("owned"), 1, 1)
     os.chmod(p("setuid"), 0o755)

@@ -243,16 +243,14 @@ class TarBuilder:
 
     def __init__(self) -> None:
         self._buf = io.BytesIO()
-        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed by bytes()
         self.regular_bytes = 0
         """The sum of the sizes of the regular files added (what `apply_diff` must return)."""
 
     def _add(self, info: tarfile.TarInfo, data: bytes | None = None, xattrs: dict[str, bytes] | None = None) -> None:
         info.mtime = info.mtime or MTIME
         if xattrs:
-            info.pax_headers = {
-                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in xattrs.items()
-            }
+            info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in xattrs.items()}
         if data is not None:
             info.size = len(data)
             self._tar.addfile(info, io.BytesIO(data))

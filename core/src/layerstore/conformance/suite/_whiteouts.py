@@ -59,7 +59,11 @@ class WhiteoutTests:
         third = build_layer(
             driver,
             second,
-            tar=TarBuilder().dir("gone").file("gone/inside", b"a directory now\n").file("opq/newer", b"newer\n").bytes(),
+            tar=TarBuilder()
+            .dir("gone")
+            .file("gone/inside", b"a directory now\n")
+            .file("opq/newer", b"newer\n")
+            .bytes(),
         )
         with driver.mounted(first) as path:
             assert _tree(path) == _FIRST, "applying whiteouts in a child changed the parent"
@@ -85,7 +89,12 @@ class WhiteoutTests:
         third_members = diff_members(driver, third, second)
         assert not [m.name for m in third_members if ".wh." in m.name], "a layer that only adds has whiteouts"
         assert {"gone", "gone/inside", "opq/newer"} <= {m.name for m in third_members}
-        assert [str(c) for c in driver.changes(third, second)] == ["A /gone", "A /gone/inside", "C /opq", "A /opq/newer"]
+        assert [str(c) for c in driver.changes(third, second)] == [
+            "A /gone",
+            "A /gone/inside",
+            "C /opq",
+            "A /opq/newer",
+        ]
 
     def test_whiteout_files_are_never_visible(self, driver: Driver) -> None:
         first = build_layer(driver, tar=TarBuilder().dir("d").file("d/x", b"x").file("y", b"y").bytes())

@@ -1,0 +1,48 @@
+"""The shared driver conformance suite, run against vfs with each way of copying file data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from layerstore import Driver
+from layerstore.conformance import DriverConformance
+
+
+class TestVfsConformance(DriverConformance):
+    """Every conformance test; the data copy method is chosen automatically (copy_file_range on ext4)."""
+
+    driver_name = "vfs"
+
+
+class TestVfsReadWriteCopy(DriverConformance):
+    """The portable fallback: a read/write loop."""
+
+    driver_name = "vfs"
+    driver_options = {"copy": "read"}
+
+
+class TestVfsSendfileCopy(DriverConformance):
+    """The sendfile fallback."""
+
+    driver_name = "vfs"
+    driver_options = {"copy": "sendfile"}
+
+
+class TestVfsOnBtrfs(DriverConformance):
+    """On a loop-mounted btrfs, where children share file data with their parent through reflinks."""
+
+    driver_name = "vfs"
+
+    @pytest.fixture
+    def layerstore_root(self, btrfs_mount: Path) -> Path:
+        """Driver homes on the session's btrfs."""
+        return Path(tempfile.mkdtemp(dir=btrfs_mount))
+
+    def test_reflink_is_used(self, driver: Driver) -> None:
+        """vfs declares reflink support on btrfs and copies with FICLONE."""
+        assert driver.capabilities.reflink
+        assert ("Copy Method", "reflink") in driver.status()
+        assert ("Backing Filesystem", "btrfs") in driver.status()
