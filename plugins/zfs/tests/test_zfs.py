@@ -144,14 +144,20 @@ def test_busy_layer_is_explained_and_released(driver: Driver) -> None:
     path = driver.get("busy")
     holder = subprocess.Popen(["sleep", "600"], cwd=path)
     try:
+        # The last put cannot unmount under an open directory: the mount stays (no lazy unmount) ...
+        driver.put("busy")
+        assert mounted_at(path)
+        assert driver.get("busy") == path
+        driver.put("busy")
+        # ... and removal says who holds it, leaving the layer whole.
         with pytest.raises(LayerInUse, match=rf"busy.*pid {holder.pid}"):
-            driver.put("busy")
+            driver.remove("busy")
+        assert driver.exists("busy")
     finally:
         holder.kill()
         holder.wait()
-    driver.put("busy")
-    assert not mounted_at(path)
     driver.remove("busy")
+    assert not mounted_at(path)
     assert not driver.exists("busy")
 
 

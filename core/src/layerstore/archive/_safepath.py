@@ -77,7 +77,7 @@ class SafeTree:
                     return None
                 os.mkdir(path, 0o755)
                 os.chown(path, *self.owner, follow_symlinks=False)
-                os.chmod(path, 0o755)  # noqa: S103 - the contract for implied directories
+                os.chmod(path, 0o755)
                 self.dirs.add(rel)
                 continue
             if stat.S_ISDIR(mode):

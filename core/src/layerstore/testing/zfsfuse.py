@@ -136,8 +136,12 @@ def zfs_fuse_daemon(workdir: Path) -> Iterator[int | None]:
     log_path = workdir / "zfs-fuse.log"
     mounts_before = set(zfs_fuse_mounts())
     with open(log_path, "wb") as log:
+        # setpriv (util-linux) execs zfs-fuse in place with a parent-death
+        # signal: a test run killed before its finalizers (timeout, SIGKILL)
+        # does not leave the daemon behind.
+        launcher = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
         proc = subprocess.Popen(
-            ["zfs-fuse", *_DAEMON_ARGS],
+            [*launcher, "zfs-fuse", *_DAEMON_ARGS],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

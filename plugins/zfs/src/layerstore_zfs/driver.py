@@ -209,11 +209,15 @@ class ZfsDriver:
 
     @hookimpl
     def put(self, id: str) -> None:
-        """Unmount the dataset of `id` if it is mounted (``zfs unmount``); harmless otherwise."""
+        """Unmount the dataset of `id` if it is mounted (``zfs unmount``); harmless otherwise.
+
+        While a process still has files open in it (without a reference) the
+        mount stays: the next `get` reuses it and `remove` unmounts it.
+        """
         target = str(self.mountpoint(id))
         if is_mounted(target) is None:
             return
-        self._unmount(id, target)
+        self._unmount(id, target, strict=False)
 
     @hookimpl
     def remove(self, id: str) -> None:
@@ -278,12 +282,18 @@ class ZfsDriver:
             raise StorageFull(f"zfs: cannot {doing}: {zfs.stderr_of(proc)}")
         raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
 
-    def _unmount(self, id: str, target: str) -> None:
+    def _unmount(self, id: str, target: str, *, strict: bool = True) -> None:
         # An unmount that is busy is mostly really held (open files): retry briefly only.
         proc = zfs.run_retrying_busy(["zfs", "unmount", self.dataset(id)], attempts=6)
         if proc.returncode == 0 or is_mounted(target) is None:
             return
         if zfs.is_busy(proc):
+            if not strict:
+                # No lazy unmount: zfs-fuse's `zfs unmount -f` detaches the
+                # mount, and a detached mount still held open can leave the
+                # dataset busy for good.  The mount stays; the next `get`
+                # reuses it and `remove` unmounts it.
+                return
             held = "; ".join(holders(target)) or "no process found with files open there"
             raise LayerInUse(f"layer {id} cannot be unmounted from {target}, it is busy: {held}")
         raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
