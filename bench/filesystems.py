@@ -11,7 +11,9 @@ failures leave nothing behind.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,36 @@ def backing_filesystem(workdir: Path, driver: str, size_mb: int) -> Iterator[Pat
 def leftovers(workdir: Path) -> list[str]:
     """Mounts and loop devices still present below `workdir` (should be empty after a round)."""
     return mounts_under(workdir) + loop_devices_under(workdir)
+
+
+def abort_fuse_mounts(path: Path) -> list[str]:
+    """Abort the FUSE connections of the mounts below `path` (a hung zfs-fuse); return their mount points.
+
+    Every process blocked on them gets ENOTCONN, so teardown can proceed.
+    Uses the fusectl filesystem, mounting it for the moment if needed.
+    """
+    root = os.path.realpath(path).rstrip("/") + "/"
+    targets: list[tuple[str, str]] = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype.startswith("fuse") and (fields[4] + "/").startswith(root):
+                targets.append((fields[4], fields[2].split(":")[1]))
+    if not targets:
+        return []
+    ctl = Path("/sys/fs/fuse/connections")
+    mounted_here = False
+    if not os.path.ismount(ctl):
+        mounted_here = subprocess.run(["mount", "-t", "fusectl", "none", str(ctl)], check=False).returncode == 0
+    try:
+        for _mnt, minor in targets:
+            with contextlib.suppress(OSError):
+                (ctl / minor / "abort").write_text("1")
+    finally:
+        if mounted_here:
+            subprocess.run(["umount", str(ctl)], check=False)
+    return [mnt for mnt, _ in targets]
 
 
 def free_bytes(path: Path) -> int:

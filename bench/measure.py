@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _READ = 1 << 20
+DEFAULTS: dict[str, float | None] = {"timeout": None}
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else shutil.which("time")
 
 
@@ -44,6 +47,7 @@ class Measurement:
     stdout_bytes: int
     stderr: str
     rss_source: str = "time"
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -53,6 +57,8 @@ class Measurement:
     def failure(self) -> str:
         """A one-line description of a failure (command and last stderr line)."""
         tail = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        if self.timed_out:
+            return f"timed out after {self.seconds:.0f} s, killed: {' '.join(self.argv[:6])}..."
         return f"exit {self.returncode} of {' '.join(self.argv[:6])}...: {tail[-1] if tail else '(no stderr)'}"
 
 
@@ -63,8 +69,17 @@ def run_measured(
     hash_stdout: bool = False,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    timeout: float | None = -1.0,
 ) -> Measurement:
-    """Run `argv` (no shell), feeding `stdin` (a file) or /dev/null, and measure it."""
+    """Run `argv` (no shell), feeding `stdin` (a file) or /dev/null, and measure it.
+
+    The command runs in its own process group; after `timeout` seconds, or
+    when this process is interrupted, that group is killed (a process stuck
+    on a hung FUSE backend dies only from SIGKILL).  The default timeout is
+    `DEFAULTS["timeout"]`; None waits for ever.
+    """
+    if timeout is not None and timeout < 0:
+        timeout = DEFAULTS["timeout"]
     rss_file = tempfile.NamedTemporaryFile(prefix="bench-rss-", delete=False)  # noqa: SIM115
     rss_file.close()
     wrapped = [GNU_TIME, "-f", "%M", "-o", rss_file.name, "--", *argv] if GNU_TIME else list(argv)
@@ -76,20 +91,43 @@ def run_measured(
         started = time.perf_counter()
         proc = subprocess.Popen(
             wrapped, stdin=stdin_f, stdout=subprocess.PIPE, stderr=err,
-            env=None if env is None else {**os.environ, **env}, cwd=cwd,
+            env=None if env is None else {**os.environ, **env}, cwd=cwd, start_new_session=True,
         )
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        while True:
-            chunk = os.read(fd, _READ)
-            if not chunk:
-                break
-            total += len(chunk)
-            if hash_stdout:
-                h.update(chunk)
-            elif len(captured) < (1 << 20):
-                captured += chunk
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        deadline = None if timeout is None else started + timeout
+        timed_out = False
+        try:
+            while True:
+                if deadline is not None:
+                    ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.perf_counter()))
+                    if not ready:
+                        timed_out = True
+                        break
+                chunk = os.read(fd, _READ)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if hash_stdout:
+                    h.update(chunk)
+                elif len(captured) < (1 << 20):
+                    captured += chunk
+            while not timed_out and deadline is not None:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    timed_out = True
+                else:
+                    time.sleep(0.01)
+            if timed_out:
+                _kill_group(proc.pid)
+            if timed_out or deadline is None:
+                _pid, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _kill_group(proc.pid)
+            os.wait4(proc.pid, 0)
+            raise
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         proc.stdout.close()
@@ -110,4 +148,10 @@ def run_measured(
         stdout_bytes=total,
         stderr=stderr,
         rss_source=source,
+        timed_out=timed_out,
     )
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -25,9 +25,9 @@ from typing import Any
 
 from . import datasets as ds_mod
 from .datasets import Dataset
-from .filesystems import FSTYPE_OF_DRIVER, backing_filesystem, leftovers
+from .filesystems import FSTYPE_OF_DRIVER, abort_fuse_mounts, backing_filesystem, leftovers
 from .layerstore_runner import cli_argv, parse_inner, runner_argv
-from .measure import GNU_TIME, Measurement, run_measured
+from .measure import DEFAULTS, GNU_TIME, Measurement, run_measured
 from .peers import ContainersStorage, cat_file, tar_extract
 from .report import Record, Results, machine, table, write
 
@@ -62,6 +62,10 @@ def layerstore_status(driver: str) -> tuple[bool, bool, str]:
     return True, cli_ok, "" if cli_ok else "layerstore CLI not available"
 
 
+class BackendHung(Exception):
+    """A command timed out: the backing filesystem is assumed hung, the round is abandoned."""
+
+
 class Round:
     """The measurements of one driver on one fresh backing filesystem."""
 
@@ -75,6 +79,7 @@ class Round:
         self.cli_root = mnt / "layerstore-cli"
         self.cs = ContainersStorage(mnt / "cs" / "graph", mnt / "cs" / "run", driver)
         self.tools: list[str] = []
+        self.hung = False  # set when a command timed out: touch the filesystem no more
         api, cli, why = layerstore_status(driver)
         if api:
             self.tools.append("ls-api")
@@ -98,6 +103,10 @@ class Round:
         if m is None:
             return self.results.add(Record(self.driver, dataset, op, tool, run, None, None, False, error))
         ok = m.ok and not error
+        if m.timed_out:
+            self.hung = True
+            self.results.add(Record(self.driver, dataset, op, tool, run, m.seconds, None, False, m.failure()))
+            raise BackendHung(m.failure())
         return self.results.add(Record(
             self.driver, dataset, op, tool, run, m.seconds, m.maxrss_kb, ok,
             error or ("" if m.ok else m.failure()), inner, sha_ok if ok else None, extra or {},
@@ -116,6 +125,8 @@ class Round:
         return run_measured(cli_argv(self.cli_root, self.driver, self.options, "export", image), hash_stdout=True)
 
     def ls_wipe(self, tool: str) -> None:
+        if self.hung:
+            return
         root = self.ls_root if tool == "ls-api" else self.cli_root
         if root.exists():
             m = run_measured(runner_argv("wipe", root, self.driver, self.options))
@@ -123,7 +134,13 @@ class Round:
                 print(f"    (wipe of {root} failed: {m.failure()})", flush=True)
         self._rmtree(root)
 
+    def cs_destroy(self) -> None:
+        if not self.hung:
+            self.cs.destroy()
+
     def _rmtree(self, path: Path) -> None:
+        if self.hung:
+            return
         for mnt in sorted(leftovers(path), key=len, reverse=True):
             if mnt.startswith("/"):
                 self.results.note(f"{self.driver}: left mounted after a run, unmounting: {mnt}")
@@ -157,7 +174,7 @@ class Round:
                     e = self.cs.export_layer(self.cs.layer_id(m))
                     self.record(ds.name, "export", tool, run, e, sha_ok=e.stdout_sha256 == expected)
             finally:
-                self.cs.destroy()
+                self.cs_destroy()
             return
         try:
             parent = None
@@ -198,7 +215,7 @@ class Round:
                     if m.ok:
                         self.cs.delete_layer(self.cs.layer_id(m))
             finally:
-                self.cs.destroy()
+                self.cs_destroy()
 
     def chain(self, base_ds: Dataset | None, depth: int, tools: list[str], runs: int) -> None:
         label = f"chain{depth}"
@@ -224,7 +241,7 @@ class Round:
                 try:
                     self._cs_chain(label, base_ds, depth, run)
                 finally:
-                    self.cs.destroy()
+                    self.cs_destroy()
 
     def _cs_chain(self, label: str, base_ds: Dataset | None, depth: int, run: int) -> None:
         """The same chain through containers-storage: one process per step; times and peaks add up."""
@@ -277,37 +294,50 @@ def run_driver(
     try:
         fs_cm = backing_filesystem(workdir, driver, args.size_mb)
         with fs_cm as mnt:
-            rnd = Round(results, driver, mnt, args)
-            print(f"  tools: {', '.join(rnd.tools)}", flush=True)
-            # Warm the interpreter's imports and the programs once (unmeasured).
-            for tool in rnd.tools:
-                if tool.startswith("ls-"):
-                    run_measured([sys.executable, "-c", "import layerstore.graph"])
-            for ds in datasets:
-                ds_mod.warm(ds)
-                print(f"  -- {ds.describe()}", flush=True)
-                for run in range(args.runs):
-                    for tool in _rotate(rnd.tools, run):
-                        rnd.import_export(ds, tool, run)
-            by_name = {d.name: d for d in helpers}
-            if "child" in args.ops:
-                parent = by_name.get("rootfs") or by_name.get("genroot")
-                if parent is not None:
-                    print(f"  -- create-child on {parent.name}", flush=True)
-                    rnd.create_child(parent)
-            if "chain50" in args.ops:
-                base = next(iter(d.parent for d in helpers if d.parent is not None), None)
-                print(f"  -- 50-layer chain on {base.path.name if base else 'nothing'}", flush=True)
-                rnd.chain(base, 50, ["ls-api", "cs"], args.runs)
-            if "chain500" in args.ops and driver == "overlay":
-                print("  -- 500-layer chain (overlay)", flush=True)
-                rnd.chain(None, 500, ["ls-api"], 1)
-            rnd.cs.shutdown()
+            try:
+                _measure_round(results, driver, mnt, datasets, helpers, args)
+            except BackendHung as exc:
+                aborted = abort_fuse_mounts(workdir)
+                results.note(f"{driver}: a command hung ({exc}); round abandoned"
+                             + (f", FUSE connections aborted: {aborted}" if aborted else ""))
     except Exception as exc:  # one broken backend must not stop the other drivers
         results.note(f"{driver}: round aborted: {type(exc).__name__}: {exc}")
     left = leftovers(workdir)
     if left:
         results.note(f"{driver}: LEFT BEHIND after teardown: {left}")
+
+
+def _measure_round(
+    results: Results, driver: str, mnt: Path, datasets: list[Dataset], helpers: list[Dataset],
+    args: argparse.Namespace,
+) -> None:
+    """Everything measured on one driver's filesystem `mnt`."""
+    rnd = Round(results, driver, mnt, args)
+    print(f"  tools: {', '.join(rnd.tools)}", flush=True)
+    # Warm the interpreter's imports and the programs once (unmeasured).
+    for tool in rnd.tools:
+        if tool.startswith("ls-"):
+            run_measured([sys.executable, "-c", "import layerstore.graph"])
+    for ds in datasets:
+        ds_mod.warm(ds)
+        print(f"  -- {ds.describe()}", flush=True)
+        for run in range(args.runs):
+            for tool in _rotate(rnd.tools, run):
+                rnd.import_export(ds, tool, run)
+    by_name = {d.name: d for d in helpers}
+    if "child" in args.ops:
+        parent = by_name.get("rootfs") or by_name.get("genroot")
+        if parent is not None:
+            print(f"  -- create-child on {parent.name}", flush=True)
+            rnd.create_child(parent)
+    if "chain50" in args.ops:
+        base = next(iter(d.parent for d in helpers if d.parent is not None), None)
+        print(f"  -- 50-layer chain on {base.path.name if base else 'nothing'}", flush=True)
+        rnd.chain(base, 50, ["ls-api", "cs"], args.runs)
+    if "chain500" in args.ops and driver == "overlay":
+        print("  -- 500-layer chain (overlay)", flush=True)
+        rnd.chain(None, 500, ["ls-api"], 1)
+    rnd.cs.shutdown()
 
 
 @contextlib.contextmanager
@@ -335,6 +365,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size-mb", type=int, default=None, help="size of each backing filesystem (MiB)")
     p.add_argument("--workdir", default=str(BENCH_DIR / "data" / "work"),
                    help="where the sparse images live (default bench/data/work)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds before a measured command counts as hung and is killed (default 300)")
     p.add_argument("-o", "--option", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="layerstore driver option k=v (repeatable)")
     args = p.parse_args(argv)
@@ -347,6 +379,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the datasets, measure every driver, print and save the table."""
     args = parse_args(argv)
+    DEFAULTS["timeout"] = args.timeout
     drivers = [d for d in args.drivers.split(",") if d]
     for d in drivers:
         if d not in ALL_DRIVERS:
@@ -415,8 +448,9 @@ def _issue_notes(results: Results) -> None:
             continue
         ok = imp is not None and exp is not None and imp < 100 and exp < 100
         ratio = f"{e_ls / e_cat:.2f}x" if e_ls and e_cat else "-"
+        size = next((d for d in results.meta.get("datasets", []) if d.startswith("layer1g:")), "layer1g")
         results.notes.append(
-            f"issue 3 ({driver}, 1 GiB layer): peak RSS import {fmt(imp)}, export {fmt(exp)} "
+            f"issue 3 ({driver}, {size.split(',')[0]}): peak RSS import {fmt(imp)}, export {fmt(exp)} "
             f"(goal < 100 MB: {'PASS' if ok else 'FAIL'}); export time / cat = {ratio}")
 
 
