@@ -12,11 +12,11 @@ PIP    := $(BIN)/python -m pip
 # make test inputs (GNU tar, bsdtar, compressors), the peers we compare with (tar-split,
 # containers-storage), xattr tools, loop devices.
 APT_PACKAGES := btrfs-progs zfs-fuse tar-split containers-storage libarchive-tools attr \
-                e2fsprogs util-linux mount tar gzip bzip2 xz-utils zstd debootstrap fuse3
+                e2fsprogs util-linux mount tar gzip bzip2 xz-utils zstd debootstrap fuse3 time
 PLUGINS := vfs overlay btrfs zfs
 TOX_ENVS ?= lint,type,core,vfs,overlay,btrfs,zfs,integration
 
-.PHONY: run test venv apt-deps lint type clean
+.PHONY: run test bench venv apt-deps lint type clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ apt-deps:
 
 test: apt-deps venv
 	$(BIN)/tox run -e $(TOX_ENVS)
+
+# Benchmarks (not part of CI: needs ~3 GB of cached data and ~30 minutes).
+bench: apt-deps venv
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ random content (nothing is held in memory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -132,7 +133,7 @@ def _file(tf: tarfile.TarFile, name: str, size: int, mode: int = 0o644, uid: int
     info.mode = mode
     info.uid, info.gid = uid, gid
     info.mtime = 1_700_000_000
-    tf.addfile(info, _RandomReader(size))  # type: ignore[arg-type]
+    tf.addfile(info, _RandomReader(size))
 
 
 def _link(tf: tarfile.TarFile, name: str, target: str, kind: bytes) -> None:
@@ -291,7 +292,7 @@ def _cached(path: Path, build: Callable[[Path], str | None], compressed: bool = 
     _log(f"building {path.name} ...")
     started = time.monotonic()
     note = build(path) or ""
-    sha = _sha256_file(path, opener=gzip.open if compressed else None)  # type: ignore[arg-type]
+    sha = _sha256_file(path, opener=gzip.open if compressed else None)
     members = _count_members(path)
     meta_path.write_text(json.dumps({"sha256": sha, "members": members, "note": note}))
     _log(f"built {path.name}: {path.stat().st_size / 1e6:.1f} MB, {members} members in "
@@ -353,20 +354,22 @@ def build_datasets(names: list[str], quick: bool, data_dir: Path = DATA_DIR) -> 
         elif name == "genroot":
             files, total = (2000, 30 << 20) if quick else (8000, 300 << 20)
             result.append(
-                _make("genroot", data_dir / f"genroot{q}.tar", lambda p, f=files, t=total: _gen_rootlike(p, f, t))
+                _make("genroot", data_dir / f"genroot{q}.tar",
+                      functools.partial(_gen_rootlike, files=files, total_bytes=total))
             )
         elif name == "small":
             count = 5000 if quick else 50_000
-            result.append(_make("small", data_dir / f"small{q}.tar", lambda p, c=count: _gen_many(p, c, 1024, 500)))
+            build = functools.partial(_gen_many, count=count, size=1024, per_dir=500)
+            result.append(_make("small", data_dir / f"small{q}.tar", build))
         elif name == "big":
             size = (16 << 20) if quick else (256 << 20)
-            result.append(_make("big", data_dir / f"big{q}.tar", lambda p, n=size: _gen_big(p, 4, n)))
+            result.append(_make("big", data_dir / f"big{q}.tar", functools.partial(_gen_big, count=4, size=size)))
         elif name == "whiteout":
             parent = _make("whiteout-parent", data_dir / "whiteout-parent.tar", _gen_whiteout_parent)
             result.append(_make("whiteout", data_dir / "whiteout-child.tar", _gen_whiteout_child, parent=parent))
         elif name == "layer1g":
             total = (64 << 20) if quick else (1 << 30)
-            result.append(_make("layer1g", data_dir / f"layer1g{q}.tar", lambda p, t=total: _gen_layer(p, t)))
+            result.append(_make("layer1g", data_dir / f"layer1g{q}.tar", functools.partial(_gen_layer, total=total)))
         else:
             raise SystemExit(f"unknown dataset {name!r}; known: {', '.join(ALL_DATASETS)}")
     return result

@@ -31,6 +31,8 @@ from pathlib import Path
 
 _READ = 1 << 20
 DEFAULTS: dict[str, float | None] = {"timeout": None}
+# Set when any command timed out since the last reset: the backend is then assumed hung.
+STATE: dict[str, bool] = {"timed_out": False}
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else shutil.which("time")
 
 
@@ -121,6 +123,7 @@ def run_measured(
                 else:
                     time.sleep(0.01)
             if timed_out:
+                STATE["timed_out"] = True
                 _kill_group(proc.pid)
             if timed_out or deadline is None:
                 _pid, status, usage = os.wait4(proc.pid, 0)

@@ -105,13 +105,15 @@ def table(results: Results) -> str:
         lines.append(f"  dataset {ds}")
     lines.append("Times: median wall time of the whole process; peak: max RSS of the process (MB);")
     lines.append("ls/cs and ls/tar: ratio of layerstore (Python API process) to containers-storage / GNU tar.")
-    lines.append("Export floor is `cat` of the uncompressed tar; every export is checked by sha256 against the input.")
+    lines.append("Export floor is `cat` of the uncompressed tar; every export is checked by sha256 against the input")
+    lines.append("(the benchmark hashes every export stream at ~1 GB/s, which bounds all export figures alike).")
     drivers = list(dict.fromkeys(k[0] for k in summary))
     header = (f"{'dataset':10s} {'op':12s} " + " ".join(f"{TOOL_TITLES[t]:>11s}" for t in TOOLS)
               + f" {'ls/cs':>6s} {'ls/tar':>6s}  {'peak MB ls/cli/cs/tar':>24s}  {'inner':>7s}  check")
     for driver in drivers:
         lines.append("")
-        lines.append(f"== driver {driver} on {m.get('backing', {}).get(driver, '?')}")
+        runs = m.get("zfs_runs", m.get("runs")) if driver == "zfs" else m.get("runs")
+        lines.append(f"== driver {driver} on {m.get('backing', {}).get(driver, '?')}, {runs} run(s) each")
         lines.append(header)
         lines.append("-" * len(header))
         for (d, dataset, op), tools in summary.items():
@@ -138,6 +140,20 @@ def table(results: Results) -> str:
                 + f" {_fmt_ratio(secs['ls-api'], secs['cs']):>6s} {_fmt_ratio(secs['ls-api'], secs['tar']):>6s}"
                 + f"  {peaks:>24s}  {_fmt_s(tools.get('ls-api', {}).get('inner')):>7s}  {', '.join(checks)}"
             )
+    chains = [r for r in results.records if r.op == "chain" and r.ok and r.extra]
+    if chains:
+        lines.append("")
+        lines.append("Chains (per step; create times of layers 1, 50, 100, ...):")
+        for r in chains:
+            steps = f"create total {r.extra.get('create_total', 0):.2f}s"
+            times = r.extra.get("create_times") or []
+            if times:
+                marks = [0, *range(max(1, len(times) // 10) - 1, len(times), max(1, len(times) // 10))]
+                steps += " [" + " ".join(f"{i + 1}:{times[i] * 1000:.1f}ms" for i in sorted(set(marks))) + "]"
+            mount, unmount = r.extra.get("mount", 0) * 1000, r.extra.get("unmount", 0) * 1000
+            removal = r.extra.get("remove_total", 0)
+            steps += f", mount top {mount:.1f}ms, unmount {unmount:.1f}ms, remove all {removal:.2f}s"
+            lines.append(f"  {r.driver:7s} {r.dataset:8s} {TOOL_TITLES[r.tool]:10s} run {r.run}: {steps}")
     failures = [(k, t, info["error"]) for k, tools in summary.items() for t, info in tools.items() if info["failed"]]
     if failures:
         lines.append("")
@@ -168,9 +184,23 @@ def write(results: Results, directory: Path, text: str) -> Path:
     return path
 
 
+def load(path: Path) -> Results:
+    """Read a results JSON written by `write` back (to re-render its table)."""
+    payload = json.loads(path.read_text())
+    records = [Record(**r) for r in payload["records"]]
+    return Results(records=records, notes=payload.get("notes", []), meta=payload.get("meta", {}))
+
+
 def machine() -> dict[str, str]:
     """Host facts for the report header."""
     import os
 
     return {"host": platform.node(), "nproc": str(os.cpu_count()), "kernel": platform.release(),
             "python": platform.python_version()}
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m bench.report RESULTS.json: print the table of an earlier run again.
+    print(table(load(Path(sys.argv[1]))), end="")

@@ -27,7 +27,7 @@ from . import datasets as ds_mod
 from .datasets import Dataset
 from .filesystems import FSTYPE_OF_DRIVER, abort_fuse_mounts, backing_filesystem, leftovers
 from .layerstore_runner import cli_argv, parse_inner, runner_argv
-from .measure import DEFAULTS, GNU_TIME, Measurement, run_measured
+from .measure import DEFAULTS, GNU_TIME, STATE, Measurement, run_measured
 from .peers import ContainersStorage, cat_file, tar_extract
 from .report import Record, Results, machine, table, write
 
@@ -36,7 +36,13 @@ RESULTS_DIR = BENCH_DIR / "results"
 ALL_DRIVERS = ("vfs", "overlay", "btrfs", "zfs")
 
 
+class BackendHung(Exception):
+    """A command timed out: the backing filesystem is assumed hung, the round is abandoned."""
+
+
 def _last_line(m: Measurement) -> str:
+    if m.timed_out:
+        raise BackendHung(m.failure())
     lines = [line.strip() for line in m.stdout.splitlines() if line.strip()]
     if not m.ok or not lines:
         raise RuntimeError(m.failure())
@@ -62,10 +68,6 @@ def layerstore_status(driver: str) -> tuple[bool, bool, str]:
     return True, cli_ok, "" if cli_ok else "layerstore CLI not available"
 
 
-class BackendHung(Exception):
-    """A command timed out: the backing filesystem is assumed hung, the round is abandoned."""
-
-
 class Round:
     """The measurements of one driver on one fresh backing filesystem."""
 
@@ -79,7 +81,6 @@ class Round:
         self.cli_root = mnt / "layerstore-cli"
         self.cs = ContainersStorage(mnt / "cs" / "graph", mnt / "cs" / "run", driver)
         self.tools: list[str] = []
-        self.hung = False  # set when a command timed out: touch the filesystem no more
         api, cli, why = layerstore_status(driver)
         if api:
             self.tools.append("ls-api")
@@ -96,6 +97,11 @@ class Round:
         self.cs.shutdown()
         self.tools.append("tar")
 
+    @property
+    def hung(self) -> bool:
+        """True once a command timed out: the filesystem is not touched any more."""
+        return STATE["timed_out"]
+
     # ---- helpers -------------------------------------------------------
     def record(self, dataset: str, op: str, tool: str, run: int, m: Measurement | None, *,
                error: str = "", sha_ok: bool | None = None, inner: float | None = None,
@@ -104,7 +110,6 @@ class Round:
             return self.results.add(Record(self.driver, dataset, op, tool, run, None, None, False, error))
         ok = m.ok and not error
         if m.timed_out:
-            self.hung = True
             self.results.add(Record(self.driver, dataset, op, tool, run, m.seconds, None, False, m.failure()))
             raise BackendHung(m.failure())
         return self.results.add(Record(
@@ -287,6 +292,9 @@ def run_driver(
     results: Results, driver: str, datasets: list[Dataset], helpers: list[Dataset], args: argparse.Namespace
 ) -> None:
     """All measurements of one driver, on its own fresh filesystem (torn down on exit)."""
+    if driver == "zfs" and args.zfs_runs:
+        args = argparse.Namespace(**{**vars(args), "runs": args.zfs_runs})
+        results.meta["zfs_runs"] = args.runs
     workdir = Path(args.workdir) / driver
     print(f"\n=== {driver}: fresh {FSTYPE_OF_DRIVER[driver]} ({args.size_mb} MiB) under {workdir}", flush=True)
     results.meta.setdefault("backing", {})[driver] = f"fresh loop {FSTYPE_OF_DRIVER[driver]}" if driver != "zfs" \
@@ -294,9 +302,12 @@ def run_driver(
     try:
         fs_cm = backing_filesystem(workdir, driver, args.size_mb)
         with fs_cm as mnt:
+            STATE["timed_out"] = False
             try:
                 _measure_round(results, driver, mnt, datasets, helpers, args)
-            except BackendHung as exc:
+            except Exception as exc:
+                if not STATE["timed_out"]:
+                    raise
                 aborted = abort_fuse_mounts(workdir)
                 results.note(f"{driver}: a command hung ({exc}); round abandoned"
                              + (f", FUSE connections aborted: {aborted}" if aborted else ""))
@@ -314,10 +325,13 @@ def _measure_round(
     """Everything measured on one driver's filesystem `mnt`."""
     rnd = Round(results, driver, mnt, args)
     print(f"  tools: {', '.join(rnd.tools)}", flush=True)
-    # Warm the interpreter's imports and the programs once (unmeasured).
-    for tool in rnd.tools:
-        if tool.startswith("ls-"):
-            run_measured([sys.executable, "-c", "import layerstore.graph"])
+    # Warm the interpreter's imports once; its RSS is the floor of every layerstore figure.
+    if "ls-api" in rnd.tools:
+        baseline = run_measured([sys.executable, "-c", f"import layerstore.graph, layerstore_{driver}"])
+        if baseline.ok and not results.meta.get("ls_baseline_mb"):
+            results.meta["ls_baseline_mb"] = round(baseline.maxrss_kb / 1024, 1)
+            results.note(f"baseline: a Python process that only imports layerstore.graph and the {driver} plugin "
+                         f"peaks at {baseline.maxrss_kb / 1024:.0f} MB (the floor of the layerstore peak-MB figures)")
     for ds in datasets:
         ds_mod.warm(ds)
         print(f"  -- {ds.describe()}", flush=True)
@@ -362,6 +376,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ops", default="io,child,chain50,chain500",
                    help="comma-separated parts: io (import/export), child, chain50, chain500")
     p.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3, --quick 1)")
+    p.add_argument("--zfs-runs", type=int, default=None,
+                   help="runs on zfs-fuse, which is several times slower than the others (default: --runs)")
     p.add_argument("--size-mb", type=int, default=None, help="size of each backing filesystem (MiB)")
     p.add_argument("--workdir", default=str(BENCH_DIR / "data" / "work"),
                    help="where the sparse images live (default bench/data/work)")
