@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import NS, TarBuilder, bsd_tar, build_sample_tree, gnu_tar, snapshot
+from archive_helpers import NS, TarBuilder, bsd_tar, build_sample_tree, gnu_tar, snapshot
 
 from layerstore.archive.apply import apply_tar
 from layerstore.errors import InvalidArchive

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import NS, T0, build_sample_tree, snapshot
+from archive_helpers import NS, T0, build_sample_tree, snapshot
 
 from layerstore.archive.apply import apply_tar
 from layerstore.archive.changes import changes_size, tree_changes

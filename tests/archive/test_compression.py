@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TarBuilder, outside_untouched
+from archive_helpers import TarBuilder, outside_untouched
 
 from layerstore.archive.apply import apply_tar
 from layerstore.archive.compression import decompressed, detect_compression

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from conftest import TarBuilder, build_sample_tree, snapshot
+from archive_helpers import TarBuilder, build_sample_tree, snapshot
 
 from layerstore import CreateOpts, IDMappings, hookimpl, open_driver
 from layerstore.drivers import Driver

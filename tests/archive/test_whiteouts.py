@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import TarBuilder, outside_untouched
+from archive_helpers import TarBuilder, outside_untouched
 
 from layerstore.archive.apply import apply_tar
 from layerstore.errors import InvalidArchive

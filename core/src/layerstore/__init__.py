@@ -7,16 +7,16 @@ Public API (see DESIGN §9): `load_driver`, `available_drivers`, `Driver`,
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .capabilities import Capabilities, CreateOpts
-from .change import Change, ChangeKind
-from .drivers import Driver, available_drivers, load_driver, open_driver
-from .hookspecs import hookimpl
-from .idtools import IDMap, IDMappings
-
 if TYPE_CHECKING:
+    from .capabilities import Capabilities, CreateOpts
+    from .change import Change, ChangeKind
+    from .drivers import Driver, available_drivers, load_driver, open_driver
     from .graph import Graph
+    from .hookspecs import hookimpl
+    from .idtools import IDMap, IDMappings
     from .image import Image
 
 __all__ = [
@@ -37,16 +37,34 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# Every name is imported on first use: the command line's --help and the
+# pytest plugin need none of them, and a driver needs only a few.
+_HOMES = {
+    "Capabilities": "capabilities",
+    "CreateOpts": "capabilities",
+    "Change": "change",
+    "ChangeKind": "change",
+    "Driver": "drivers",
+    "available_drivers": "drivers",
+    "load_driver": "drivers",
+    "open_driver": "drivers",
+    "Graph": "graph",
+    "hookimpl": "hookspecs",
+    "IDMap": "idtools",
+    "IDMappings": "idtools",
+    "Image": "image",
+}
+# Submodules that `import layerstore` used to load as a side effect.
+_SUBMODULES = frozenset({"capabilities", "change", "drivers", "errors", "hookspecs", "idtools"})
+
 
 def __getattr__(name: str) -> Any:
-    # The image store is imported on first use so that drivers and the pytest
-    # plugin do not pay for it.
-    if name == "Graph":
-        from .graph import Graph
-
-        return Graph
-    if name == "Image":
-        from .image import Image
-
-        return Image
-    raise AttributeError(f"module 'layerstore' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'layerstore' has no attribute {name!r}")
+    globals()[name] = value
+    return value

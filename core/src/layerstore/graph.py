@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -51,6 +52,7 @@ from .truncindex import TruncIndex
 
 if TYPE_CHECKING:
     from .drivers import Driver
+    from .tarsplit.assembler import AssembledTar
 
 __all__ = ["CheckResult", "DigestNotSet", "GCReport", "Graph"]
 
@@ -62,6 +64,8 @@ GRAPH_DIR = "graph"
 TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
 _CHUNK = 1 << 20
+_ASYNC_HASH = 1 << 16  # reads at least this large are hashed on the worker thread
+_HASH_RING = 4  # buffers of that many reads may wait to be hashed
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -113,65 +117,158 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class _HashingReader(io.RawIOBase):
-    """A readable stream that passes `source` through while hashing it (sha256) and counting bytes."""
+    """A readable stream that passes `source` through while hashing it (sha256) and counting bytes.
+
+    Large chunks are hashed on a worker thread (``hashlib`` releases the GIL
+    while hashing), overlapping with the extraction of the chunks before.
+    They are read into a ring of buffers of its own, so a consumer may do what
+    it likes with the buffer it passed in; the ring is deep enough that the
+    worker's waits for the GIL rarely stall the reader.  Call `hexdigest`,
+    then `close` (which stops the worker).
+    """
 
     def __init__(self, source: BinaryIO) -> None:
         super().__init__()
         self._source = source
-        self.hash = hashlib.sha256()
+        self._readinto = getattr(source, "readinto", None)
+        self._hash = hashlib.sha256()
         self.count = 0
+        self._views: list[memoryview] = []  # allocated as needed: a small layer uses one
+        self._pending: list[Future[None] | None] = [None] * _HASH_RING
+        self._turn = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def readable(self) -> bool:
         return True
 
+    def _wait(self) -> None:
+        for index, pending in enumerate(self._pending):
+            if pending is not None:
+                self._pending[index] = None
+                pending.result()
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._source.read(len(view))
-        n = len(data)
+        want = min(len(view), _CHUNK)
+        if want < _ASYNC_HASH:
+            self._wait()
+            data = self._source.read(want)
+            n = len(data)
+            if n:
+                view[:n] = data
+                self._hash.update(data)
+                self.count += n
+            return n
+        turn = self._turn
+        self._turn = (turn + 1) % _HASH_RING
+        pending = self._pending[turn]
+        if pending is not None:  # the buffer is still being hashed
+            self._pending[turn] = None
+            pending.result()
+        if turn == len(self._views):
+            self._views.append(memoryview(bytearray(_CHUNK)))
+        own = self._views[turn][:want]
+        if self._readinto is not None:
+            n = int(self._readinto(own) or 0)
+        else:
+            data = self._source.read(want)
+            n = len(data)
+            own[:n] = data
         if n:
-            view[:n] = data
-            self.hash.update(data)
+            view[:n] = own[:n]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="layerstore-sha256")
+            self._pending[turn] = self._pool.submit(self._hash.update, own[:n])
             self.count += n
         return n
 
+    def hexdigest(self) -> str:
+        """The sha256 of everything read so far (waits for the worker)."""
+        self._wait()
+        return self._hash.hexdigest()
 
-class _LayerStream(io.RawIOBase):
-    """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF."""
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        super().close()
+
+
+class _LayerStream(io.BufferedIOBase):
+    """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF.
+
+    ``read1`` hands out the reassembled blocks without copying them; ``digest``
+    is the sha256 of the whole tar once the end was read.
+    """
 
     def __init__(
         self,
         image_id: str,
-        stream: BinaryIO,
+        source: AssembledTar,
         closers: list[Callable[[], object]],
         expected: str | None,
     ) -> None:
         super().__init__()
         self._id = image_id
-        self._stream = stream
+        self._source = source
         self._closers = closers
         self._expected = expected
+        self._blocks = source.chunks()
         self._hash = hashlib.sha256()
-        self._verified = False
+        self._block = b""
+        self._offset = 0
+        self._done = False
+        self.digest: str | None = None
 
     def readable(self) -> bool:
         return True
 
+    def _next_block(self) -> bytes:
+        if self._done:
+            return b""
+        block = next(self._blocks, b"")
+        if block:
+            self._hash.update(block)
+            return block
+        self._done = True
+        self.digest = "sha256:" + self._hash.hexdigest()
+        if self._expected is not None and self.digest != self._expected:
+            raise DigestMismatch(
+                f"layer {self._id}: reassembled tar is {self.digest} but {self._expected} was imported; "
+                "files of the layer changed on disk (run `layerstore check`)"
+            )
+        return b""
+
+    def read1(self, size: int | None = -1, /) -> bytes:
+        if self._offset < len(self._block):
+            block, start = self._block, self._offset
+        else:
+            block, start = self._next_block(), 0
+        end = len(block) if size is None or size < 0 else min(len(block), start + size)
+        if end < len(block):
+            self._block, self._offset = block, end
+        else:
+            self._block, self._offset = b"", 0
+        return block if start == 0 and end == len(block) else block[start:end]
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(self.read1, b""))
+        first = self.read1(size)
+        if len(first) == size or not first:
+            return first
+        pieces = [first]
+        got = len(first)
+        while got < size and (piece := self.read1(size - got)):
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._stream.read(len(view))
-        n = len(data)
-        if n:
-            view[:n] = data
-            self._hash.update(data)
-        elif not self._verified and len(view):
-            self._verified = True
-            actual = "sha256:" + self._hash.hexdigest()
-            if self._expected is not None and actual != self._expected:
-                raise DigestMismatch(
-                    f"layer {self._id}: reassembled tar is {actual} but {self._expected} was imported; "
-                    "files of the layer changed on disk (run `layerstore check`)"
-                )
-        return n
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         if self.closed:
@@ -180,12 +277,38 @@ class _LayerStream(io.RawIOBase):
             with contextlib.ExitStack() as stack:
                 for closer in reversed(self._closers):
                     stack.callback(closer)
-                stack.callback(self._stream.close)
+                stack.callback(self._source.close)
         finally:
             super().close()
 
 
-def _layer_file_opener(layer_id: str, root: str) -> Callable[[str], BinaryIO]:
+class _RawFile:
+    """A file descriptor with just what the assembler uses (read, close, context manager): no buffer, no fstat."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self, size: int) -> bytes:
+        return os.read(self._fd, size)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> _RawFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
+    """Open members below the layer directory `root_fd` (relative opens: the kernel walks only the member path)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
     def open_file(name: str) -> BinaryIO:
         rel = name
         while rel.startswith("./"):
@@ -193,9 +316,8 @@ def _layer_file_opener(layer_id: str, root: str) -> Callable[[str], BinaryIO]:
         rel = rel.lstrip("/")
         if not rel or ".." in rel.split("/"):
             raise CorruptMetadata(f"layer {layer_id}: tar-split data names an unsafe file {name!r}")
-        path = os.path.join(root, rel)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(rel, flags, dir_fd=root_fd)
         except (FileNotFoundError, NotADirectoryError):
             raise DigestMismatch(
                 f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
@@ -206,7 +328,7 @@ def _layer_file_opener(layer_id: str, root: str) -> Callable[[str], BinaryIO]:
                     f"layer {layer_id}: file {name!r} of the stored layer was replaced by a symlink"
                 ) from None
             raise
-        return os.fdopen(fd, "rb")
+        return cast(BinaryIO, _RawFile(fd))
 
     return open_file
 
@@ -564,8 +686,8 @@ class Graph:
 
         with open(staging / TAR_DATA_FILE, "wb") as meta:
             plain = decompressed(layer_data)
+            hashing = _HashingReader(plain)
             try:
-                hashing = _HashingReader(plain)
                 reader = cast(BinaryIO, io.BufferedReader(hashing, _CHUNK))
                 recorder = TarSplitRecorder(reader, meta)
                 try:
@@ -576,12 +698,14 @@ class Graph:
                         pass
                 finally:
                     recorder.close()
+                digest = hashing.hexdigest()
             finally:
+                hashing.close()
                 if plain is not layer_data:  # decompressed() may hand back the caller's own stream
                     plain.close()
             meta.flush()
             os.fsync(meta.fileno())
-        return size, "sha256:" + hashing.hash.hexdigest()
+        return size, "sha256:" + digest
 
     def delete(self, name: str, force: bool = False) -> None:
         """Remove an image atomically: its metadata disappears at once, then its layer.
@@ -672,14 +796,26 @@ class Graph:
         try:
             expected = self._digest_of(img.id, required=False) if verify else None
             root = self.driver.get(img.id)
-            closers.append(lambda: self.driver.put(img.id))
-            stream = cast(BinaryIO, assemble(meta, _layer_file_opener(img.id, root)))
+            try:
+                root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except BaseException:
+                self.driver.put(img.id)
+                raise
+
+            def release() -> None:
+                try:
+                    os.close(root_fd)  # before put: an open directory would keep the mount busy
+                finally:
+                    self.driver.put(img.id)
+
+            closers.append(release)
+            stream = assemble(meta, _layer_file_opener(img.id, root_fd))
         except BaseException:
             for closer in reversed(closers):
                 with contextlib.suppress(Exception):
                     closer()
             raise
-        return cast(BinaryIO, io.BufferedReader(_LayerStream(img.id, stream, closers, expected), _CHUNK))
+        return cast(BinaryIO, _LayerStream(img.id, stream, closers, expected))
 
     def temp_layer_archive(self, name: str, progress: Callable[[int], object] | None = None) -> BinaryIO:
         """Copy the image's layer tar into an anonymous temporary file in the store and return it (at offset 0).
@@ -719,11 +855,15 @@ class Graph:
                 return CheckResult(image_id, False, "tar-split metadata is missing: cannot reassemble", expected)
             digest = hashlib.sha256()
             with contextlib.closing(self._open_layer(image, verify=False)) as stream:
-                while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
+                layer_stream = stream if isinstance(stream, _LayerStream) else None  # it hashes for itself
+                read = layer_stream.read1 if layer_stream is not None else stream.read
+                while chunk := read(_CHUNK):
+                    if layer_stream is None:
+                        digest.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
-            actual = "sha256:" + digest.hexdigest()
+            actual = layer_stream.digest if layer_stream is not None and layer_stream.digest else (
+                "sha256:" + digest.hexdigest())
         except (LayerStoreError, OSError) as exc:
             return CheckResult(image_id, False, str(exc) or type(exc).__name__)
         if expected is None:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, BinaryIO
 
-from .archive.apply import apply_tar
-from .archive.changes import changes_size, tree_changes
-from .archive.export import export_changes
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -31,6 +28,8 @@ class NaiveDiff:
 
     def _changes(self, id: str, parent: str | None) -> tuple[str, list[Change]]:
         """Mount `id` (left mounted for the caller to `put`) and `parent` (released); return the path and changes."""
+        from .archive.changes import tree_changes  # imported on use: drivers load faster
+
         driver = self._driver
         layer_dir = driver.get(id)
         try:
@@ -55,6 +54,8 @@ class NaiveDiff:
     @hookimpl(trylast=True)
     def diff_size(self, id: str, parent: str | None) -> int:
         """Sum the sizes of the regular files added or modified against `parent`, each inode once."""
+        from .archive.changes import changes_size
+
         layer_dir, result = self._changes(id, parent)
         try:
             return changes_size(layer_dir, result)
@@ -64,6 +65,8 @@ class NaiveDiff:
     @hookimpl(trylast=True)
     def diff(self, id: str, parent: str | None) -> BinaryIO:
         """Export the changes of `id` against `parent` as a tar stream; closing it releases the mount of `id`."""
+        from .archive.export import export_changes
+
         layer_dir, result = self._changes(id, parent)
         released = threading.Lock()
         state = {"done": False}
@@ -84,6 +87,8 @@ class NaiveDiff:
     @hookimpl(trylast=True)
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
         """Extract `stream` into the mounted layer `id`, deleting what canonical whiteouts name."""
+        from .archive.apply import apply_tar
+
         driver = self._driver
         layer_dir = driver.get(id)
         try:

@@ -674,3 +674,26 @@ def test_against_another_parent_the_generic_comparison_answers(driver: Driver) -
     assert driver.changes("c2", "c0") == expected
     assert sorted(tar_members(driver.diff("c2", "c0"))) == ["file1", "file2"]
     assert driver.diff_size("c2", "c0") == len("content 1") + len("content 2")
+
+
+def test_a_successful_probe_is_remembered_per_home_and_options(store_root: Path) -> None:
+    from layerstore import load_driver
+    from layerstore_overlay.driver import PROBE_CACHE
+
+    home = store_root / "home"
+    load_driver("overlay", home).cleanup()
+    cache = home / PROBE_CACHE
+    key, api = cache.read_text().rsplit("\n", 1)
+    assert os.uname().release in key.split("\t")
+    assert api in ("fsopen", "mount")
+    assert not [p for p in os.listdir(home) if p.startswith(".probe-")]  # the test mount was cleaned up
+
+    # A remembered probe is used as is; a stale one (other kernel) is replaced by a fresh probe.
+    cache.write_text(f"{key.replace(os.uname().release, 'other-kernel')}\n{api}")
+    load_driver("overlay", home).cleanup()
+    assert cache.read_text() == f"{key}\n{api}"
+
+    # Other mount options are not covered by the remembered probe: a bad one still fails at load.
+    with pytest.raises(DriverNotSupported, match="no-such-option"):
+        load_driver("overlay", home, {"mountopt": "no-such-option"})
+    assert cache.read_text() == f"{key}\n{api}"

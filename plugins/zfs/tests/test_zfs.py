@@ -1,6 +1,6 @@
 """What is peculiar to the zfs driver: clones and their snapshots, quotas, busy datasets, support detection.
 
-Everything else is the conformance suite (test_conformance.py).  These run on
+Everything else is the conformance suite (test_zfs_conformance.py).  These run on
 a real zfs-fuse pool (conftest.py).
 """
 

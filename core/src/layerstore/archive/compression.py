@@ -9,6 +9,7 @@ readable stream of the uncompressed bytes in which every decoder failure
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import lzma
 import zlib
@@ -73,9 +74,10 @@ class _Checked(io.RawIOBase):
     def __init__(self, kind: str, opener: Callable[[], Any]) -> None:
         self._kind = kind
         self._inner: Any = None
+        self._errors = _decoder_errors()
         try:
             self._inner = opener()
-        except _DECODER_ERRORS as exc:
+        except self._errors as exc:
             raise _invalid(kind, exc) from exc
 
     def readable(self) -> bool:
@@ -88,7 +90,7 @@ class _Checked(io.RawIOBase):
                 return int(readinto(buffer) or 0)
             view = memoryview(buffer).cast("B")
             data = self._inner.read(len(view))
-        except _DECODER_ERRORS as exc:
+        except self._errors as exc:
             raise _invalid(self._kind, exc) from exc
         view[: len(data)] = data
         return len(data)
@@ -158,7 +160,9 @@ def _invalid(kind: str, exc: BaseException) -> InvalidArchive:
     return InvalidArchive(f"corrupt or truncated {kind} data: {detail}; the archive cannot be read")
 
 
+@functools.cache
 def _decoder_errors() -> tuple[type[BaseException], ...]:
+    # Computed on first use: importing the decoder modules costs time that a plain tar does not need.
     errors: list[type[BaseException]] = [EOFError, OSError, ValueError, zlib.error, lzma.LZMAError]
     try:
         from isal import igzip_lib, isal_zlib
@@ -173,9 +177,6 @@ def _decoder_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)
-
-
-_DECODER_ERRORS = _decoder_errors()
 
 
 def _read_head(stream: BinaryIO) -> tuple[bytes, bool]:

@@ -16,6 +16,7 @@ import os
 import urllib.parse
 from collections.abc import Iterator
 from typing import BinaryIO
+from zlib import adler32
 
 from ..errors import InvalidArchive, StorageFull
 
@@ -143,6 +144,12 @@ def _number(raw: bytes, what: str, name: str) -> int:
         raise InvalidArchive(f"corrupt tar header of entry {name!r}: bad {what} field {raw!r}") from None
 
 
+def _byte_sum(block: bytes) -> int:
+    # The header checksum's byte sum in C: Adler-32's first component is 1 + the
+    # byte sum modulo 65521, exact over 256 bytes (at most 65280).
+    return (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) - 2
+
+
 def _pax_time(value: bytes, name: str) -> int:
     text = value.decode("ascii", "replace").strip()
     negative = text.startswith("-")
@@ -190,16 +197,20 @@ class TarReader:
     """
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._read = stream.read
         self._stream = stream
+        self._readinto = getattr(stream, "readinto", None)
         self._remaining = 0
         self._padding = 0
         self._global: dict[bytes, bytes] = {}
         self._last = ""
         self._current = ""
         self._count = 0
+        # The stream is read in large chunks into this buffer and headers and
+        # payloads are taken from it: one read call per chunk, not per entry.
         self._buffer = bytearray(_CHUNK)
         self._view = memoryview(self._buffer)
+        self._pos = 0
+        self._end = 0
         self.finished = False
 
     def __iter__(self) -> Iterator[TarEntry]:
@@ -211,81 +222,91 @@ class TarReader:
 
     # -- low level ---------------------------------------------------------
 
-    def _read_exact(self, n: int, what: str) -> bytes:
-        data = self._read(n)
-        if len(data) == n:
-            return data
-        parts = [data]
-        got = len(data)
-        while got < n:
-            more = self._read(n - got)
-            if not more:
-                raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
-            parts.append(more)
-            got += len(more)
+    def _fill(self) -> int:
+        """Refill the (fully consumed) buffer from the stream; return the number of bytes now buffered."""
+        readinto = self._readinto
+        if readinto is not None:
+            got = int(readinto(self._view) or 0)
+        else:
+            data = self._stream.read(_CHUNK)
+            got = len(data)
+            self._view[:got] = data
+        self._pos = 0
+        self._end = got
+        return got
+
+    def _take(self, n: int) -> bytes:
+        """Return up to `n` next bytes (fewer only at the end of the stream)."""
+        pos = self._pos
+        if self._end - pos >= n:
+            self._pos = pos + n
+            return bytes(self._view[pos : pos + n])
+        parts = []
+        while n > 0:
+            if self._pos == self._end and not self._fill():
+                break
+            pos = self._pos
+            take = min(n, self._end - pos)
+            parts.append(self._view[pos : pos + take].tobytes())
+            self._pos = pos + take
+            n -= take
         return b"".join(parts)
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        data = self._take(n)
+        if len(data) != n:
+            raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
+        return data
 
     def _discard(self, n: int, what: str) -> None:
         while n > 0:
-            chunk = self._read(min(n, _CHUNK))
-            if not chunk:
+            if self._pos == self._end and not self._fill():
                 raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
-            n -= len(chunk)
+            take = min(n, self._end - self._pos)
+            self._pos += take
+            n -= take
 
     def _drain(self) -> None:
-        readinto = getattr(self._stream, "readinto", None)
-        if readinto is not None:
-            while readinto(self._view):
-                pass
-        else:
-            while self._read(_CHUNK):
-                pass
+        self._pos = self._end
+        while self._fill():
+            pass
+        self._pos = self._end = 0
 
     def copy_to(self, fd: int, path: str = "") -> None:
         """Write the payload of the current entry to `fd` (at its position) and consume its padding.
 
         `StorageFull` names `path` when the disk or quota is full.
         """
-        size = self._remaining
-        total = size + self._padding
-        what = f"data of entry {self._current!r}"
+        left = self._remaining
+        padding = self._padding
         self._remaining = self._padding = 0
+        view = self._view
+        write = os.write
         try:
-            if total <= _CHUNK:
-                if not size:
-                    if total:
-                        self._read_exact(total, what)
-                    return
-                data = self._read_exact(total, what)
-                view = memoryview(data)[:size]
-                written = os.write(fd, view)
-                while written < size:
-                    written += os.write(fd, view[written:])
-                return
-            buffer = self._view
-            readinto = getattr(self._stream, "readinto", None)
-            left = size
             while left > 0:
-                want = buffer if left >= _CHUNK else buffer[:left]
-                if readinto is not None:
-                    got = readinto(want)
-                else:
-                    data = self._read(len(want))
-                    got = len(data)
-                    want[:got] = data
-                if not got:
-                    raise InvalidArchive(f"truncated tar archive: {what} ends early; the archive is incomplete")
-                chunk = want[:got]
-                written = os.write(fd, chunk)
-                while written < got:
-                    written += os.write(fd, chunk[written:])
-                left -= got
-            if total > size:
-                self._read_exact(total - size, what)
+                pos = self._pos
+                if pos == self._end:
+                    if not self._fill():
+                        raise InvalidArchive(
+                            f"truncated tar archive: data of entry {self._current!r} ends early; "
+                            "the archive is incomplete"
+                        )
+                    pos = 0
+                stop = min(self._end, pos + left)
+                written = write(fd, view[pos:stop])
+                while pos + written < stop:
+                    written += write(fd, view[pos + written : stop])
+                self._pos = stop
+                left -= stop - pos
         except OSError as exc:
             if exc.errno in _FULL:
                 raise StorageFull(f"no space left writing {path or self._current!r}: {exc.strerror}") from exc
             raise
+        if padding:
+            if self._end - self._pos >= padding:
+                self._pos += padding
+            else:
+                self._discard(padding, f"data of entry {self._current!r}")
 
     def skip(self) -> None:
         """Skip whatever is left of the current entry's payload."""
@@ -316,24 +337,18 @@ class TarReader:
         long_link: str | None = None
         last = self._current
         while True:
-            header = self._read(BLOCK)
+            header = self._take(BLOCK)
             if len(header) != BLOCK:
-                while header and len(header) < BLOCK:
-                    more = self._read(BLOCK - len(header))
-                    if not more:
-                        break
-                    header += more
-                if len(header) != BLOCK:
-                    if self._count == 0:
-                        raise InvalidArchive(
-                            "not a tar archive (the input is empty or shorter than one tar header); "
-                            "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
-                        )
-                    if header:
-                        raise InvalidArchive(f"truncated tar archive: the header after entry {last!r} is incomplete")
+                if self._count == 0:
                     raise InvalidArchive(
-                        f"truncated tar archive: it ends after entry {last!r} without the end-of-archive blocks"
+                        "not a tar archive (the input is empty or shorter than one tar header); "
+                        "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
                     )
+                if header:
+                    raise InvalidArchive(f"truncated tar archive: the header after entry {last!r} is incomplete")
+                raise InvalidArchive(
+                    f"truncated tar archive: it ends after entry {last!r} without the end-of-archive blocks"
+                )
             if header == _ZERO_BLOCK:
                 self.finished = True
                 self._drain()
@@ -343,7 +358,7 @@ class TarReader:
                 stored = _number(header[148:156], "checksum", last)
             except InvalidArchive:
                 stored = -1
-            computed = sum(header) - sum(header[148:156]) + 256
+            computed = _byte_sum(header) - sum(header[148:156]) + 256
             if stored != computed:
                 # Old writers summed signed bytes.
                 signed = computed - 256 * sum(1 for b in header if b > 127)

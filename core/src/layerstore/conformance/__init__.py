@@ -51,6 +51,9 @@ def run_suite(
     import pytest
 
     args = ["--pyargs", "layerstore.conformance", "--layerstore-driver", driver_name]
+    # The caller (the CLI) has imported layerstore already, so pytest cannot
+    # rewrite its asserts; the suite's assertions carry their own messages.
+    args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if root is not None:
         args += ["--layerstore-root", os.fspath(root)]
     for key, value in (options or {}).items():

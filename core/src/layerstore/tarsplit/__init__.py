@@ -10,10 +10,14 @@ our metadata and we read its.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .assembler import AssembledTar, OpenFile, assemble, layer_opener
 from .crc64 import Crc64, crc64_digest, crc64_update
 from .format import Entry, EntryType, EntryWriter, encode_entry, iter_entries
-from .recorder import TarSplitRecorder, disassemble
+
+if TYPE_CHECKING:
+    from .recorder import TarSplitRecorder, disassemble
 
 __all__ = [
     "AssembledTar",
@@ -31,3 +35,13 @@ __all__ = [
     "iter_entries",
     "layer_opener",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The recorder (and the tar parsing it needs) is imported on first use, so
+    # that reassembly (export) does not pay for it.
+    if name in ("TarSplitRecorder", "disassemble"):
+        from . import recorder
+
+        return getattr(recorder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 from typing import Final
+from zlib import adler32
 
 __all__ = [
     "BLOCK",
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_SPECIAL_SIZE",
     "HeaderError",
     "TarHeader",
+    "byte_sum",
     "clean_name",
     "parse_header",
     "parse_pax",
@@ -42,6 +44,11 @@ _OCTAL: Final = re.compile(rb"[0-7]+")
 _DECIMAL: Final = re.compile(rb"[+-]?[0-9]+")
 _PAX_TIME: Final = re.compile(rb"[+-]?[0-9]+(\.[0-9]*)?")
 _INT64_MAX: Final = (1 << 63) - 1
+# A numeric field that is octal digits between spaces and NULs is valid and
+# needs no closer look (checked with fullmatch on the field's byte range).
+_PLAIN_OCTAL: Final = re.compile(rb"[ \x00]*[0-7]*[ \x00]*")
+_FIELDS: Final = ((100, 108), (108, 116), (116, 124), (136, 148))  # mode, uid, gid, mtime
+_DEVICE_FIELDS: Final = ((329, 337), (337, 345))  # devmajor, devminor
 
 
 class HeaderError(ValueError):
@@ -93,12 +100,25 @@ def _parse_numeric(field: bytes) -> int:
     return _parse_octal(field)
 
 
+def byte_sum(block: bytes) -> int:
+    """The sum of the bytes of a 512-byte block (what tar's header checksum adds up), computed in C.
+
+    Adler-32's first component is 1 plus the byte sum modulo 65521; over 256
+    bytes the sum is at most 65280, so each half's value is exact.
+    """
+    return (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) - 2
+
+
 def _checksum_ok(block: bytes) -> bool:
-    try:
-        recorded = _parse_octal(block[148:156])
-    except HeaderError:
-        return False
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    if _PLAIN_OCTAL.fullmatch(block, 148, 156):
+        digits = block[148:156].strip(b" \x00")
+        recorded = int(digits, 8) if digits else 0
+    else:
+        try:
+            recorded = _parse_octal(block[148:156])
+        except HeaderError:
+            return False
+    unsigned = byte_sum(block) - sum(block[148:156]) + 8 * 32
     if recorded == unsigned:
         return True
     # Old Sun tar summed signed bytes.
@@ -118,13 +138,20 @@ def parse_header(block: bytes) -> TarHeader:
     magic = block[257:263]
     typeflag = block[156]
     name = parse_string(block[0:100])
-    size = _parse_numeric(block[124:136])
-    for start, end in ((100, 108), (108, 116), (116, 124), (136, 148)):  # mode, uid, gid, mtime
-        _parse_numeric(block[start:end])
+    plain = _PLAIN_OCTAL.fullmatch
+    if plain(block, 124, 136):
+        digits = block[124:136].strip(b" \x00")
+        size = int(digits, 8) if digits else 0
+    else:
+        size = _parse_numeric(block[124:136])
+    for start, end in _FIELDS:
+        if not plain(block, start, end):
+            _parse_numeric(block[start:end])
     prefix = b""
     if magic == _MAGIC_USTAR:
-        _parse_numeric(block[329:337])  # devmajor
-        _parse_numeric(block[337:345])  # devminor
+        for start, end in _DEVICE_FIELDS:
+            if not plain(block, start, end):
+                _parse_numeric(block[start:end])
         if block[508:512] == _TRAILER_STAR:
             prefix = parse_string(block[345:476])
             _parse_numeric(block[476:488])  # atime
@@ -132,8 +159,9 @@ def parse_header(block: bytes) -> TarHeader:
         else:
             prefix = parse_string(block[345:500])
     elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
-        _parse_numeric(block[329:337])
-        _parse_numeric(block[337:345])
+        for start, end in _DEVICE_FIELDS:
+            if not plain(block, start, end):
+                _parse_numeric(block[start:end])
         try:
             if block[345]:
                 _parse_numeric(block[345:357])
@@ -195,6 +223,8 @@ def clean_name(name: bytes) -> bytes:
     """Normalise a member name the way Go's ``filepath.Clean`` does (to detect duplicates)."""
     if not name:
         return b"."
+    if not name.startswith((b".", b"/")) and not name.endswith(b"/") and b"//" not in name and b"/." not in name:
+        return name  # no empty, "." or ".." component: already clean
     cleaned = posixpath.normpath(name)
     # normpath keeps a leading "//" (POSIX allows it to mean something); Clean does not.
     if cleaned.startswith(b"//"):

@@ -12,6 +12,7 @@ Layout under the driver home (as overlay2 has it)::
     <home>/<id>/kids/<child-id>  one per child, holding the short name the child stacks on
     <home>/<id>/frozen-<short>  an earlier state of diff/ that older children still stack on
     <home>/l/<short>      symlink to ``../<id>/diff``
+    <home>/mount-probe    what the last successful support probe found (see `OverlayDriver._probe`)
 
 A layer without parent is not mounted at all: `get` returns its diff/
 directory, as overlay2 does (unless it is read-only: then diff/ is
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MOUNT_OPTIONS", "OPTIONS", "OverlayDriver"]
 
 LINK_DIR = "l"
+PROBE_CACHE = "mount-probe"
 DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("redirect_dir=off", "metacopy=off", "index=off")
 """Renamed directories and metadata-only copy-ups would leave diff/ incomplete for the native diff."""
 OPTIONS: dict[str, str] = {
@@ -132,6 +134,32 @@ class OverlayDriver:
     # -- support detection -------------------------------------------------
 
     def _probe(self, wanted_api: str) -> str:
+        """Return the mount API that works on this home: remembered, or found by `_probe_mount`.
+
+        A successful probe is remembered in ``<home>/mount-probe`` together with
+        everything it depends on (kernel release, backing filesystem and its
+        device, requested API, mount options), so that later opens of the same
+        home skip the test mount; any difference probes again.  Failures are
+        never remembered.
+        """
+        key = "\t".join(
+            [os.uname().release, self.backing_fs, str(os.stat(self.home).st_dev), wanted_api, *self.mount_options]
+        )
+        cache = os.path.join(self.home, PROBE_CACHE)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            cached_key, _, cached_api = (_read(cache) or "").rpartition("\n")
+            if cached_key == key and (
+                cached_api == MountAPI.CLASSIC or (cached_api == MountAPI.FSOPEN and _mount.new_api_available())
+            ):
+                return cached_api
+        api = self._probe_mount(wanted_api)
+        with contextlib.suppress(OSError):
+            tmp = f"{cache}.tmp-{secrets.token_hex(4)}"
+            _write(tmp, f"{key}\n{api}")
+            os.replace(tmp, cache)
+        return api
+
+    def _probe_mount(self, wanted_api: str) -> str:
         """Check d_type and trusted xattrs and mount a test overlay; return the mount API that works."""
         probe = os.path.join(self.home, f".probe-{secrets.token_hex(6)}")
         os.mkdir(probe, 0o700)
@@ -157,18 +185,29 @@ class OverlayDriver:
                     errors.append("fsopen: the new mount API is not available here")
                     continue
                 rel = os.path.basename(probe)
-                try:
-                    _mount.mount_overlay(
-                        api,
-                        self.home,
-                        [f"{rel}/lower1", f"{rel}/lower2"],
-                        upper=f"{rel}/upper",
-                        work=f"{rel}/work",
-                        target=f"{rel}/merged",
-                        options=[*DEFAULT_MOUNT_OPTIONS, *self.mount_options],
-                    )
-                except (MountError, LayerStoreError) as exc:
-                    errors.append(f"{api}: {exc}")
+                options = [*DEFAULT_MOUNT_OPTIONS, *self.mount_options]
+                # A volatile test mount does not sync the whole backing filesystem
+                # when it is unmounted (kernels >= 5.10; older ones get a plain retry).
+                attempts = [[*options, "volatile"], options] if "volatile" not in options else [options]
+                failure: Exception | None = None
+                for attempt in attempts:
+                    try:
+                        _mount.mount_overlay(
+                            api,
+                            self.home,
+                            [f"{rel}/lower1", f"{rel}/lower2"],
+                            upper=f"{rel}/upper",
+                            work=f"{rel}/work",
+                            target=f"{rel}/merged",
+                            options=attempt,
+                        )
+                    except (MountError, LayerStoreError) as exc:
+                        failure = exc
+                        continue
+                    failure = None
+                    break
+                if failure is not None:
+                    errors.append(f"{api}: {failure}")
                     continue
                 try:
                     seen = _read(os.path.join(probe, "merged", "probe"))
