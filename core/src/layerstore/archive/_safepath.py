@@ -27,7 +27,9 @@ def split_name(name: str, what: str = "tar entry") -> list[str]:
         raise InvalidArchive(
             f"unsafe {what} {name!r}: absolute paths are refused; use names relative to the layer root"
         )
-    parts = [p for p in name.split("/") if p and p != "."]
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p and p != "."]
     if ".." in parts:
         raise InvalidArchive(f"unsafe {what} {name!r}: '..' components are refused")
     return parts

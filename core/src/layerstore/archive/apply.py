@@ -33,6 +33,8 @@ WHITEOUT_FORMATS: tuple[str, ...] = ("delete", "overlay")
 _log = logging.getLogger(__name__)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_ACL_DEFAULT = "system.posix_acl_default"
+_NO_XATTR = frozenset({errno.ENODATA, errno.EOPNOTSUPP})
 _ARCHIVE_ERRNOS = frozenset(
     {
         errno.ENAMETOOLONG,
@@ -64,6 +66,11 @@ class _Extraction:
         self.created: set[str] = set()
         self.dir_times: dict[str, tuple[int, int]] = {}
         self.opaque: list[str] = []
+        self.umask = _current_umask()
+        self.creds = (os.geteuid(), os.getegid())
+        # Directories known (True) to give new files exactly the mode and owner
+        # os.open asks for: not setgid, no default ACL.  Cleared when a directory goes.
+        self.plain_dirs: dict[str, bool] = {}
         self.total = 0
         self.handlers: dict[str, Callable[[TarEntry, str, str], None]] = {
             REGULAR: self._regular,
@@ -113,7 +120,24 @@ class _Extraction:
         if is_dir:
             self.forget(rel)
 
+    def plain_dir(self, rel: str) -> bool:
+        """Whether a file created in directory `rel` gets exactly the requested mode and our own owner."""
+        found = self.plain_dirs.get(rel)
+        if found is None:
+            path = self.tree.path(rel)
+            found = not os.lstat(path).st_mode & stat.S_ISGID
+            if found:
+                try:
+                    os.getxattr(path, _ACL_DEFAULT, follow_symlinks=False)
+                except OSError as exc:
+                    found = exc.errno in _NO_XATTR
+                else:
+                    found = False
+            self.plain_dirs[rel] = found
+        return found
+
     def forget(self, rel: str) -> None:
+        self.plain_dirs.clear()
         self.tree.forget(rel)
         if self.dir_times:
             below = f"{rel}/"
@@ -123,18 +147,35 @@ class _Extraction:
     # -- entry kinds ---------------------------------------------------------
 
     def _regular(self, entry: TarEntry, rel: str, path: str) -> None:
+        mode = entry.mode
+        owner = self.owners.get((entry.uid, entry.gid)) or self.owner(entry)
+        # Skip fchown/fchmod when os.open already gives the file its final owner and
+        # mode: no special bits, nothing the umask removes, no xattrs (an ACL may
+        # change the mode), in a directory that is not setgid and has no default ACL.
+        umask = self.umask
+        plain = (
+            umask is not None
+            and not mode & (umask | 0o7000)
+            and not entry.xattrs
+            and self.plain_dir(rel.rpartition("/")[0])
+        )
+        create_mode = mode if plain else 0o600
         try:
-            fd = os.open(path, _FILE_FLAGS, 0o600)
+            fd = os.open(path, _FILE_FLAGS, create_mode)
         except FileExistsError:
             self.make_room(rel, path)
-            fd = os.open(path, _FILE_FLAGS, 0o600)
+            fd = os.open(path, _FILE_FLAGS, create_mode)
         try:
             self.reader.copy_to(fd, path)
-            os.fchown(fd, *self.owner(entry))
-            os.fchmod(fd, entry.mode)
+            if not plain or owner != self.creds:
+                os.fchown(fd, owner[0], owner[1])
+            if not plain:
+                os.fchmod(fd, mode)
             if entry.xattrs:
                 self.xattrs(entry, fd)
-            os.utime(fd, ns=self.times(entry))
+            mtime = entry.mtime_ns
+            atime = entry.atime_ns
+            os.utime(fd, ns=(mtime if atime is None else atime, mtime))
         finally:
             os.close(fd)
         self.total += entry.size
@@ -150,6 +191,7 @@ class _Extraction:
         self._dir_attributes(entry, rel, path)
 
     def _dir_attributes(self, entry: TarEntry, rel: str, path: str) -> None:
+        self.plain_dirs.pop(rel, None)  # its mode and xattrs change now
         os.chown(path, *self.owner(entry), follow_symlinks=False)
         os.chmod(path, entry.mode)
         if entry.xattrs:
@@ -323,6 +365,18 @@ class _Extraction:
         except OSError as exc:
             raise _os_error(exc, "") from exc
         return self.total
+
+
+def _current_umask() -> int | None:
+    """The process umask from /proc (reading it with os.umask would briefly change it), or None."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line[6:].strip(), 8)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _os_error(exc: OSError, name: str) -> LayerStoreError:

@@ -120,11 +120,24 @@ def _text(raw: bytes) -> str:
 
 
 def _field_text(raw: bytes) -> str:
+    if not raw or not raw[0]:
+        return ""
     end = raw.find(b"\0")
     return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
 
 
 def _number(raw: bytes, what: str, name: str) -> int:
+    if raw[0] < 0x80:
+        # Fast path for the usual "0000644\0" / "0012345\0 " fields: when no NUL is left
+        # after trimming, this is exactly the octal text the general path below parses.
+        try:
+            return int(raw.rstrip(b" \0"), 8)
+        except ValueError:
+            pass
+    return _number_general(raw, what, name)
+
+
+def _number_general(raw: bytes, what: str, name: str) -> int:
     first = raw[0]
     if first & 0x80:
         # base-256 (GNU): big-endian two's complement, 0x80 marks positive, 0xff negative
@@ -337,7 +350,12 @@ class TarReader:
         long_link: str | None = None
         last = self._current
         while True:
-            header = self._take(BLOCK)
+            pos = self._pos
+            if self._end - pos >= BLOCK:
+                self._pos = pos + BLOCK
+                header = bytes(self._view[pos : pos + BLOCK])
+            else:
+                header = self._take(BLOCK)
             if len(header) != BLOCK:
                 if self._count == 0:
                     raise InvalidArchive(
@@ -358,7 +376,8 @@ class TarReader:
                 stored = _number(header[148:156], "checksum", last)
             except InvalidArchive:
                 stored = -1
-            computed = _byte_sum(header) - sum(header[148:156]) + 256
+            computed = (adler32(header[:256]) & 0xFFFF) + (adler32(header[256:]) & 0xFFFF) - 2  # `_byte_sum`
+            computed += 256 - sum(header[148:156])
             if stored != computed:
                 # Old writers summed signed bytes.
                 signed = computed - 256 * sum(1 for b in header if b > 127)
@@ -418,10 +437,21 @@ class TarReader:
                     "recreate the archive without --sparse"
                 )
             raise InvalidArchive(f"tar entry {name!r} has unsupported type {chr(typeflag)!r}")
-        entry.mode = _number(header[100:108], "mode", name) & 0o7777
-        entry.uid = _number(header[108:116], "uid", name)
-        entry.gid = _number(header[116:124], "gid", name)
-        entry.mtime_ns = _number(header[136:148], "mtime", name) * 1_000_000_000
+        try:
+            # `_number`'s fast path, inlined for the usual octal fields; anything else takes the general one.
+            mode = int(header[100:108].rstrip(b" \0"), 8)
+            uid = int(header[108:116].rstrip(b" \0"), 8)
+            gid = int(header[116:124].rstrip(b" \0"), 8)
+            mtime = int(header[136:148].rstrip(b" \0"), 8)
+        except ValueError:
+            mode = _number(header[100:108], "mode", name)
+            uid = _number(header[108:116], "uid", name)
+            gid = _number(header[116:124], "gid", name)
+            mtime = _number(header[136:148], "mtime", name)
+        entry.mode = mode & 0o7777
+        entry.uid = uid
+        entry.gid = gid
+        entry.mtime_ns = mtime * 1_000_000_000
         linkname = long_link if long_link is not None else _field_text(header[157:257])
         if magic == _USTAR_MAGIC or magic == _GNU_MAGIC[:6]:
             entry.uname = _field_text(header[265:297])

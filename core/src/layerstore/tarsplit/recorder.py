@@ -47,7 +47,7 @@ from ._tarheader import (
     validate_pax,
 )
 from .crc64 import crc64_digest, crc64_update
-from .format import EntryType, EntryWriter
+from .format import EntryWriter
 
 if TYPE_CHECKING:
     from typing import BinaryIO
@@ -191,12 +191,12 @@ class _Parser:
             self._trailing += data[pos : pos + take]
             pos += take
             if len(self._trailing) == TRAILING_CHUNK:
-                self._writer.add(EntryType.SEGMENT, payload=bytes(self._trailing))
+                self._writer.add_segment(bytes(self._trailing))
                 self._trailing.clear()
 
     def _flush_pending(self) -> None:
         if self._pending:
-            self._writer.add(EntryType.SEGMENT, payload=bytes(self._pending))
+            self._writer.add_segment(self._pending)  # encoded before the clear: no copy needed
             self._pending.clear()
 
     def _start_padding(self, size: int) -> None:
@@ -312,13 +312,11 @@ class _Parser:
             self._remaining = size
             self._state = _DATA
         else:
-            self._writer.add(EntryType.FILE, name=name)
+            self._writer.add_file(name)
             self._state = _HEADER
 
     def _end_of_content(self) -> None:
-        self._writer.add(
-            EntryType.FILE, name=self._member_name, size=self._member_size, payload=crc64_digest(self._crc)
-        )
+        self._writer.add_file(self._member_name, self._member_size, crc64_digest(self._crc))
         self._start_padding(self._member_size)
 
     # -- end of input -------------------------------------------------------
@@ -343,7 +341,7 @@ class _Parser:
             self._trailing += partial
         self._flush_pending()
         if self._trailing:
-            self._writer.add(EntryType.SEGMENT, payload=bytes(self._trailing))
+            self._writer.add_segment(bytes(self._trailing))
             self._trailing.clear()
 
 
