@@ -21,12 +21,18 @@ VFS_SKIPS = {
 }
 
 
-def _suite_module(pytester: pytest.Pytester, body: str) -> None:
+_IMPORTS = "from layerstore.conformance import DriverConformance\nfrom broken_drivers import *\n"
+
+
+def _suite_class(pytester: pytest.Pytester, driver: str, methods: str = "") -> None:
+    """A test module with one DriverConformance subclass for `driver`: "vfs" or a class of broken_drivers."""
+    if driver == "vfs":
+        header = "class TestVfs(DriverConformance):\n    driver_name = 'vfs'\n"
+    else:
+        header = f"class TestBroken(DriverConformance):\n    driver_name = 'broken'\n    driver_factory = {driver}\n"
     pytester.makepyfile(broken_drivers=BROKEN.read_text())
     pytester.syspathinsert()
-    pytester.makepyfile(
-        test_suite="from layerstore.conformance import DriverConformance\nfrom broken_drivers import *\n\n" + body
-    )
+    pytester.makepyfile(test_suite=f"import pytest\n{_IMPORTS}\n{header}" + ("\n" + methods if methods else ""))
 
 
 def _skip_reasons(result: pytest.RunResult) -> list[str]:
@@ -43,7 +49,7 @@ def _failed(result: pytest.RunResult) -> set[str]:
 
 
 def test_vfs_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
-    _suite_module(pytester, "class TestVfs(DriverConformance):\n    driver_name = 'vfs'\n")
+    _suite_class(pytester, "vfs")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
@@ -86,10 +92,7 @@ def test_vfs_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_suite_fails_broken_driver(pytester: pytest.Pytester, driver: str, selection: str, must_fail: set[str]) -> None:
-    _suite_module(
-        pytester,
-        f"class TestBroken(DriverConformance):\n    driver_name = 'broken'\n    driver_factory = {driver}\n",
-    )
+    _suite_class(pytester, driver)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", selection)
     failed = _failed(result)
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
@@ -98,25 +101,16 @@ def test_suite_fails_broken_driver(pytester: pytest.Pytester, driver: str, selec
 
 def test_unsafe_tars_escape_with_the_broken_driver_but_not_with_vfs(pytester: pytest.Pytester) -> None:
     """The failures of ExtractsAnywhereDriver are real escapes, not a missing exception only."""
-    _suite_module(
-        pytester,
-        "class TestBroken(DriverConformance):\n"
-        "    driver_name = 'broken'\n"
-        "    driver_factory = ExtractsAnywhereDriver\n",
-    )
+    _suite_class(pytester, "ExtractsAnywhereDriver")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "unsafe and base-dot-dot]")
     result.stdout.fnmatch_lines(["*the tar wrote outside the layer*"])
 
 
 def test_misspelt_capability_is_an_error(pytester: pytest.Pytester) -> None:
-    _suite_module(
+    _suite_class(
         pytester,
-        "import pytest\n\n"
-        "class TestVfs(DriverConformance):\n"
-        "    driver_name = 'vfs'\n\n"
-        "    @pytest.mark.layerstore_requires('native_dif')\n"
-        "    def test_mine(self, driver):\n"
-        "        pass\n",
+        "vfs",
+        "    @pytest.mark.layerstore_requires('native_dif')\n    def test_mine(self, driver):\n        pass\n",
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_mine")
     result.assert_outcomes(errors=1)
@@ -124,11 +118,9 @@ def test_misspelt_capability_is_an_error(pytester: pytest.Pytester) -> None:
 
 
 def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.Pytester) -> None:
-    _suite_module(
+    _suite_class(
         pytester,
-        "import pytest\n\n"
-        "class TestVfs(DriverConformance):\n"
-        "    driver_name = 'vfs'\n\n"
+        "vfs",
         "    @pytest.mark.layerstore_requires('idmap', 'quota')\n"
         "    def test_mine(self, driver):\n"
         "        raise AssertionError('must not run')\n",
@@ -139,12 +131,9 @@ def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.
 
 
 def test_known_bug_as_strict_xfail(pytester: pytest.Pytester) -> None:
-    _suite_module(
+    _suite_class(
         pytester,
-        "import pytest\n\n"
-        "class TestBroken(DriverConformance):\n"
-        "    driver_name = 'broken'\n"
-        "    driver_factory = LosesXattrsDriver\n\n"
+        "LosesXattrsDriver",
         "    @pytest.mark.xfail(strict=True, reason='drops xattrs, issue 1')\n"
         "    def test_child_is_exact_copy_of_parent(self, driver):\n"
         "        super().test_child_is_exact_copy_of_parent(driver)\n",

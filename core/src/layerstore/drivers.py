@@ -278,8 +278,7 @@ class Driver:
     def remove(self, id: str, *, force: bool = False) -> None:
         """Remove layer `id`; `LayerInUse` while it is mounted unless `force` (which unmounts it first)."""
         with self._refs.locked(id):
-            if not self.hook.exists(id=id):
-                raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+            self._require(id)
             count = self._refs.count(id)
             if count and not force:
                 raise LayerInUse(
@@ -296,8 +295,7 @@ class Driver:
     def get(self, id: str, mount_label: str = "") -> str:
         """Mount layer `id` (counted) and return the path of its full filesystem."""
         with self._refs.locked(id):
-            if not self.hook.exists(id=id):
-                raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+            self._require(id)
             count = self._refs.count(id)
             path = self.hook.get(id=id, mount_label=mount_label)
             if path is None:

@@ -12,7 +12,7 @@ from ..change import Change, ChangeKind
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["changes_size", "tree_changes"]
+__all__ = ["changes_size", "regular_files_size", "same_attrs", "tree_changes"]
 
 _ADD = ChangeKind.ADD
 _MODIFY = ChangeKind.MODIFY
@@ -39,16 +39,21 @@ def _capability(path: str) -> bytes | None:
         return None
 
 
+def same_attrs(new: os.stat_result, old: os.stat_result) -> bool:
+    """True when type, mode, owner, device and mtime (DESIGN §8.3 rule for whole seconds) agree."""
+    return (
+        new.st_mode == old.st_mode
+        and new.st_uid == old.st_uid
+        and new.st_gid == old.st_gid
+        and new.st_rdev == old.st_rdev
+        and _same_time(new.st_mtime_ns, old.st_mtime_ns)
+    )
+
+
 def _differs(new: os.stat_result, old: os.stat_result, new_path: str, old_path: str) -> bool:
-    mode = new.st_mode
-    if (
-        mode != old.st_mode
-        or new.st_uid != old.st_uid
-        or new.st_gid != old.st_gid
-        or new.st_rdev != old.st_rdev
-        or not _same_time(new.st_mtime_ns, old.st_mtime_ns)
-    ):
+    if not same_attrs(new, old):
         return True
+    mode = new.st_mode
     if stat.S_ISREG(mode):
         return new.st_size != old.st_size or _capability(new_path) != _capability(old_path)
     if stat.S_ISLNK(mode):
@@ -122,16 +127,22 @@ def changes_size(layer_dir: str | os.PathLike[str], changes: Iterable[Change]) -
     This is what `apply_tar` returns for the tar `export_changes` makes of the same changes.
     """
     root = os.fspath(layer_dir).rstrip("/")
+    return regular_files_size(_lstat(f"{root}{change.path}") for change in changes if change.kind != _DELETE)
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def regular_files_size(stats: Iterable[os.stat_result | None]) -> int:
+    """Return the sum of the sizes of the regular files among `stats`, each hardlinked inode once."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for change in changes:
-        if change.kind == _DELETE:
-            continue
-        try:
-            st = os.lstat(f"{root}{change.path}")
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
+    for st in stats:
+        if st is None or not stat.S_ISREG(st.st_mode):
             continue
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..change import Change
 
-__all__ = ["GeneratedStream", "export_changes"]
+__all__ = ["GeneratedStream", "export_changes", "exported_xattrs"]
 
 _CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -77,7 +77,8 @@ class GeneratedStream(io.RawIOBase):
                 on_close()
 
 
-def _xattrs(path: str) -> dict[str, bytes] | None:
+def exported_xattrs(path: str) -> dict[str, bytes] | None:
+    """The xattrs of `path` (not following a symlink) that go into a tar, without the overlay's own; None if none."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -123,7 +124,7 @@ def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterato
             "uid": owner[0],
             "gid": owner[1],
             "mtime_ns": st.st_mtime_ns,
-            "xattrs": _xattrs(path),
+            "xattrs": exported_xattrs(path),
         }
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:

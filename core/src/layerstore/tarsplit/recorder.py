@@ -99,7 +99,7 @@ class _Parser:
         self._remaining = 0  # bytes left in the current _DATA / _SPECIAL / _PAD section
         self._pad_after = 0  # padding that follows the current _DATA / _SPECIAL section
         self._crc = 0
-        self._special = bytearray()
+        self._special_start = 0  # where the current extension header data begins in _pending
         self._special_type = 0
         self._special_header_name = b""
         self._member_name = b""  # name of the member whose content is being read
@@ -140,49 +140,46 @@ class _Parser:
                         self._offset += BLOCK
                         self._header_block(block)
                         continue
-                take = min(BLOCK - len(self._block), end - pos)
-                self._block += data[pos : pos + take]
-                pos += take
-                self._offset += take
-                if len(self._block) == BLOCK:
-                    block = bytes(self._block)
-                    self._block.clear()
-                    self._header_block(block)
-            elif state == _PAD:
+                pos, whole = self._fill_block(data, pos, end)
+                if whole is not None:
+                    self._header_block(whole)
+            elif state in (_PAD, _SPECIAL):
+                # Padding and extension header data are kept verbatim for the next segment.
                 take = min(self._remaining, end - pos)
                 self._pending += data[pos : pos + take]
                 pos += take
                 self._offset += take
                 self._remaining -= take
                 if not self._remaining:
-                    self._state = _HEADER
-            elif state == _SPECIAL:
-                take = min(self._remaining, end - pos)
-                self._special += data[pos : pos + take]
-                pos += take
-                self._offset += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._end_of_special()
+                    if state == _PAD:
+                        self._state = _HEADER
+                    else:
+                        self._end_of_special()
             elif state == _END:
-                take = min(BLOCK - len(self._block), end - pos)
-                self._block += data[pos : pos + take]
-                pos += take
-                self._offset += take
-                if len(self._block) == BLOCK:
-                    block = bytes(self._block)
-                    self._block.clear()
-                    if block == _ZERO_BLOCK:
-                        self._pending += block
+                pos, whole = self._fill_block(data, pos, end)
+                if whole is not None:
+                    if whole == _ZERO_BLOCK:
+                        self._pending += whole
                         self._flush_pending()
                     else:
                         self._flush_pending()
-                        self._trailing += block
+                        self._trailing += whole
                     self._state = _TRAILING
             else:
                 self._add_trailing(data[pos:end])
                 self._offset += end - pos
                 return
+
+    def _fill_block(self, data: memoryview, pos: int, end: int) -> tuple[int, bytes | None]:
+        """Add bytes at ``pos`` to the partial block; return the new position and the block once it is whole."""
+        take = min(BLOCK - len(self._block), end - pos)
+        self._block += data[pos : pos + take]
+        self._offset += take
+        if len(self._block) < BLOCK:
+            return pos + take, None
+        block = bytes(self._block)
+        self._block.clear()
+        return pos + take, block
 
     def _add_trailing(self, data: memoryview) -> None:
         pos = 0
@@ -199,8 +196,7 @@ class _Parser:
             self._writer.add_segment(self._pending)  # encoded before the clear: no copy needed
             self._pending.clear()
 
-    def _start_padding(self, size: int) -> None:
-        pad = -size % BLOCK
+    def _expect_padding(self, pad: int) -> None:
         if pad:
             self._state = _PAD
             self._remaining = pad
@@ -230,7 +226,7 @@ class _Parser:
                 raise self._invalid(f"extension header {_display(header.name)!r} has size {header.size}")
             self._special_type = typeflag
             self._special_header_name = header.name
-            self._special.clear()
+            self._special_start = len(self._pending)
             self._pad_after = -header.size % BLOCK
             if header.size:
                 self._state = _SPECIAL
@@ -262,14 +258,12 @@ class _Parser:
         self._start_member(name, size)
 
     def _end_of_special(self) -> None:
-        data = bytes(self._special)
-        self._special.clear()
-        self._pending += data
+        data = bytes(self._pending[self._special_start :])
         typeflag = self._special_type
         if typeflag in (_TYPE_GNU_LONGNAME, _TYPE_GNU_LONGLINK):
             if typeflag == _TYPE_GNU_LONGNAME:
                 self._long_name = parse_string(data)
-            self._start_padding_for_special()
+            self._expect_padding(self._pad_after)
             return
         try:
             records = parse_pax(data)
@@ -278,7 +272,7 @@ class _Parser:
             raise self._invalid(f"pax header {_display(self._special_header_name)!r}: {exc}") from None
         if typeflag == _TYPE_PAX:
             self._pax = records
-            self._start_padding_for_special()
+            self._expect_padding(self._pad_after)
             return
         # A global header is reported as a member of its own, before its padding (as Go does).
         name = records.get(b"path") or self._special_header_name
@@ -286,16 +280,7 @@ class _Parser:
         self._pax = None
         self._extended = False
         self._start_member(name, 0)
-        if self._pad_after:
-            self._state = _PAD
-            self._remaining = self._pad_after
-
-    def _start_padding_for_special(self) -> None:
-        if self._pad_after:
-            self._state = _PAD
-            self._remaining = self._pad_after
-        else:
-            self._state = _HEADER
+        self._expect_padding(self._pad_after)
 
     def _start_member(self, name: bytes, size: int) -> None:
         key = clean_name(name)
@@ -317,7 +302,7 @@ class _Parser:
 
     def _end_of_content(self) -> None:
         self._writer.add_file(self._member_name, self._member_size, crc64_digest(self._crc))
-        self._start_padding(self._member_size)
+        self._expect_padding(-self._member_size % BLOCK)
 
     # -- end of input -------------------------------------------------------
 
@@ -335,10 +320,8 @@ class _Parser:
         if state == _SPECIAL:
             raise self._invalid(f"extension header {_display(self._special_header_name)!r} is truncated")
         if state == _END:
-            partial = bytes(self._block)
+            self._trailing += self._block  # a partial second end block: trailing bytes
             self._block.clear()
-            self._flush_pending()
-            self._trailing += partial
         self._flush_pending()
         if self._trailing:
             self._writer.add_segment(bytes(self._trailing))

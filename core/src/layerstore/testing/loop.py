@@ -15,9 +15,9 @@ left behind.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -119,34 +119,36 @@ def loop_filesystem(
         image.unlink(missing_ok=True)
 
 
+def _busy(proc: subprocess.CompletedProcess[bytes]) -> bool:
+    return proc.returncode != 0 and b"busy" in proc.stderr.lower()
+
+
+def _run_while_busy(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run `argv`, retrying with a short pause while it fails with "busy"; return the last result."""
+    for _ in range(_UMOUNT_ATTEMPTS - 1):
+        proc = run_command(argv, check=False)
+        if not _busy(proc):
+            return proc
+        time.sleep(_UMOUNT_PAUSE)
+    return run_command(argv, check=False)
+
+
 def _unmount(mnt: Path) -> None:
     """Unmount `mnt`, retrying while it is busy, and detaching it lazily if it stays busy."""
-    for _ in range(_UMOUNT_ATTEMPTS):
-        proc = run_command(["umount", str(mnt)], check=False)
-        if proc.returncode == 0:
-            return
-        stderr = proc.stderr.decode(errors="replace")
-        if "busy" not in stderr.lower():
-            if not os.path.ismount(mnt):
-                return
-            raise CommandFailed(["umount", str(mnt)], proc.returncode, stderr)
-        time.sleep(_UMOUNT_PAUSE)
-    # Still busy (a process has its cwd or a file there): detach it from the
-    # tree now; the kernel frees it, and the loop device, when the last user goes.
-    run_command(["umount", "--lazy", str(mnt)])
+    proc = _run_while_busy(["umount", str(mnt)])
+    if _busy(proc):
+        # Still busy (a process has its cwd or a file there): detach it from the
+        # tree now; the kernel frees it, and the loop device, when the last user goes.
+        run_command(["umount", "--lazy", str(mnt)])
+    elif proc.returncode != 0 and os.path.ismount(mnt):
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
 
 
 def _detach(device: str) -> None:
     """Detach loop `device`; the kernel defers it (autoclear) while the device is still open."""
-    for _ in range(_UMOUNT_ATTEMPTS):
-        proc = run_command(["losetup", "--detach", device], check=False)
-        if proc.returncode == 0:
-            return
-        stderr = proc.stderr.decode(errors="replace")
-        if os.strerror(errno.EBUSY).lower() not in stderr.lower() and "busy" not in stderr.lower():
-            raise CommandFailed(["losetup", "--detach", device], proc.returncode, stderr)
-        time.sleep(_UMOUNT_PAUSE)
-    run_command(["losetup", "--detach", device])
+    proc = _run_while_busy(["losetup", "--detach", device])
+    if proc.returncode != 0:
+        raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
 
 
 @contextlib.contextmanager

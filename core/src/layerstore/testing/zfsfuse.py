@@ -28,6 +28,7 @@ from pathlib import Path
 from ..errors import CommandFailed
 from ..process import run_command
 from . import unavailable
+from .loop import _unescape_mountinfo
 
 __all__ = ["running_zfs_fuse_pids", "zfs_fuse_daemon", "zfs_fuse_mounts", "zfs_fuse_pool"]
 
@@ -61,15 +62,8 @@ def zfs_fuse_mounts() -> list[tuple[str, str]]:
         for line in f:
             fields = line.split()
             if len(fields) >= 3 and fields[2] == "fuse.zfs":
-                found.append((_unescape(fields[0]), _unescape(fields[1])))
+                found.append((_unescape_mountinfo(fields[0]), _unescape_mountinfo(fields[1])))
     return found
-
-
-def _unescape(field: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
 
 
 def _pool_answers() -> tuple[bool, str]:

@@ -8,7 +8,8 @@ The entry point ``btrfs`` in the group ``layerstore.drivers`` names
 
 from __future__ import annotations
 
-from ._sizes import parse_size
+from layerstore.sizes import parse_size
+
 from .driver import STORAGE_OPTIONS, BtrfsDriver
 
 __all__ = ["STORAGE_OPTIONS", "BtrfsDriver", "parse_size"]

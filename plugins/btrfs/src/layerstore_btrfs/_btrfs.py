@@ -89,14 +89,18 @@ def _ioctl(fd: int, request: int, buf: bytearray, path: Path) -> None:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def create_subvolume(parent_dir: Path, name: str) -> None:
-    """Create an empty subvolume ``parent_dir/name`` (``BTRFS_IOC_SUBVOL_CREATE``)."""
-    buf = bytearray(_VOL_ARGS.pack(0, _name_bytes(name)))
-    fd = os.open(parent_dir, _DIR_FLAGS)
+def _dir_ioctl(directory: Path, request: int, buf: bytearray, path: Path) -> None:
+    """Run ioctl `request` on directory `directory`; errors name `path`."""
+    fd = os.open(directory, _DIR_FLAGS)
     try:
-        _ioctl(fd, IOC_SUBVOL_CREATE, buf, parent_dir / name)
+        _ioctl(fd, request, buf, path)
     finally:
         os.close(fd)
+
+
+def create_subvolume(parent_dir: Path, name: str) -> None:
+    """Create an empty subvolume ``parent_dir/name`` (``BTRFS_IOC_SUBVOL_CREATE``)."""
+    _dir_ioctl(parent_dir, IOC_SUBVOL_CREATE, bytearray(_VOL_ARGS.pack(0, _name_bytes(name))), parent_dir / name)
 
 
 def snapshot_subvolume(source: Path, parent_dir: Path, name: str) -> None:
@@ -104,44 +108,25 @@ def snapshot_subvolume(source: Path, parent_dir: Path, name: str) -> None:
     raw = _name_bytes(name)
     src = os.open(source, _DIR_FLAGS)
     try:
-        buf = bytearray(_VOL_ARGS_V2.pack(src, 0, 0, b"", raw))
-        fd = os.open(parent_dir, _DIR_FLAGS)
-        try:
-            _ioctl(fd, IOC_SNAP_CREATE_V2, buf, parent_dir / name)
-        finally:
-            os.close(fd)
+        _dir_ioctl(parent_dir, IOC_SNAP_CREATE_V2, bytearray(_VOL_ARGS_V2.pack(src, 0, 0, b"", raw)), parent_dir / name)
     finally:
         os.close(src)
 
 
 def delete_subvolume(parent_dir: Path, name: str) -> None:
     """Delete the subvolume ``parent_dir/name`` (``BTRFS_IOC_SNAP_DESTROY``); it must hold no nested subvolume."""
-    buf = bytearray(_VOL_ARGS.pack(0, _name_bytes(name)))
-    fd = os.open(parent_dir, _DIR_FLAGS)
-    try:
-        _ioctl(fd, IOC_SNAP_DESTROY, buf, parent_dir / name)
-    finally:
-        os.close(fd)
+    _dir_ioctl(parent_dir, IOC_SNAP_DESTROY, bytearray(_VOL_ARGS.pack(0, _name_bytes(name))), parent_dir / name)
 
 
 def set_read_only(path: Path, read_only: bool = True) -> None:
     """Make subvolume `path` read-only, or writable again (``BTRFS_IOC_SUBVOL_SETFLAGS``, ``BTRFS_SUBVOL_RDONLY``)."""
-    buf = bytearray(struct.pack("=Q", SUBVOL_RDONLY if read_only else 0))
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        _ioctl(fd, IOC_SUBVOL_SETFLAGS, buf, path)
-    finally:
-        os.close(fd)
+    _dir_ioctl(path, IOC_SUBVOL_SETFLAGS, bytearray(struct.pack("=Q", SUBVOL_RDONLY if read_only else 0)), path)
 
 
 def subvolume_id(path: Path) -> int:
     """Return the ID (tree ID) of the subvolume containing `path` (``BTRFS_IOC_INO_LOOKUP``, objectid 256)."""
     buf = bytearray(_INO_LOOKUP_ARGS.pack(0, FIRST_FREE_OBJECTID, b""))
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        _ioctl(fd, IOC_INO_LOOKUP, buf, path)
-    finally:
-        os.close(fd)
+    _dir_ioctl(path, IOC_INO_LOOKUP, buf, path)
     treeid: int = _INO_LOOKUP_ARGS.unpack(buf)[0]
     return treeid
 
@@ -149,11 +134,7 @@ def subvolume_id(path: Path) -> int:
 def filesystem_uuid(path: Path) -> str:
     """Return the UUID of the btrfs filesystem holding `path` (``BTRFS_IOC_FS_INFO``)."""
     buf = bytearray(_FS_INFO_ARGS.size)
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        _ioctl(fd, IOC_FS_INFO, buf, path)
-    finally:
-        os.close(fd)
+    _dir_ioctl(path, IOC_FS_INFO, buf, path)
     return str(uuid.UUID(bytes=_FS_INFO_ARGS.unpack(buf)[2]))
 
 

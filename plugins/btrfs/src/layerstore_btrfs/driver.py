@@ -40,9 +40,9 @@ from layerstore.errors import (
     StorageFull,
 )
 from layerstore.process import run_command
+from layerstore.sizes import parse_size
 
 from . import _btrfs
-from ._sizes import parse_size
 
 if TYPE_CHECKING:
     from layerstore import CreateOpts, IDMappings

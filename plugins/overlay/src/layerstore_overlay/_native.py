@@ -10,26 +10,37 @@ opaque directories of intermediate layers.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
-import tarfile
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from layerstore.archive._tarheader import (
+    END_OF_ARCHIVE,
+    TYPE_BLOCKDEV,
+    TYPE_CHARDEV,
+    TYPE_DIRECTORY,
+    TYPE_FIFO,
+    TYPE_HARDLINK,
+    TYPE_REGULAR,
+    TYPE_SYMLINK,
+    padding,
+    tar_header,
+)
+from layerstore.archive.changes import regular_files_size, same_attrs
+from layerstore.archive.export import exported_xattrs
+from layerstore.archive.whiteouts import OPAQUE, whiteout_name
 from layerstore.change import Change, ChangeKind
 
 if TYPE_CHECKING:
     from layerstore.idtools import IDMappings
 
-__all__ = ["Entry", "TarStream", "changes", "diff_size", "drop_hidden_whiteouts", "tar_chunks", "walk"]
+__all__ = ["Entry", "changes", "diff_size", "drop_hidden_whiteouts", "tar_chunks", "walk"]
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _CHUNK = 1 << 20
-_BLOCK = tarfile.BLOCKSIZE
+_NS = 1_000_000_000
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -140,14 +151,6 @@ def drop_hidden_whiteouts(root: str, prefixes: Sequence[str]) -> None:
                     os.unlink(e.path)
 
 
-def _same_dir_attrs(a: os.stat_result, b: os.stat_result) -> bool:
-    if a.st_mode != b.st_mode or a.st_uid != b.st_uid or a.st_gid != b.st_gid:
-        return False
-    if a.st_mtime_ns % 1_000_000_000 == 0 or b.st_mtime_ns % 1_000_000_000 == 0:
-        return a.st_mtime_ns // 1_000_000_000 == b.st_mtime_ns // 1_000_000_000
-    return a.st_mtime_ns == b.st_mtime_ns
-
-
 def walk(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> Iterator[Entry]:
     """Yield the changes of the layer whose own directory is `upper` against the view of `lowers` (top-down)."""
     yield from _walk_dir(upper, "", _Lower(list(lowers)), hidden=False, prefixes=prefixes)
@@ -176,7 +179,7 @@ def _walk_dir(path: str, rel: str, lower: _Lower, *, hidden: bool, prefixes: Seq
         opaque = hidden or _has_opaque(child, prefixes)
         lower_names = child_lower.names(prefixes) if opaque and found is not None else []
         inner = list(_walk_dir(child, child_rel, child_lower, hidden=opaque, prefixes=prefixes))
-        if kind == ChangeKind.ADD or inner or lower_names or found is None or not _same_dir_attrs(st, found):
+        if kind == ChangeKind.ADD or inner or lower_names or found is None or not same_attrs(st, found):
             marker = bool(lower_names) and not hidden
             yield Entry(child_rel, kind, child, st, opaque_marker=marker)
             yield from inner
@@ -193,109 +196,62 @@ def changes(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> list[
 
 def diff_size(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> int:
     """Sum of the sizes of the regular files the diff carries (each inode once, as hardlinks carry no data)."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for e in walk(upper, lowers, prefixes):
-        st = e.st
-        if e.path is None or st is None or not stat.S_ISREG(st.st_mode):
-            continue
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-        total += st.st_size
-    return total
+    return regular_files_size(e.st for e in walk(upper, lowers, prefixes) if e.path is not None)
 
 
-def _skip_xattr(name: str) -> bool:
-    return name.startswith(("trusted.overlay.", "user.overlay."))
-
-
-def _header(info: tarfile.TarInfo) -> bytes:
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _whiteout_info(name: str) -> tarfile.TarInfo:
+def _marker(name: str) -> bytes:
     # Markers are plain (mode 0, owner 0:0, mtime 0), as the core's export
     # writes them: the kernel creates whiteouts with the mounter's host IDs,
     # which the ID maps need not cover.
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.REGTYPE
-    info.size = 0
-    info.mode = 0
-    info.mtime = 0
-    return info
+    return tar_header(os.fsencode(name), TYPE_REGULAR, mode=0, uid=0, gid=0)
 
 
 def tar_chunks(
     upper: str, lowers: Sequence[str], prefixes: Sequence[str], id_maps: IDMappings | None
 ) -> Iterator[bytes]:
     """Generate an uncompressed tar of the layer's changes with canonical whiteouts, in bounded chunks."""
-    links: dict[tuple[int, int], str] = {}
+    links: dict[tuple[int, int], bytes] = {}
     for e in walk(upper, lowers, prefixes):
         if e.kind == ChangeKind.DELETE:
-            if not e.whiteout:
-                continue  # hidden by an opaque directory's marker
-            parent, _, name = e.rel.rpartition("/")
-            wh = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
-            yield _header(_whiteout_info(wh))
+            if e.whiteout:  # else hidden by an opaque directory's marker
+                yield _marker(whiteout_name(e.rel))
             continue
         path, st = e.path, e.st
         if path is None or st is None:
             continue
-        info = tarfile.TarInfo(e.rel)
-        info.mode = stat.S_IMODE(st.st_mode)
+        name = os.fsencode(e.rel)
         uid, gid = (st.st_uid, st.st_gid) if id_maps is None else id_maps.to_container(st.st_uid, st.st_gid)
-        info.uid, info.gid = uid, gid
-        info.mtime = st.st_mtime_ns // 1_000_000_000
+        common: dict[str, Any] = {
+            "mode": stat.S_IMODE(st.st_mode),
+            "uid": uid,
+            "gid": gid,
+            "mtime_ns": st.st_mtime_ns // _NS * _NS,  # whole seconds
+            "xattrs": exported_xattrs(path),
+        }
         mode = st.st_mode
-        content = False
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
             first = links.get(key) if st.st_nlink > 1 else None
             if first is not None:
-                info.type = tarfile.LNKTYPE
-                info.linkname = first
-            else:
-                if st.st_nlink > 1:
-                    links[key] = e.rel
-                info.type = tarfile.REGTYPE
-                info.size = st.st_size
-                content = True
+                yield tar_header(name, TYPE_HARDLINK, linkname=first, **common)
+                continue
+            if st.st_nlink > 1:
+                links[key] = name
+            yield tar_header(name, TYPE_REGULAR, size=st.st_size, **common)
+            yield from _file_chunks(path, st.st_size)
         elif stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
+            yield tar_header(name + b"/", TYPE_DIRECTORY, **common)
+            if e.opaque_marker:
+                yield _marker(f"{e.rel}/{OPAQUE}")
         elif stat.S_ISLNK(mode):
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.readlink(path)
+            yield tar_header(name, TYPE_SYMLINK, linkname=os.fsencode(os.readlink(path)), **common)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            kind = TYPE_CHARDEV if stat.S_ISCHR(mode) else TYPE_BLOCKDEV
+            yield tar_header(name, kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev), **common)
         elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-        else:
-            continue  # sockets do not go into layers
-        try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError:
-            names = []
-        pax: dict[str, str] = {}
-        for xname in sorted(names):
-            if _skip_xattr(xname):
-                continue
-            try:
-                value = os.getxattr(path, xname, follow_symlinks=False)
-            except OSError:
-                continue
-            pax["SCHILY.xattr." + xname] = value.decode("utf-8", "surrogateescape")
-        if pax:
-            info.pax_headers = pax
-        yield _header(info)
-        if content:
-            yield from _file_chunks(path, info.size)
-        if e.opaque_marker:
-            yield _header(_whiteout_info(f"{e.rel}/{OPAQUE_MARKER}"))
-    yield b"\0" * (2 * _BLOCK)
+            yield tar_header(name, TYPE_FIFO, **common)
+        # sockets do not go into layers
+    yield END_OF_ARCHIVE
 
 
 def _file_chunks(path: str, size: int) -> Iterator[bytes]:
@@ -309,39 +265,5 @@ def _file_chunks(path: str, size: int) -> Iterator[bytes]:
             yield data
     if remaining > 0:
         # The file shrank while being read: pad to the size in the header so the tar stays well-formed.
-        yield b"\0" * remaining
-    pad = -size % _BLOCK
-    if pad:
-        yield b"\0" * pad
-
-
-class TarStream(io.RawIOBase):
-    """A readable binary stream over a generator of byte chunks; closing it stops the generator."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        """Always True."""
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        """Fill `b` with the next bytes of the tar; 0 at the end."""
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        """Stop generating and release open files."""
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        super().close()
+        yield bytes(remaining)
+    yield padding(size)

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import hookimpl
+from layerstore.archive.apply import apply_tar
+from layerstore.archive.export import GeneratedStream
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
     CommandFailed,
@@ -570,17 +572,13 @@ class OverlayDriver:
         if lowers is None:
             return None
         chunks = _native.tar_chunks(os.path.join(self._dir(id), "diff"), lowers, _XATTR_PREFIXES, self.id_maps)
-        return io.BufferedReader(_native.TarStream(chunks), buffer_size=1 << 16)
+        return io.BufferedReader(GeneratedStream(chunks), buffer_size=1 << 16)
 
     @hookimpl
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int | None:
         """Extract a layer tar straight into diff/, whiteouts in the kernel's form."""
         self._require(id)
         if parent != self._parent_of(id):
-            return None
-        try:
-            from layerstore.archive.apply import apply_tar  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
             return None
         self._freeze(id)
         # A base layer is never mounted (get returns diff/ itself), so kernel

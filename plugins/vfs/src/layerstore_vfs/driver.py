@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerstore import Capabilities, hookimpl
+from layerstore.config import backing_filesystem
 from layerstore.errors import (
     ConfigError,
     DriverNotSupported,
@@ -173,7 +173,7 @@ class VfsDriver:
         """Backing filesystem, layer count, copy method."""
         count = sum(1 for name in os.listdir(self._layers) if not name.startswith("."))
         return [
-            ("Backing Filesystem", _filesystem_type(self.home)),
+            ("Backing Filesystem", backing_filesystem(self.home) or "unknown"),
             ("Layers", str(count)),
             ("Reflink", "supported" if self.reflink else "not supported"),
             ("Copy Method", self.copy_method),
@@ -261,28 +261,3 @@ class VfsDriver:
 def _layer_of(name: str, prefix: str) -> str:
     """The layer ID inside a ``.tmp-<id>-<random>`` name."""
     return name[len(prefix) :].rpartition("-")[0]
-
-
-def _filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path`: the longest mount point above it in /proc/self/mountinfo."""
-    target = os.path.realpath(path)
-    best, best_len = "unknown", -1
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as mountinfo:
-            for line in mountinfo:
-                fields = line.split()
-                if len(fields) < 10 or "-" not in fields[6:]:
-                    continue
-                mount_point = _unescape(fields[4])
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                # ">=": of mounts stacked on one point, the last listed is the visible one.
-                if inside and len(mount_point) >= best_len:
-                    best, best_len = fields[fields.index("-", 6) + 1], len(mount_point)
-    except OSError:
-        pass
-    return best
-
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo octal.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -7,12 +7,11 @@ Only the subset that both OpenZFS and zfs-fuse 0.7 accept is used: ``-H``
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Sequence
 
-from layerstore.errors import CommandFailed, ConfigError
+from layerstore.errors import CommandFailed
 from layerstore.process import run_command
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "get_properties",
     "is_busy",
     "missing",
-    "parse_size",
     "run",
     "run_retrying_busy",
     "stderr_of",
@@ -85,19 +83,3 @@ def get_properties(dataset: str, names: Sequence[str]) -> dict[str, str] | None:
         prop, _, value = line.partition("\t")
         values[prop] = value
     return values
-
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*", re.IGNORECASE)
-_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
-
-
-def parse_size(text: str, *, what: str) -> int:
-    """Parse a size such as ``10M``, ``1.5G``, ``512KiB`` or ``1048576`` (binary units) into bytes."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"{what}: {text!r} is not a size; use bytes or a number with K, M, G or T (e.g. 10M)")
-    number, unit, _suffix = match.groups()
-    size = int(float(number) * 1024 ** _UNITS[unit.lower()])
-    if size <= 0:
-        raise ConfigError(f"{what}: {text!r} must be larger than zero")
-    return size

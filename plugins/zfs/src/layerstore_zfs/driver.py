@@ -33,6 +33,7 @@ from layerstore.errors import (
     LayerStoreError,
     StorageFull,
 )
+from layerstore.sizes import parse_size
 
 from . import _commands as zfs
 from ._mounts import ZFS_FSTYPES, holders, is_mounted, mount_of
@@ -139,7 +140,7 @@ class ZfsDriver:
             )
         props = ["-o", "canmount=noauto", "-o", f"mountpoint={self.mountpoint(id)}"]
         if "size" in opts.storage_opts:
-            quota = zfs.parse_size(opts.storage_opts["size"], what=f"zfs: size option of layer {id}")
+            quota = parse_size(opts.storage_opts["size"], what=f"zfs size option of layer {id}")
             props += ["-o", f"quota={quota}"]
         dataset = self.dataset(id)
         if parent is None:

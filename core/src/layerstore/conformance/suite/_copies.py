@@ -9,7 +9,16 @@ import pytest
 
 from layerstore.drivers import Driver
 
-from ._support import build_layer, describe_difference, is_root, new_id, populate_every_kind, set_xattr, snapshot
+from ._support import (
+    Node,
+    build_layer,
+    describe_difference,
+    is_root,
+    new_id,
+    populate_every_kind,
+    set_xattr,
+    snapshot,
+)
 
 _NEEDS_ROOT = "needs root: the tree has device nodes, foreign owners and trusted.* xattrs"
 
@@ -40,63 +49,60 @@ def _modify_everything(root: str) -> None:
     os.chmod(root, 0o700)
 
 
+def _full_parent(driver: Driver) -> str:
+    """A layer holding one of every kind of file (skips unless root may create such a tree)."""
+    if not is_root():
+        pytest.skip(_NEEDS_ROOT)
+    return build_layer(driver, fill=populate_every_kind)
+
+
+def _child_of(driver: Driver, parent: str) -> str:
+    """Create a new layer on `parent` and return its ID."""
+    child = new_id()
+    driver.create(child, parent)
+    return child
+
+
+def _tree(driver: Driver, layer: str) -> dict[str, Node]:
+    """`snapshot` of `layer`'s mounted view."""
+    with driver.mounted(layer) as path:
+        return snapshot(path)
+
+
 class CopyTests:
     """Snapshots of a parent."""
 
     def test_child_is_exact_copy_of_parent(self, driver: Driver) -> None:
-        if not is_root():
-            pytest.skip(_NEEDS_ROOT)
-        parent = build_layer(driver, fill=populate_every_kind)
-        with driver.mounted(parent) as path:
-            expected = snapshot(path)
+        parent = _full_parent(driver)
+        expected = _tree(driver, parent)
         assert expected["hard-a"].links == ("hard-a", "hard-b", "sub/hard-c"), "the test tree lost its hardlinks"
-        child = new_id()
-        driver.create(child, parent)
-        with driver.mounted(child) as path:
-            got = snapshot(path)
+        got = _tree(driver, _child_of(driver, parent))
         assert got == expected, "the child is not a copy of its parent:\n" + describe_difference(expected, got)
 
     def test_child_changes_do_not_show_in_parent(self, driver: Driver) -> None:
-        if not is_root():
-            pytest.skip(_NEEDS_ROOT)
-        parent = build_layer(driver, fill=populate_every_kind)
-        with driver.mounted(parent) as path:
-            before = snapshot(path)
-        child = new_id()
-        driver.create(child, parent)
+        parent = _full_parent(driver)
+        before = _tree(driver, parent)
+        child = _child_of(driver, parent)
         with driver.mounted(child) as path:
             _modify_everything(path)
             changed = snapshot(path)
         assert changed != before
-        with driver.mounted(parent) as path:
-            after = snapshot(path)
+        after = _tree(driver, parent)
         assert after == before, "changes to the child show in the parent:\n" + describe_difference(before, after)
 
     def test_parent_changes_do_not_show_in_child(self, driver: Driver) -> None:
-        if not is_root():
-            pytest.skip(_NEEDS_ROOT)
-        parent = build_layer(driver, fill=populate_every_kind)
-        child = new_id()
-        driver.create(child, parent)
-        with driver.mounted(child) as path:
-            before = snapshot(path)
+        parent = _full_parent(driver)
+        child = _child_of(driver, parent)
+        before = _tree(driver, child)
         with driver.mounted(parent) as path:
             _modify_everything(path)
-        with driver.mounted(child) as path:
-            after = snapshot(path)
+        after = _tree(driver, child)
         assert after == before, "changes to the parent show in the child:\n" + describe_difference(before, after)
 
     def test_grandchild_is_copy_of_changed_child(self, driver: Driver) -> None:
-        if not is_root():
-            pytest.skip(_NEEDS_ROOT)
-        parent = build_layer(driver, fill=populate_every_kind)
-        child = new_id()
-        driver.create(child, parent)
+        child = _child_of(driver, _full_parent(driver))
         with driver.mounted(child) as path:
             _modify_everything(path)
             expected = snapshot(path)
-        grandchild = new_id()
-        driver.create(grandchild, child)
-        with driver.mounted(grandchild) as path:
-            got = snapshot(path)
+        got = _tree(driver, _child_of(driver, child))
         assert got == expected, "the grandchild is not a copy of the child:\n" + describe_difference(expected, got)
