@@ -40,6 +40,7 @@ import attrs
 
 from .errors import ConfigError, DriverNotFound, DriverNotSupported, LayerStoreError
 from .idtools import IDMap, IDMappings, parse_id_maps
+from .mountinfo import mount_of
 
 if TYPE_CHECKING:
     from .drivers import Driver
@@ -245,32 +246,13 @@ def resolve_settings(
     )
 
 
-def _unescape_mountinfo(field: str) -> str:
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
 def backing_filesystem(path: str | os.PathLike[str]) -> str:
     """The filesystem type (as in /proc/self/mountinfo) of the mount holding `path` or its nearest existing parent."""
-    target = Path(path).absolute()
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    real = os.path.realpath(target)
-    best, fstype = "", ""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split()
-                try:
-                    sep = fields.index("-")
-                except ValueError:
-                    continue
-                mount_point = _unescape_mountinfo(fields[4])
-                inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, fstype = mount_point, fields[sep + 1]
+        entry = mount_of(path)
     except OSError:
         return ""
-    return fstype
+    return entry.fstype if entry is not None else ""
 
 
 def auto_candidates(root: Path, installed: Iterable[str]) -> list[str]:

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CommandFailed
+from ..mountinfo import read_mountinfo
 from ..process import run_command
 
 __all__ = [
@@ -182,33 +183,11 @@ def loop_filesystem_or_unavailable(
         yield mnt
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # /proc/self/mountinfo writes space, tab, newline and backslash as \ooo octal.
-    if "\\" not in field:
-        return field
-    out = bytearray()
-    raw = field.encode("utf-8", "surrogateescape")
-    i = 0
-    while i < len(raw):
-        if raw[i : i + 1] == b"\\" and i + 3 < len(raw) and raw[i + 1 : i + 4].isdigit():
-            out.append(int(raw[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
-
-
 def mounts_under(path: Path) -> list[str]:
     """Return the mount points at or below `path` (from ``/proc/self/mountinfo``)."""
     root = os.path.realpath(path)
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            mount_point = _unescape_mountinfo(line.split(" ", 5)[4])
-            if mount_point == root or mount_point.startswith(root.rstrip("/") + "/"):
-                found.append(mount_point)
-    return found
+    prefix = root.rstrip("/") + "/"
+    return [e.mountpoint for e in read_mountinfo() if e.mountpoint == root or e.mountpoint.startswith(prefix)]
 
 
 def loop_devices_under(path: Path) -> list[str]:

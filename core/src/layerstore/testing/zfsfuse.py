@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CommandFailed
+from ..mountinfo import read_mountinfo
 from ..process import run_command
 from . import unavailable
-from .loop import _unescape_mountinfo
 
 __all__ = ["running_zfs_fuse_pids", "zfs_fuse_daemon", "zfs_fuse_mounts", "zfs_fuse_pool"]
 
@@ -56,14 +56,8 @@ def running_zfs_fuse_pids() -> list[int]:
 
 
 def zfs_fuse_mounts() -> list[tuple[str, str]]:
-    """Return (source, mount point) of every zfs-fuse mount (type ``fuse.zfs``) in /proc/self/mounts."""
-    found = []
-    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] == "fuse.zfs":
-                found.append((_unescape_mountinfo(fields[0]), _unescape_mountinfo(fields[1])))
-    return found
+    """Return (source, mount point) of every zfs-fuse mount (type ``fuse.zfs``)."""
+    return [(e.source, e.mountpoint) for e in read_mountinfo() if e.fstype == "fuse.zfs"]
 
 
 def _pool_answers() -> tuple[bool, str]:

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Generator, Iterator, Mapping
@@ -39,6 +38,7 @@ from layerstore.errors import (
     LayerStoreError,
     StorageFull,
 )
+from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 from layerstore.sizes import parse_size
 
@@ -347,18 +347,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _mount_source(path: Path) -> str:
     """The device of the longest btrfs mount point containing `path` (from /proc/self/mountinfo)."""
-    target = os.path.realpath(path)
-    best, source = "", "unknown"
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            fstype, dev = fields[sep + 1], fields[sep + 2]
-            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-            if fstype == "btrfs" and inside and len(mount_point) >= len(best):
-                best, source = mount_point, dev
-    return source
+    entry = mount_of(path, fstype="btrfs")
+    return entry.source if entry is not None else "unknown"
 
 
 def _human(n: int) -> str:
