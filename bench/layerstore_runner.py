@@ -4,7 +4,7 @@
 
 - ``import FILE [--parent ID]``: `Graph` registration of a layer tar (any
   compression) through the Python API; prints the new image ID.
-- ``export ID``: `Graph.tar_layer` streamed to stdout.
+- ``export ID``: `Graph.write_layer` to stdout (the layer tar `Graph.tar_layer` reads).
 - ``create-child PARENT``: `Driver.create` of a new layer on `PARENT`, then
   (unmeasured by the caller: it is a separate invocation) removal.
 - ``chain DEPTH [--base ID]``: create a chain of DEPTH layers, mount the top,
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,13 +84,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     graph = _open_graph(args)
     started = time.perf_counter()
-    out = sys.stdout.buffer
-    stream = graph.tar_layer(graph.get(args.id))
-    try:
-        shutil.copyfileobj(stream, out, 1 << 20)
-    finally:
-        stream.close()
-    out.flush()
+    graph.write_layer(graph.get(args.id), sys.stdout.buffer)
     _report(seconds=time.perf_counter() - started)
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import lzma
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from layerstore.drivers import Driver
 from layerstore.errors import (
     AmbiguousID,
     CorruptMetadata,
+    DigestMismatch,
     ImageNotFound,
     InvalidArchive,
     InvalidID,
@@ -238,6 +240,46 @@ def test_tar_layer_releases_the_mount_on_close(graph: Graph, driver: Driver) -> 
     assert driver.references(image.id) == 1
     stream.read(10)
     stream.close()
+    assert driver.references(image.id) == 0
+
+
+def test_write_layer_to_a_pipe_a_file_descriptor_and_a_file_object(graph: Graph, tmp_path: Path) -> None:
+    raw = make_tar({**BASE, "big": os.urandom(3 << 20)}, trailing=b"\0" * 1024)
+    image = graph.create(io.BytesIO(raw))
+    # A pipe: another thread drains it while write_layer writes (which widens it).
+    read_end, write_end = os.pipe()
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        seen: list[int] = []
+        assert graph.write_layer(image, write_end, seen.append) == len(raw)
+    finally:
+        os.close(write_end)
+        reader.join()
+        os.close(read_end)
+    assert bytes(received) == raw
+    assert sum(seen) == len(raw)
+    with open(tmp_path / "out.tar", "wb") as f:
+        f.write(b"head")  # buffered in the file object: must come first
+        assert graph.write_layer(image.id[:8], f) == len(raw)
+    assert (tmp_path / "out.tar").read_bytes() == b"head" + raw
+    memory = io.BytesIO()
+    assert graph.write_layer(image, memory) == len(raw)
+    assert memory.getvalue() == raw
+    assert graph.driver.references(image.id) == 0
+
+
+def test_write_layer_reports_a_changed_layer_and_releases_it(graph: Graph, driver: Driver) -> None:
+    image = graph.create(tar_stream(BASE))
+    graph.set_digest(image.id, "sha256:" + "0" * 64)
+    with pytest.raises(DigestMismatch, match=image.id):
+        graph.write_layer(image, io.BytesIO())
     assert driver.references(image.id) == 0
 
 

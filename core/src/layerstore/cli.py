@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-_CHUNK = 1 << 20
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 EXIT_INTERNAL = 70
@@ -346,26 +345,15 @@ def export(image: str, output: Path | None) -> None:
         raise LayerStoreError("refusing to write a tar archive to a terminal; use -o FILE or redirect the output")
     graph = _state().graph
     img = graph.get(image)
-    with contextlib.closing(graph.tar_layer(img)) as src, _progress(img.size, "exporting") as update:
+    with _progress(img.size, "exporting") as update:
         if to_stdout:
-            out = sys.stdout.buffer
-            try:
-                fd = out.fileno()
-            except (OSError, ValueError, AttributeError):  # not a real file (e.g. captured in tests)
-                while chunk := src.read(_CHUNK):
-                    out.write(chunk)
-                    update(len(chunk))
-                out.flush()
-                return
-            out.flush()
-            _widen_pipe(fd)
-            _copy_to_fd(src, fd, update)
+            graph.write_layer(img, sys.stdout.buffer, update)
             return
         target = cast(Path, output)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
         try:
             try:
-                _copy_to_fd(src, fd, update)
+                graph.write_layer(img, fd, update)
             finally:
                 os.close(fd)
             os.replace(tmp_name, target)
@@ -373,26 +361,6 @@ def export(image: str, output: Path | None) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise
-
-
-def _widen_pipe(fd: int) -> None:
-    """Give a pipe on `fd` a 1 MiB buffer (best effort): a block then goes over in one write, not 16."""
-    import fcntl
-    import stat
-
-    with contextlib.suppress(OSError):
-        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < _CHUNK:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _CHUNK)
-
-
-def _copy_to_fd(src: BinaryIO, fd: int, update: Callable[[int], None]) -> None:
-    """Write all of `src` to the file descriptor `fd`, unbuffered (`read1` avoids copying big blocks)."""
-    read: Callable[[int], bytes] = getattr(src, "read1", src.read)
-    while chunk := read(_CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
-        update(len(chunk))
 
 
 def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:

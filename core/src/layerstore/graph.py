@@ -32,7 +32,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -46,6 +45,7 @@ from .errors import (
     LayerStoreError,
     StorageFull,
 )
+from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
 from .truncindex import TruncIndex
@@ -64,8 +64,6 @@ GRAPH_DIR = "graph"
 TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
 _CHUNK = 1 << 20
-_ASYNC_HASH = 1 << 16  # reads at least this large are hashed on the worker thread
-_HASH_RING = 4  # buffers of that many reads may wait to be hashed
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -116,84 +114,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-class _HashingReader(io.RawIOBase):
-    """A readable stream that passes `source` through while hashing it (sha256) and counting bytes.
-
-    Large chunks are hashed on a worker thread (``hashlib`` releases the GIL
-    while hashing), overlapping with the extraction of the chunks before.
-    They are read into a ring of buffers of its own, so a consumer may do what
-    it likes with the buffer it passed in; the ring is deep enough that the
-    worker's waits for the GIL rarely stall the reader.  Call `hexdigest`,
-    then `close` (which stops the worker).
-    """
-
-    def __init__(self, source: BinaryIO) -> None:
-        super().__init__()
-        self._source = source
-        self._readinto = getattr(source, "readinto", None)
-        self._hash = hashlib.sha256()
-        self.count = 0
-        self._views: list[memoryview] = []  # allocated as needed: a small layer uses one
-        self._pending: list[Future[None] | None] = [None] * _HASH_RING
-        self._turn = 0
-        self._pool: ThreadPoolExecutor | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def _wait(self) -> None:
-        for index, pending in enumerate(self._pending):
-            if pending is not None:
-                self._pending[index] = None
-                pending.result()
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), _CHUNK)
-        if want < _ASYNC_HASH:
-            self._wait()
-            data = self._source.read(want)
-            n = len(data)
-            if n:
-                view[:n] = data
-                self._hash.update(data)
-                self.count += n
-            return n
-        turn = self._turn
-        self._turn = (turn + 1) % _HASH_RING
-        pending = self._pending[turn]
-        if pending is not None:  # the buffer is still being hashed
-            self._pending[turn] = None
-            pending.result()
-        if turn == len(self._views):
-            self._views.append(memoryview(bytearray(_CHUNK)))
-        own = self._views[turn][:want]
-        if self._readinto is not None:
-            n = int(self._readinto(own) or 0)
-        else:
-            data = self._source.read(want)
-            n = len(data)
-            own[:n] = data
-        if n:
-            view[:n] = own[:n]
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="layerstore-sha256")
-            self._pending[turn] = self._pool.submit(self._hash.update, own[:n])
-            self.count += n
-        return n
-
-    def hexdigest(self) -> str:
-        """The sha256 of everything read so far (waits for the worker)."""
-        self._wait()
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        super().close()
-
-
 class _LayerStream(io.BufferedIOBase):
     """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF.
 
@@ -214,7 +134,7 @@ class _LayerStream(io.BufferedIOBase):
         self._closers = closers
         self._expected = expected
         self._blocks = source.chunks()
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundSha256()
         self._block = b""
         self._offset = 0
         self._done = False
@@ -278,6 +198,7 @@ class _LayerStream(io.BufferedIOBase):
                 for closer in reversed(self._closers):
                     stack.callback(closer)
                 stack.callback(self._source.close)
+                stack.callback(self._hash.close)
         finally:
             super().close()
 
@@ -682,30 +603,22 @@ class Graph:
 
     def _apply_layer(self, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
         from .archive.compression import decompressed
-        from .tarsplit import TarSplitRecorder
+        from .recording import LayerRecording
 
         with open(staging / TAR_DATA_FILE, "wb") as meta:
             plain = decompressed(layer_data)
-            hashing = _HashingReader(plain)
             try:
-                reader = cast(BinaryIO, io.BufferedReader(hashing, _CHUNK))
-                recorder = TarSplitRecorder(reader, meta)
-                try:
-                    size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recorder))
+                with contextlib.closing(LayerRecording(plain, meta)) as recording:
+                    size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
                     # Everything after the end-of-archive blocks belongs to the
-                    # layer's bytes too: record and hash it.
-                    while recorder.read(_CHUNK):
-                        pass
-                finally:
-                    recorder.close()
-                digest = hashing.hexdigest()
+                    # layer's bytes too: finish records and hashes it.
+                    digest = recording.finish()
             finally:
-                hashing.close()
                 if plain is not layer_data:  # decompressed() may hand back the caller's own stream
                     plain.close()
             meta.flush()
             os.fsync(meta.fileno())
-        return size, "sha256:" + digest
+        return size, digest
 
     def delete(self, name: str, force: bool = False) -> None:
         """Remove an image atomically: its metadata disappears at once, then its layer.
@@ -783,6 +696,23 @@ class Graph:
         driver's ``diff``.  Close the stream: that releases the mount.
         """
         return self._open_layer(image, verify=True)
+
+    def write_layer(
+        self, image: Image | str, out: BinaryIO | int, progress: Callable[[int], object] | None = None
+    ) -> int:
+        """Write the image's layer tar (the bytes of `tar_layer`) to `out`, a binary file or a descriptor.
+
+        Returns the number of bytes written.  Faster than copying `tar_layer`
+        by hand: blocks go to the descriptor as they are rebuilt, without being
+        copied, and a pipe is widened to 1 MiB first.  ``progress(n)`` is
+        called after each block.  Raises what reading `tar_layer` raises
+        (`DigestMismatch` naming a changed file, ...); by then part of the tar
+        may have been written.
+        """
+        from .fdwrite import write_stream
+
+        with contextlib.closing(self.tar_layer(image)) as stream:
+            return write_stream(stream, out, progress)
 
     def _open_layer(self, image: Image | str, *, verify: bool) -> BinaryIO:
         from .tarsplit import assemble
@@ -862,15 +792,19 @@ class Graph:
                         digest.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
-            actual = layer_stream.digest if layer_stream is not None and layer_stream.digest else (
-                "sha256:" + digest.hexdigest())
+            actual = (
+                layer_stream.digest
+                if layer_stream is not None and layer_stream.digest
+                else ("sha256:" + digest.hexdigest())
+            )
         except (LayerStoreError, OSError) as exc:
             return CheckResult(image_id, False, str(exc) or type(exc).__name__)
         if expected is None:
             return CheckResult(image_id, True, "reassembled; no digest recorded to compare", None, actual)
         if actual != expected:
-            return CheckResult(image_id, False, f"digest mismatch: reassembled {actual}, recorded {expected}",
-                               expected, actual)
+            return CheckResult(
+                image_id, False, f"digest mismatch: reassembled {actual}, recorded {expected}", expected, actual
+            )
         return CheckResult(image_id, True, "ok", expected, actual)
 
     def gc(self) -> GCReport:

@@ -1,0 +1,62 @@
+"""Write a stream to a file or file descriptor with as few copies and system calls as possible."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+from collections.abc import Callable
+from typing import BinaryIO, Final
+
+__all__ = ["write_stream"]
+
+CHUNK: Final = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe on `fd` a 1 MiB buffer (best effort): a block then crosses in one write, not sixteen."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < CHUNK:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+
+
+def _descriptor(out: BinaryIO | int) -> int | None:
+    if isinstance(out, int):
+        return out
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. a BytesIO, captured output)
+        return None
+    out.flush()  # what the file object buffered goes first
+    return fd
+
+
+def write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], object] | None = None) -> int:
+    """Copy all of `src` to `out` (a binary file or a file descriptor); return the number of bytes.
+
+    A real file is written through its descriptor, unbuffered, with the blocks
+    ``src.read1`` hands out (no copy), and a pipe is first widened to 1 MiB.
+    ``progress(n)`` is called after each block of ``n`` bytes.
+    """
+    read: Callable[[int], bytes] = getattr(src, "read1", src.read)
+    fd = _descriptor(out)
+    total = 0
+    if fd is None:
+        assert not isinstance(out, int)
+        while chunk := read(CHUNK):
+            out.write(chunk)
+            total += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        out.flush()
+        return total
+    _widen_pipe(fd)
+    while chunk := read(CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+        total += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return total

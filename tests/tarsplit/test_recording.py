@@ -1,0 +1,163 @@
+"""`LayerRecording`: the digest and tar-split metadata of a layer, recorded in a forked worker or inline."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from layerstore.errors import InvalidArchive
+from layerstore.recording import LayerRecording, can_record_in_worker
+
+from .conftest import Archive, go_entries, sha256_file
+
+MODES = [pytest.param(True, id="worker"), pytest.param(False, id="inline")]
+
+
+def _record(tar: Path, metadata: Path, parallel: bool, read_size: int = 65536) -> tuple[bytes, str, bool]:
+    """Let a consumer read `read_size` pieces, then finish; return what it read, the digest and the mode."""
+    with open(tar, "rb") as source, open(metadata, "wb") as meta:
+        recording = LayerRecording(source, meta, parallel=parallel)
+        try:
+            consumed = bytearray()
+            buffer = bytearray(read_size)
+            while n := recording.readinto(buffer):
+                consumed += buffer[:n]
+                if len(consumed) > 4096 and read_size > 4096:
+                    break  # stop early: finish() must read and record the rest
+            digest = recording.finish()
+            return bytes(consumed), digest, recording.in_worker
+        finally:
+            recording.close()
+
+
+def _small_tar(path: Path, *, duplicate: bool = False) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        names = ["a/b", "a/b"] if duplicate else ["a/b", "a/c"]
+        for n, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            data = bytes([n]) * (70_000 + n)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("parallel", MODES)
+def test_metadata_and_digest_equal_go_tar_split_and_sha256(archive: Archive, parallel: bool, tmp_path: Path) -> None:
+    metadata = tmp_path / "tar-data.json.gz"
+    consumed, digest, in_worker = _record(archive.tar, metadata, parallel)
+    assert in_worker is parallel
+    assert archive.tar.read_bytes().startswith(consumed)
+    assert digest == "sha256:" + sha256_file(archive.tar)
+    assert go_entries(metadata) == go_entries(archive.go_metadata)
+
+
+def test_both_modes_write_identical_metadata(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    results = []
+    for parallel in (True, False):
+        meta = tmp_path / f"meta-{parallel}.json.gz"
+        _, digest, _ = _record(tar, meta, parallel, read_size=512)
+        results.append((digest, meta.read_bytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("parallel", MODES)
+def test_malformed_archive_raises_invalid_archive_and_leaves_no_worker(parallel: bool, tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "dup.tar", duplicate=True)
+    children_before = _children()
+    with pytest.raises(InvalidArchive, match="duplicate member"):
+        _record(tar, tmp_path / "meta.json.gz", parallel)
+    assert _children() == children_before
+
+
+@pytest.mark.parametrize("parallel", MODES)
+def test_garbage_is_refused_from_a_read_or_finish(parallel: bool, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"\x01" * (3 << 20))  # large enough to fill the worker's pipe after it stopped
+    children_before = _children()
+    with pytest.raises(InvalidArchive, match="checksum"):
+        _record(junk, tmp_path / "meta.json.gz", parallel, read_size=1 << 20)
+    assert _children() == children_before
+
+
+@pytest.mark.parametrize("parallel", MODES)
+def test_metadata_write_failure_is_the_oserror(parallel: bool, tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    with open(tar, "rb") as source, open("/dev/full", "wb", buffering=0) as meta:
+        recording = LayerRecording(source, meta, parallel=parallel)
+        try:
+            with pytest.raises(OSError) as raised:
+                recording.finish()
+        finally:
+            recording.close()
+    assert raised.value.errno == errno.ENOSPC
+
+
+def test_close_before_finish_kills_and_reaps_the_worker(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    children_before = _children()
+    with open(tar, "rb") as source, open(tmp_path / "meta.json.gz", "wb") as meta:
+        recording = LayerRecording(source, meta, parallel=True)
+        recording.read(1024)
+        assert len(_children()) == len(children_before) + 1
+        recording.close()
+    assert _children() == children_before
+
+
+def test_a_multithreaded_process_records_inline(tmp_path: Path) -> None:
+    assert can_record_in_worker()
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert not can_record_in_worker()
+        _, digest, in_worker = _record(_small_tar(tmp_path / "l.tar"), tmp_path / "meta.json.gz", None)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        helper.join()
+    assert not in_worker
+    assert digest == "sha256:" + sha256_file(tmp_path / "l.tar")
+
+
+def test_worker_does_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    script = (
+        "import os, sys\n"
+        "from layerstore.recording import LayerRecording\n"
+        f"source = open({str(tar)!r}, 'rb'); meta = open({str(tmp_path / 'm.gz')!r}, 'wb')\n"
+        "r = LayerRecording(source, meta, parallel=True)\n"
+        "r.read(1024)\n"
+        "print(r._pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == -9, result.stderr
+    worker = int(result.stdout.strip())
+    # The kernel kills the worker with its parent (PR_SET_PDEATHSIG); init reaps it.
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
+
+
+def _children() -> list[int]:
+    """PIDs of this process's children that exist (zombies included)."""
+    path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    return [int(pid) for pid in path.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
