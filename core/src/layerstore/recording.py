@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import errors
@@ -187,6 +188,7 @@ class LayerRecording(io.RawIOBase):
         self._result_r = -1
         self._hashing: _HashingReader | None = None
         self._recorder: TarSplitRecorder | None = None
+        self._failure: BaseException | None = None
         if parallel is None:
             parallel = can_record_in_worker() and _has_fileno(metadata)
         if parallel:
@@ -208,6 +210,7 @@ class LayerRecording(io.RawIOBase):
         with contextlib.suppress(OSError):  # fewer, larger writes; the default 64 KiB works too
             fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         parent = os.getpid()
+        prctl = _prctl()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the caller's code
             code = 1
@@ -215,7 +218,7 @@ class LayerRecording(io.RawIOBase):
                 # Unreachable objects of the parent must not be finalised here
                 # (a temporary file's finaliser would delete the parent's file).
                 gc.disable()
-                _die_with_parent(parent)
+                _die_with_parent(prctl, parent)
                 with contextlib.suppress(ValueError):  # only possible in the main thread
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -237,8 +240,10 @@ class LayerRecording(io.RawIOBase):
         """Read the next bytes of the source into ``buffer`` (and record them); 0 at the end."""
         if self._recorder is not None:
             return self._recorder.readinto(buffer)
-        if self._done is not None or self._data_w < 0:
+        if self._done is not None:
             return 0
+        if self._data_w < 0:  # the worker already stopped: raise why
+            self._finish_worker()
         view = memoryview(buffer).cast("B")
         if self._source_readinto is not None:
             n = int(self._source_readinto(view) or 0)
@@ -273,30 +278,25 @@ class LayerRecording(io.RawIOBase):
         return self._done
 
     def _finish_worker(self) -> str:
-        """Close the pipe, wait for the worker and return its digest or raise its error."""
+        """Close the pipe, wait for the worker and return its digest or raise its error (again, if called again)."""
+        if self._failure is not None:
+            raise self._failure
         os.close(self._data_w)
         self._data_w = -1
         chunks = []
         while chunk := os.read(self._result_r, 1 << 16):
             chunks.append(chunk)
-        status = self._reap()
-        if not chunks:
-            raise LayerStoreError(f"the tar-split recording process died ({_describe(status)}); import the layer again")
-        report = json.loads(b"".join(chunks))
-        if "digest" not in report:
-            raise _reported_error(report)
-        return str(report["digest"])
-
-    def _reap(self) -> int:
         pid, self._pid = self._pid, 0
-        if not pid:
-            return 0
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                return status
-            except InterruptedError:
-                continue
+        _, status = os.waitpid(pid, 0)
+        report = json.loads(b"".join(chunks)) if chunks else {}
+        if "digest" in report:
+            return str(report["digest"])
+        self._failure = (
+            _reported_error(report)
+            if report
+            else LayerStoreError(f"the tar-split recording process died ({_describe(status)}); import the layer again")
+        )
+        raise self._failure
 
     def close(self) -> None:
         """Release everything; a worker still running (abandoned import) is killed and reaped."""
@@ -304,9 +304,9 @@ class LayerRecording(io.RawIOBase):
             return
         try:
             if self._pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._pid, signal.SIGKILL)
-                self._reap()
+                pid, self._pid = self._pid, 0
+                os.kill(pid, signal.SIGKILL)  # our unreaped child: the pid cannot have been reused
+                os.waitpid(pid, 0)
             for fd in (self._data_w, self._result_r):
                 if fd >= 0:
                     os.close(fd)
@@ -319,13 +319,21 @@ class LayerRecording(io.RawIOBase):
             super().close()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when `parent` dies (Linux ``PR_SET_PDEATHSIG``), or exit if it has."""
+def _prctl() -> Callable[..., int] | None:
+    """The C library's ``prctl``, looked up before forking (so the worker loads nothing)."""
     import ctypes
 
+    try:
+        return cast("Callable[..., int]", ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(prctl: Callable[..., int] | None, parent: int) -> None:
+    """Have the kernel kill this process when `parent` dies (Linux ``PR_SET_PDEATHSIG``), or exit if it has."""
     pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if prctl is not None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # it died before the request took effect
         os._exit(1)
 
