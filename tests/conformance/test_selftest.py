@@ -130,6 +130,29 @@ def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.
     assert _skip_reasons(result) == ["driver 'vfs' does not declare capability 'quota'"]
 
 
+@pytest.mark.parametrize("ci", [False, True], ids=["dev-machine", "ci"])
+def test_root_only_tests_skip_on_a_dev_machine_and_fail_in_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: bool
+) -> None:
+    _suite_class(pytester, "vfs")
+    pytester.makeconftest("import os\nos.geteuid = lambda: 1000  # the suite believes it is not root\n")
+    monkeypatch.delenv("LAYERSTORE_REQUIRE_DRIVERS", raising=False)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "test_diff_of_base_layer")
+    if ci:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*driver vfs is required here*this test needs root*"])
+    else:
+        result.assert_outcomes(skipped=1)
+        assert _skip_reasons(result) == [
+            "driver vfs cannot run here: this test needs root "
+            "(the tar has device nodes, foreign owners and trusted.* xattrs)"
+        ]
+
+
 def test_known_bug_as_strict_xfail(pytester: pytest.Pytester) -> None:
     _suite_class(
         pytester,

@@ -18,7 +18,10 @@ or subclass `DriverConformance` in a driver's own tests::
             return my_backend_mount
 
 Tests that need a capability skip, saying which, when the driver does not
-declare it; everything else must pass for every driver.  `DriverConformance`
+declare it; everything else must pass for every driver.  A few tests need
+root (device nodes, foreign owners, ``trusted.*`` xattrs): without it they
+skip, saying so, except under ``CI=true`` or ``LAYERSTORE_REQUIRE_DRIVERS``,
+where they fail (no silent skips in CI).  `DriverConformance`
 is imported lazily so that the pytest plugin stays cheap at start-up.
 """
 

@@ -5,22 +5,20 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
-
 from layerstore.drivers import Driver
 
 from ._support import (
     Node,
     build_layer,
     describe_difference,
-    is_root,
     new_id,
     populate_every_kind,
+    require_root,
     set_xattr,
     snapshot,
 )
 
-_NEEDS_ROOT = "needs root: the tree has device nodes, foreign owners and trusted.* xattrs"
+_NEEDS_ROOT = "the tree has device nodes, foreign owners and trusted.* xattrs"
 
 
 def _modify_everything(root: str) -> None:
@@ -51,8 +49,7 @@ def _modify_everything(root: str) -> None:
 
 def _full_parent(driver: Driver) -> str:
     """A layer holding one of every kind of file (skips unless root may create such a tree)."""
-    if not is_root():
-        pytest.skip(_NEEDS_ROOT)
+    require_root(driver, _NEEDS_ROOT)
     return build_layer(driver, fill=populate_every_kind)
 
 

@@ -7,8 +7,6 @@ import os
 import shutil
 import tempfile
 
-import pytest
-
 from layerstore.drivers import Driver
 
 from ._support import (
@@ -20,9 +18,9 @@ from ._support import (
     describe_difference,
     diff_members,
     hidden_by_diff,
-    is_root,
     new_id,
     read_tar,
+    require_root,
     snapshot,
 )
 
@@ -139,8 +137,7 @@ class DiffTests:
     """Layer tars out and in."""
 
     def test_diff_of_base_layer_reproduces_its_tar(self, driver: Driver) -> None:
-        if not is_root():
-            pytest.skip("needs root: the tar has device nodes, foreign owners and trusted.* xattrs")
+        require_root(driver, "the tar has device nodes, foreign owners and trusted.* xattrs")
         tar = every_kind_tar()
         data = tar.bytes()
         layer = new_id()
@@ -227,8 +224,7 @@ class DiffTests:
         """An independent extractor (layerstore.archive, not the driver) rebuilds the driver's tree from its diffs."""
         from layerstore.archive.apply import apply_tar
 
-        if not is_root():
-            pytest.skip("needs root: the tar has device nodes, foreign owners and trusted.* xattrs")
+        require_root(driver, "the tar has device nodes, foreign owners and trusted.* xattrs")
         parent = build_layer(driver, tar=every_kind_tar().dir("a").file("a/gone", b"x").file("a/mod", b"y").bytes())
         child = build_layer(driver, parent, tar=_parent_tar().bytes(), fill=_child_changes)
         with tempfile.TemporaryDirectory(prefix="layerstore-oracle-") as oracle:

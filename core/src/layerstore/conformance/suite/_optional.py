@@ -19,7 +19,7 @@ from layerstore.drivers import Driver
 from layerstore.idtools import IDMap, IDMappings
 
 from ._base import MakeDriver
-from ._support import Member, TarBuilder, build_layer, diff_members, hidden_by_diff, is_root, new_id
+from ._support import Member, TarBuilder, build_layer, diff_members, hidden_by_diff, new_id, require_root
 
 _UID_BASE, _GID_BASE = 100_000, 200_000
 ID_MAPS = IDMappings(uids=(IDMap(0, _UID_BASE, 65536),), gids=(IDMap(0, _GID_BASE, 65536),))
@@ -34,8 +34,7 @@ class OptionalTests:
 
     @pytest.mark.layerstore_requires("idmap")
     def test_ownership_under_id_maps(self, driver: Driver, make_driver: MakeDriver) -> None:
-        if not is_root():
-            pytest.skip("needs root: files are owned by mapped IDs")
+        require_root(driver, "files are owned by mapped IDs")
         mapped = make_driver(id_maps=ID_MAPS)
         base = new_id()
         mapped.create(base)

@@ -43,6 +43,14 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def require_root(driver: Driver, what: str) -> None:
+    """Go on only as root; otherwise skip, or fail where the driver is required (CI: no silent skips)."""
+    from layerstore.testing import unavailable
+
+    if not is_root():
+        unavailable(driver.name, f"this test needs root ({what})")
+
+
 @attrs.frozen
 class Node:
     """What a user can observe of one path in a tree."""
