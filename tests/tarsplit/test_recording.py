@@ -62,12 +62,14 @@ def test_metadata_and_digest_equal_go_tar_split_and_sha256(archive: Archive, par
 
 def test_both_modes_write_identical_metadata(tmp_path: Path) -> None:
     tar = _small_tar(tmp_path / "l.tar")
+    open_fds = sorted(os.listdir("/proc/self/fd"))
     results = []
     for parallel in (True, False):
         meta = tmp_path / f"meta-{parallel}.json.gz"
         _, digest, _ = _record(tar, meta, parallel, read_size=512)
         results.append((digest, meta.read_bytes()))
     assert results[0] == results[1]
+    assert sorted(os.listdir("/proc/self/fd")) == open_fds  # pipes closed, nothing leaked
 
 
 @pytest.mark.parametrize("parallel", MODES)
@@ -126,6 +128,17 @@ def test_a_multithreaded_process_records_inline(tmp_path: Path) -> None:
         helper.join()
     assert not in_worker
     assert digest == "sha256:" + sha256_file(tmp_path / "l.tar")
+
+
+def test_a_failed_fork_records_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    tar = _small_tar(tmp_path / "l.tar")
+    _, digest, in_worker = _record(tar, tmp_path / "meta.json.gz", True)
+    assert not in_worker
+    assert digest == "sha256:" + sha256_file(tar)
 
 
 def test_worker_does_not_outlive_a_killed_parent(tmp_path: Path) -> None:

@@ -174,8 +174,10 @@ class LayerRecording(io.RawIOBase):
     `InvalidArchive` for a malformed archive (from a read, or from `finish`
     in worker mode, where the worker notices it a little later), the
     `OSError` of a failed metadata write, and errors of `source` unchanged.
-    ``parallel`` forces worker mode (True) or inline mode (False); None picks
+    ``parallel`` asks for worker mode (True) or inline mode (False); None picks
     worker mode when `can_record_in_worker` and ``metadata`` has a descriptor.
+    When the worker cannot be forked (``EAGAIN``, ``ENOMEM``), it records
+    inline; `in_worker` tells which mode runs.
     """
 
     def __init__(self, source: BinaryIO, metadata: BinaryIO, *, parallel: bool | None = None) -> None:
@@ -191,9 +193,7 @@ class LayerRecording(io.RawIOBase):
         self._failure: BaseException | None = None
         if parallel is None:
             parallel = can_record_in_worker() and _has_fileno(metadata)
-        if parallel:
-            self._start_worker(metadata)
-        else:
+        if not (parallel and self._start_worker(metadata)):
             self._hashing = _HashingReader(source)
             self._recorder = TarSplitRecorder(io.BufferedReader(self._hashing, _CHUNK), metadata)
 
@@ -202,7 +202,8 @@ class LayerRecording(io.RawIOBase):
         """True when a worker process records (worker mode), False when this process does."""
         return self._recorder is None
 
-    def _start_worker(self, metadata: BinaryIO) -> None:
+    def _start_worker(self, metadata: BinaryIO) -> bool:
+        """Fork the worker; False when the system cannot (e.g. no memory for a new process): record inline."""
         metadata.flush()
         metadata_fd = metadata.fileno()
         data_r, data_w = os.pipe2(os.O_CLOEXEC)
@@ -211,7 +212,12 @@ class LayerRecording(io.RawIOBase):
             fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         parent = os.getpid()
         prctl = _prctl()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (data_r, data_w, result_r, result_w):
+                os.close(fd)
+            return False
         if pid == 0:  # the worker: never returns into the caller's code
             code = 1
             try:
@@ -231,6 +237,7 @@ class LayerRecording(io.RawIOBase):
         os.close(data_r)
         os.close(result_w)
         self._pid, self._data_w, self._result_r = pid, data_w, result_r
+        return True
 
     def readable(self) -> bool:
         """Return True: this stream is readable."""
