@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,19 @@ def test_a_multithreaded_process_records_inline(tmp_path: Path) -> None:
     assert digest == "sha256:" + sha256_file(tmp_path / "l.tar")
 
 
+def test_metadata_without_a_descriptor_is_recorded_inline(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    metadata = io.BytesIO()
+    with open(tar, "rb") as source:
+        recording = LayerRecording(source, metadata, parallel=True)
+        try:
+            assert not recording.in_worker
+            assert recording.finish() == "sha256:" + sha256_file(tar)
+        finally:
+            recording.close()
+    assert metadata.getvalue().startswith(b"\x1f\x8b")  # the gzip-compressed tar-split lines
+
+
 def test_a_failed_fork_records_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_fork() -> int:
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
@@ -143,23 +157,35 @@ def test_a_failed_fork_records_inline(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_worker_does_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     tar = _small_tar(tmp_path / "l.tar")
+    # A sleeper keeps the write end of the worker's input pipe open, so the
+    # worker sees no end of input: only its parent's death can stop it.
     script = (
-        "import os, sys\n"
+        "import os, subprocess, sys\n"
         "from layerstore.recording import LayerRecording\n"
         f"source = open({str(tar)!r}, 'rb'); meta = open({str(tmp_path / 'm.gz')!r}, 'wb')\n"
         "r = LayerRecording(source, meta, parallel=True)\n"
         "r.read(1024)\n"
-        "print(r._pid, flush=True)\n"
+        "quiet = subprocess.DEVNULL\n"
+        "sleeper = subprocess.Popen(['sleep', '600'], pass_fds=[r._data_w], stdout=quiet, stderr=quiet)\n"
+        "print(r._pid, sleeper.pid, flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == -9, result.stderr
-    worker = int(result.stdout.strip())
-    # The kernel kills the worker with its parent (PR_SET_PDEATHSIG); init reaps it.
-    deadline = time.monotonic() + 30
-    while _alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(worker)
+    worker, sleeper = map(int, result.stdout.split())
+    try:
+        try:
+            pidfd = os.pidfd_open(worker)
+        except ProcessLookupError:
+            return  # already gone and reaped
+        try:
+            # A guard against hanging the run if the worker survives, not a speed limit.
+            exited, _, _ = select.select([pidfd], [], [], 60)
+        finally:
+            os.close(pidfd)
+        assert exited, "the recording worker outlived its killed parent"
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
 
 
 def _children() -> list[int]:

@@ -24,6 +24,7 @@ import click
 
 from . import __version__
 from .errors import LayerStoreError
+from .sizes import format_size
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -174,16 +175,6 @@ class _CountingReader:
         return bool(self._source.closed)
 
 
-def human_size(size: int) -> str:
-    """A size the way ``docker images`` shows it (SI units, three significant digits)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.3g} {unit}" if unit != "B" else f"{size} B"
-        value /= 1000
-    return f"{size} B"
-
-
 def _short(image_id: str | None, full: bool = False) -> str:
     if not image_id:
         return ""
@@ -208,8 +199,9 @@ def _print_json(data: object) -> None:
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Config file (TOML).")
 @click.version_option(__version__, prog_name="layerstore")
 @click.pass_context
-def cli(ctx: click.Context, root: Path | None, driver: str | None, options: tuple[str, ...],
-        config: Path | None) -> None:
+def cli(
+    ctx: click.Context, root: Path | None, driver: str | None, options: tuple[str, ...], config: Path | None
+) -> None:
     """Store, import, export and mount filesystem image layers."""
     state = _State(root, driver, options, config)
     ctx.obj = state
@@ -239,8 +231,12 @@ def info(as_json: bool) -> None:
         "size": sum(max(i.size, 0) for i in images),
         "status": [[k, v] for k, v in driver.status()],
         "capabilities": {
-            "native_diff": caps.native_diff, "quota": caps.quota, "idmap": caps.idmap,
-            "read_only_layers": caps.read_only_layers, "reflink": caps.reflink, "max_depth": caps.max_depth,
+            "native_diff": caps.native_diff,
+            "quota": caps.quota,
+            "idmap": caps.idmap,
+            "read_only_layers": caps.read_only_layers,
+            "reflink": caps.reflink,
+            "max_depth": caps.max_depth,
         },
     }
     if as_json:
@@ -250,7 +246,7 @@ def info(as_json: bool) -> None:
     click.echo(f"Driver:        {driver.name} (from {settings.driver_source})")
     click.echo(f"Driver home:   {driver.home}")
     click.echo(f"Config file:   {data['config_file'] or '(none)'}")
-    click.echo(f"Images:        {len(images)} ({human_size(cast(int, data['size']))})")
+    click.echo(f"Images:        {len(images)} ({format_size(cast(int, data['size']))})")
     flags = [name for name, on in cast(dict[str, Any], data["capabilities"]).items() if on is True]
     click.echo(f"Capabilities:  {', '.join(flags) or '(none)'}; max depth {caps.max_depth or 'unlimited'}")
     for key, value in driver.status():
@@ -270,8 +266,11 @@ def drivers(as_json: bool) -> None:
     if not installed:
         if as_json:
             _print_json([])
-        click.echo("no storage driver is installed; install one, e.g. `pip install layerstore-vfs` "
-                   "(or layerstore-overlay, layerstore-btrfs, layerstore-zfs)", err=as_json)
+        click.echo(
+            "no storage driver is installed; install one, e.g. `pip install layerstore-vfs` "
+            "(or layerstore-overlay, layerstore-btrfs, layerstore-zfs)",
+            err=as_json,
+        )
         return
     # Probe in a fresh directory on the store's filesystem, never inside the store itself.
     base = settings.root
@@ -336,8 +335,12 @@ def import_(parent: str | None, message: str, file: str) -> None:
 
 @cli.command()
 @click.argument("image")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Write to FILE instead of standard output.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write to FILE instead of standard output.",
+)
 def export(image: str, output: Path | None) -> None:
     """Write the layer tar of IMAGE, byte-identical to what was imported."""
     to_stdout = output is None or str(output) == "-"
@@ -378,7 +381,7 @@ def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:
             last = n == len(kids) - 1
             branch = "└─ " if last else "├─ "
             comment = f"  {img.comment}" if img.comment else ""
-            yield f"{prefix}{branch}{_short(img.id, full)}  {human_size(img.size)}{comment}"
+            yield f"{prefix}{branch}{_short(img.id, full)}  {format_size(img.size)}{comment}"
             yield from walk(img.id, prefix + ("   " if last else "│  "))
 
     yield from walk(None, "")
@@ -404,7 +407,7 @@ def ls(tree: bool, as_json: bool, no_trunc: bool) -> None:
     for img in images:
         click.echo(
             f"{_short(img.id, no_trunc):<{width}}  {_short(img.parent, no_trunc):<{width}}  "
-            f"{_created_text(img):<23}  {human_size(img.size):>9}  {img.comment}"
+            f"{_created_text(img):<23}  {format_size(img.size):>9}  {img.comment}"
         )
 
 
@@ -476,13 +479,18 @@ def digest(image: str) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.option("--root", "suite_root", type=click.Path(file_okay=False, path_type=Path),
-              help="A directory on the backend to test in (default: a temporary directory).")
+@click.option(
+    "--root",
+    "suite_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A directory on the backend to test in (default: a temporary directory).",
+)
 @click.option("--option", "suite_options", multiple=True, metavar="KEY=VALUE", help="Driver option (repeatable).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...],
-                pytest_args: tuple[str, ...]) -> None:
+def conformance(
+    ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...], pytest_args: tuple[str, ...]
+) -> None:
     """Run the driver conformance suite against driver NAME (extra arguments go to pytest)."""
     from .config import parse_options
     from .conformance import run_suite
@@ -491,9 +499,7 @@ def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_op
 
     installed = available_drivers()
     if name not in installed:
-        raise DriverNotFound(
-            f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}"
-        )
+        raise DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}")
     code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args))
     ctx.exit(code)
 
@@ -544,8 +550,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code = 0
     try:
         try:
-            result = cli.main(args=list(argv) if argv is not None else None, prog_name="layerstore",
-                              standalone_mode=False)
+            result = cli.main(
+                args=list(argv) if argv is not None else None, prog_name="layerstore", standalone_mode=False
+            )
             code = result if isinstance(result, int) else 0
             sys.stdout.flush()
         except click.exceptions.Exit as exc:

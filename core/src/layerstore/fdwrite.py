@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO, Final
 
-__all__ = ["write_stream"]
+__all__ = ["flushed_descriptor", "write_stream"]
 
 CHUNK: Final = 1 << 20
 
@@ -21,12 +21,16 @@ def _widen_pipe(fd: int) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
 
 
-def _descriptor(out: BinaryIO | int) -> int | None:
+def flushed_descriptor(out: BinaryIO | int) -> int | None:
+    """The file descriptor behind `out` (`out` itself when it is one), after flushing its file object.
+
+    None when `out` has no descriptor (a ``BytesIO``, captured output).
+    """
     if isinstance(out, int):
         return out
     try:
         fd = out.fileno()
-    except (OSError, ValueError, AttributeError):  # not a real file (e.g. a BytesIO, captured output)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError and a ValueError
         return None
     out.flush()  # what the file object buffered goes first
     return fd
@@ -40,7 +44,7 @@ def write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], o
     ``progress(n)`` is called after each block of ``n`` bytes.
     """
     read: Callable[[int], bytes] = getattr(src, "read1", src.read)
-    fd = _descriptor(out)
+    fd = flushed_descriptor(out)
     total = 0
     if fd is None:
         assert not isinstance(out, int)

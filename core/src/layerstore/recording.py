@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import errors
 from .errors import LayerStoreError
+from .fdwrite import flushed_descriptor
 from .hashing import SMALL, BackgroundSha256
 from .tarsplit.recorder import TarSplitRecorder
 
@@ -175,7 +176,8 @@ class LayerRecording(io.RawIOBase):
     in worker mode, where the worker notices it a little later), the
     `OSError` of a failed metadata write, and errors of `source` unchanged.
     ``parallel`` asks for worker mode (True) or inline mode (False); None picks
-    worker mode when `can_record_in_worker` and ``metadata`` has a descriptor.
+    worker mode when `can_record_in_worker`.  Worker mode needs ``metadata``
+    to have a file descriptor.
     When the worker cannot be forked (``EAGAIN``, ``ENOMEM``), it records
     inline; `in_worker` tells which mode runs.
     """
@@ -191,9 +193,10 @@ class LayerRecording(io.RawIOBase):
         self._hashing: _HashingReader | None = None
         self._recorder: TarSplitRecorder | None = None
         self._failure: BaseException | None = None
+        metadata_fd = flushed_descriptor(metadata)
         if parallel is None:
-            parallel = can_record_in_worker() and _has_fileno(metadata)
-        if not (parallel and self._start_worker(metadata)):
+            parallel = can_record_in_worker()
+        if not (parallel and metadata_fd is not None and self._start_worker(metadata_fd)):
             self._hashing = _HashingReader(source)
             self._recorder = TarSplitRecorder(io.BufferedReader(self._hashing, _CHUNK), metadata)
 
@@ -202,10 +205,8 @@ class LayerRecording(io.RawIOBase):
         """True when a worker process records (worker mode), False when this process does."""
         return self._recorder is None
 
-    def _start_worker(self, metadata: BinaryIO) -> bool:
+    def _start_worker(self, metadata_fd: int) -> bool:
         """Fork the worker; False when the system cannot (e.g. no memory for a new process): record inline."""
-        metadata.flush()
-        metadata_fd = metadata.fileno()
         data_r, data_w = os.pipe2(os.O_CLOEXEC)
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # fewer, larger writes; the default 64 KiB works too
@@ -351,14 +352,6 @@ def _close_all_but(*keep: int) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-
-
-def _has_fileno(stream: BinaryIO) -> bool:
-    try:
-        stream.fileno()
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        return False
-    return True
 
 
 def _describe(status: int) -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..change import Change
 
-__all__ = ["GeneratedStream", "export_changes", "exported_xattrs"]
+__all__ = ["GeneratedStream", "export_changes", "exported_xattrs", "marker_header", "member_chunks"]
 
 _CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,15 +96,57 @@ def exported_xattrs(path: str) -> dict[str, bytes] | None:
     return found or None
 
 
+def marker_header(name: str) -> bytes:
+    """The header of a whiteout or opaque marker `name`: an empty regular file, mode 0, owner 0:0, mtime 0.
+
+    Markers carry no owner on purpose: a kernel creates whiteouts with the
+    mounter's host IDs, which the ID maps need not cover.
+    """
+    return tar_header(os.fsencode(name), TYPE_REGULAR, mode=0, uid=0, gid=0)
+
+
+def member_chunks(
+    path: str, name: bytes, st: os.stat_result, common: dict[str, Any], links: dict[tuple[int, int], bytes]
+) -> Iterator[bytes]:
+    """The tar chunks of the entry at `path` (lstat `st`), as member `name`: header(s), then content and padding.
+
+    ``common`` holds the header fields the caller decided (``mode``, ``uid``,
+    ``gid``, ``mtime_ns``, ``xattrs``).  A regular file whose inode was
+    exported before (recorded in ``links``, which this updates) becomes a
+    hardlink to that first name; a directory's name gets a trailing slash;
+    a socket yields nothing (tar cannot archive it).  A file that shrinks
+    while it is read raises `LayerStoreError` naming it.
+    """
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        if st.st_nlink > 1:
+            inode = (st.st_dev, st.st_ino)
+            first = links.get(inode)
+            if first is not None:
+                yield tar_header(name, TYPE_HARDLINK, linkname=first, **common)
+                return
+            links[inode] = name
+        yield from _file(path, name, st.st_size, common)
+    elif stat.S_ISDIR(mode):
+        yield tar_header(name + b"/", TYPE_DIRECTORY, **common)
+    elif stat.S_ISLNK(mode):
+        yield tar_header(name, TYPE_SYMLINK, linkname=os.fsencode(os.readlink(path)), **common)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = TYPE_CHARDEV if stat.S_ISCHR(mode) else TYPE_BLOCKDEV
+        yield tar_header(name, kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev), **common)
+    elif stat.S_ISFIFO(mode):
+        yield tar_header(name, TYPE_FIFO, **common)
+
+
 def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterator[bytes]:
     owners: dict[tuple[int, int], tuple[int, int]] = {}
-    first_names: dict[tuple[int, int], bytes] = {}
+    links: dict[tuple[int, int], bytes] = {}
     for change in changes:
         rel = change.path.strip("/")
         if not rel:
             continue
         if change.kind == ChangeKind.DELETE:
-            yield tar_header(os.fsencode(whiteout_name(rel)), TYPE_REGULAR, mode=0, uid=0, gid=0)
+            yield marker_header(whiteout_name(rel))
             continue
         path = f"{root}/{rel}"
         try:
@@ -113,38 +155,18 @@ def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterato
             raise LayerStoreError(
                 f"cannot export {change.path}: it disappeared from the layer during the export"
             ) from None
-        name = os.fsencode(rel)
         key = (st.st_uid, st.st_gid)
         owner = owners.get(key)
         if owner is None:
             owner = owners[key] = maps.to_container(*key)
-        mode = st.st_mode
         common: dict[str, Any] = {
-            "mode": stat.S_IMODE(mode),
+            "mode": stat.S_IMODE(st.st_mode),
             "uid": owner[0],
             "gid": owner[1],
             "mtime_ns": st.st_mtime_ns,
             "xattrs": exported_xattrs(path),
         }
-        if stat.S_ISREG(mode):
-            if st.st_nlink > 1:
-                inode = (st.st_dev, st.st_ino)
-                first = first_names.get(inode)
-                if first is not None:
-                    yield tar_header(name, TYPE_HARDLINK, linkname=first, **common)
-                    continue
-                first_names[inode] = name
-            yield from _file(path, name, st.st_size, common)
-        elif stat.S_ISDIR(mode):
-            yield tar_header(name + b"/", TYPE_DIRECTORY, **common)
-        elif stat.S_ISLNK(mode):
-            yield tar_header(name, TYPE_SYMLINK, linkname=os.fsencode(os.readlink(path)), **common)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = TYPE_CHARDEV if stat.S_ISCHR(mode) else TYPE_BLOCKDEV
-            yield tar_header(name, kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev), **common)
-        elif stat.S_ISFIFO(mode):
-            yield tar_header(name, TYPE_FIFO, **common)
-        # sockets cannot be archived and are skipped, as tar does
+        yield from member_chunks(path, os.fsencode(rel), st, common, links)
     yield END_OF_ARCHIVE
 
 

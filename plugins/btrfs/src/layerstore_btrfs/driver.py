@@ -40,7 +40,7 @@ from layerstore.errors import (
 )
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
-from layerstore.sizes import parse_size
+from layerstore.sizes import format_size, parse_size
 
 from . import _btrfs
 
@@ -297,9 +297,9 @@ class BtrfsDriver:
             ("Backing filesystem", "btrfs"),
             ("Device", _mount_source(self.home)),
             ("Filesystem UUID", self._fs_uuid),
-            ("Size", _human(st.f_blocks * st.f_frsize)),
-            ("Used", _human((st.f_blocks - st.f_bfree) * st.f_frsize)),
-            ("Free (estimated)", _human(st.f_bavail * st.f_frsize)),
+            ("Size", format_size(st.f_blocks * st.f_frsize, binary=True)),
+            ("Used", format_size((st.f_blocks - st.f_bfree) * st.f_frsize, binary=True)),
+            ("Free (estimated)", format_size(st.f_bavail * st.f_frsize, binary=True)),
             ("Quota", "enabled" if self.quota_enabled() else "disabled"),
             ("Layers", str(sum(1 for _ in self._subvolumes.iterdir()))),
         ]
@@ -349,12 +349,3 @@ def _mount_source(path: Path) -> str:
     """The device of the longest btrfs mount point containing `path` (from /proc/self/mountinfo)."""
     entry = mount_of(path, fstype="btrfs")
     return entry.source if entry is not None else "unknown"
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
-        value /= 1024
-    return f"{n} B"

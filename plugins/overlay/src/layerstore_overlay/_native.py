@@ -17,20 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from layerstore.archive._tarheader import (
-    END_OF_ARCHIVE,
-    TYPE_BLOCKDEV,
-    TYPE_CHARDEV,
-    TYPE_DIRECTORY,
-    TYPE_FIFO,
-    TYPE_HARDLINK,
-    TYPE_REGULAR,
-    TYPE_SYMLINK,
-    padding,
-    tar_header,
-)
+from layerstore.archive._tarheader import END_OF_ARCHIVE
 from layerstore.archive.changes import regular_files_size, same_attrs
-from layerstore.archive.export import exported_xattrs
+from layerstore.archive.export import exported_xattrs, marker_header, member_chunks
 from layerstore.archive.whiteouts import OPAQUE, whiteout_name
 from layerstore.change import Change, ChangeKind
 
@@ -39,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Entry", "changes", "diff_size", "drop_hidden_whiteouts", "tar_chunks", "walk"]
 
-_CHUNK = 1 << 20
 _NS = 1_000_000_000
 
 
@@ -199,13 +187,6 @@ def diff_size(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> int
     return regular_files_size(e.st for e in walk(upper, lowers, prefixes) if e.path is not None)
 
 
-def _marker(name: str) -> bytes:
-    # Markers are plain (mode 0, owner 0:0, mtime 0), as the core's export
-    # writes them: the kernel creates whiteouts with the mounter's host IDs,
-    # which the ID maps need not cover.
-    return tar_header(os.fsencode(name), TYPE_REGULAR, mode=0, uid=0, gid=0)
-
-
 def tar_chunks(
     upper: str, lowers: Sequence[str], prefixes: Sequence[str], id_maps: IDMappings | None
 ) -> Iterator[bytes]:
@@ -214,12 +195,11 @@ def tar_chunks(
     for e in walk(upper, lowers, prefixes):
         if e.kind == ChangeKind.DELETE:
             if e.whiteout:  # else hidden by an opaque directory's marker
-                yield _marker(whiteout_name(e.rel))
+                yield marker_header(whiteout_name(e.rel))
             continue
         path, st = e.path, e.st
         if path is None or st is None:
             continue
-        name = os.fsencode(e.rel)
         uid, gid = (st.st_uid, st.st_gid) if id_maps is None else id_maps.to_container(st.st_uid, st.st_gid)
         common: dict[str, Any] = {
             "mode": stat.S_IMODE(st.st_mode),
@@ -228,42 +208,7 @@ def tar_chunks(
             "mtime_ns": st.st_mtime_ns // _NS * _NS,  # whole seconds
             "xattrs": exported_xattrs(path),
         }
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            first = links.get(key) if st.st_nlink > 1 else None
-            if first is not None:
-                yield tar_header(name, TYPE_HARDLINK, linkname=first, **common)
-                continue
-            if st.st_nlink > 1:
-                links[key] = name
-            yield tar_header(name, TYPE_REGULAR, size=st.st_size, **common)
-            yield from _file_chunks(path, st.st_size)
-        elif stat.S_ISDIR(mode):
-            yield tar_header(name + b"/", TYPE_DIRECTORY, **common)
-            if e.opaque_marker:
-                yield _marker(f"{e.rel}/{OPAQUE}")
-        elif stat.S_ISLNK(mode):
-            yield tar_header(name, TYPE_SYMLINK, linkname=os.fsencode(os.readlink(path)), **common)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = TYPE_CHARDEV if stat.S_ISCHR(mode) else TYPE_BLOCKDEV
-            yield tar_header(name, kind, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev), **common)
-        elif stat.S_ISFIFO(mode):
-            yield tar_header(name, TYPE_FIFO, **common)
-        # sockets do not go into layers
+        yield from member_chunks(path, os.fsencode(e.rel), st, common, links)
+        if e.opaque_marker:
+            yield marker_header(f"{e.rel}/{OPAQUE}")
     yield END_OF_ARCHIVE
-
-
-def _file_chunks(path: str, size: int) -> Iterator[bytes]:
-    remaining = size
-    with open(path, "rb") as f:
-        while remaining > 0:
-            data = f.read(min(_CHUNK, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-            yield data
-    if remaining > 0:
-        # The file shrank while being read: pad to the size in the header so the tar stays well-formed.
-        yield bytes(remaining)
-    yield padding(size)
