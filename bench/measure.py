@@ -24,12 +24,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 _READ = 1 << 20
+_SYNC_WAIT = 120.0  # seconds
 DEFAULTS: dict[str, float | None] = {"timeout": None}
 # Set when any command timed out since the last reset: the backend is then assumed hung.
 STATE: dict[str, bool] = {"timed_out": False}
@@ -64,6 +66,15 @@ class Measurement:
         return f"exit {self.returncode} of {' '.join(self.argv[:6])}...: {tail[-1] if tail else '(no stderr)'}"
 
 
+def _settle() -> None:
+    """Untimed: write back what earlier commands left dirty, so that their writeback does not run on
+    the next command's clock (every tool alike).  Given up after a while: a hung FUSE backend (zfs-fuse)
+    must not hang the benchmark here, the per-command timeout deals with it."""
+    syncing = threading.Thread(target=os.sync, name="bench-sync", daemon=True)
+    syncing.start()
+    syncing.join(_SYNC_WAIT)
+
+
 def run_measured(
     argv: Sequence[str],
     *,
@@ -89,11 +100,17 @@ def run_measured(
     h = hashlib.sha256()
     captured = bytearray()
     total = 0
+    _settle()
     with stdin_f, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            wrapped, stdin=stdin_f, stdout=subprocess.PIPE, stderr=err,
-            env=None if env is None else {**os.environ, **env}, cwd=cwd, start_new_session=True,
+            wrapped,
+            stdin=stdin_f,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=None if env is None else {**os.environ, **env},
+            cwd=cwd,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
