@@ -276,18 +276,8 @@ def _debootstrap(out: Path, workdir: Path) -> str:
         entries = sorted(os.listdir(target))
         with _writing(out) as tmp:
             subprocess.run(
-                [
-                    "tar",
-                    "--numeric-owner",
-                    "--xattrs",
-                    "--xattrs-include=*",
-                    "--sort=name",
-                    "-C",
-                    str(target),
-                    "-cf",
-                    str(tmp),
-                    *entries,
-                ],
+                ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name",
+                 "-C", str(target), "-cf", str(tmp), *entries],
                 check=True,
             )
     return ""
@@ -305,10 +295,8 @@ def _cached(path: Path, build: Callable[[Path], str | None], compressed: bool = 
     sha = _sha256_file(path, opener=gzip.open if compressed else None)
     members = _count_members(path)
     meta_path.write_text(json.dumps({"sha256": sha, "members": members, "note": note}))
-    _log(
-        f"built {path.name}: {path.stat().st_size / 1e6:.1f} MB, {members} members in "
-        f"{time.monotonic() - started:.0f} s"
-    )
+    _log(f"built {path.name}: {path.stat().st_size / 1e6:.1f} MB, {members} members in "
+         f"{time.monotonic() - started:.0f} s")
     return sha, members, note
 
 
@@ -324,15 +312,8 @@ def _make(
 ) -> Dataset:
     sha, members, built_note = _cached(path, build, compressed)
     return Dataset(
-        name,
-        path,
-        sha,
-        path.stat().st_size,
-        members,
-        compressed=compressed,
-        parent=parent,
-        note=note or built_note,
-        extra=dict(extra or {}),
+        name, path, sha, path.stat().st_size, members,
+        compressed=compressed, parent=parent, note=note or built_note, extra=dict(extra or {}),
     )
 
 
@@ -346,7 +327,6 @@ def build_datasets(names: list[str], quick: bool, data_dir: Path = DATA_DIR) -> 
     def get_rootfs() -> Dataset:
         nonlocal rootfs
         if rootfs is None:
-
             def build(out: Path) -> str:
                 why = _debootstrap(out, data_dir / "build")
                 if why:
@@ -354,7 +334,6 @@ def build_datasets(names: list[str], quick: bool, data_dir: Path = DATA_DIR) -> 
                     _gen_rootlike(out, 12_000, 200 * 1024 * 1024, seed=7)
                     return f"generated fallback, debootstrap unavailable: {why}"
                 return ""
-
             rootfs = _make("rootfs", data_dir / "rootfs.tar", build)
         return rootfs
 
@@ -369,23 +348,14 @@ def build_datasets(names: list[str], quick: bool, data_dir: Path = DATA_DIR) -> 
                     subprocess.run(["gzip", "-6", "-n", "-c"], stdin=fin, stdout=fout, check=True)
 
             result.append(
-                _make(
-                    "rootfs-gz",
-                    data_dir / "rootfs.tar.gz",
-                    gz,
-                    compressed=True,
-                    note=src.note,
-                    extra={"plain": str(src.path)},
-                )
+                _make("rootfs-gz", data_dir / "rootfs.tar.gz", gz, compressed=True, note=src.note,
+                      extra={"plain": str(src.path)})
             )
         elif name == "genroot":
             files, total = (2000, 30 << 20) if quick else (8000, 300 << 20)
             result.append(
-                _make(
-                    "genroot",
-                    data_dir / f"genroot{q}.tar",
-                    functools.partial(_gen_rootlike, files=files, total_bytes=total),
-                )
+                _make("genroot", data_dir / f"genroot{q}.tar",
+                      functools.partial(_gen_rootlike, files=files, total_bytes=total))
             )
         elif name == "small":
             count = 5000 if quick else 50_000

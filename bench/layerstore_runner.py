@@ -35,18 +35,8 @@ MARK = "BENCH-JSON "
 def runner_argv(command: str, root: Path, driver: str, options: dict[str, str], *args: str) -> list[str]:
     """argv running this module's `command` with the benchmark's interpreter."""
     opts = [x for k, v in options.items() for x in ("-o", f"{k}={v}")]
-    return [
-        sys.executable,
-        "-m",
-        "bench.layerstore_runner",
-        command,
-        "--root",
-        str(root),
-        "--driver",
-        driver,
-        *opts,
-        *args,
-    ]
+    return [sys.executable, "-m", "bench.layerstore_runner", command, "--root", str(root), "--driver", driver,
+            *opts, *args]
 
 
 def cli_argv(root: Path, driver: str, options: dict[str, str], *args: str) -> list[str]:
@@ -60,7 +50,7 @@ def parse_inner(m: Measurement) -> dict[str, Any]:
     """The ``BENCH-JSON`` record a runner command wrote to stderr ({} if none)."""
     for line in reversed(m.stderr.splitlines()):
         if line.startswith(MARK):
-            result: dict[str, Any] = json.loads(line[len(MARK) :])
+            result: dict[str, Any] = json.loads(line[len(MARK):])
             return result
     return {}
 
@@ -152,21 +142,12 @@ def cmd_chain(args: argparse.Namespace) -> None:
         driver.remove(layer)
     remove_s = time.perf_counter() - t0
     if args.verbose:
-        print(
-            f"  mount top: {mount_s * 1000:.1f} ms ({entries} entries), unmount {unmount_s * 1000:.1f} ms, "
-            f"remove all: {remove_s:.2f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"  mount top: {mount_s * 1000:.1f} ms ({entries} entries), unmount {unmount_s * 1000:.1f} ms, "
+              f"remove all: {remove_s:.2f} s", file=sys.stderr, flush=True)
     driver.cleanup()
     _report(
-        seconds=time.perf_counter() - total0,
-        create_total=create_total,
-        create_times=create_times,
-        mount=mount_s,
-        unmount=unmount_s,
-        remove_total=remove_s,
-        top_entries=entries,
+        seconds=time.perf_counter() - total0, create_total=create_total, create_times=create_times,
+        mount=mount_s, unmount=unmount_s, remove_total=remove_s, top_entries=entries,
     )
 
 

@@ -104,13 +104,8 @@ def run_measured(
     with stdin_f, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            wrapped,
-            stdin=stdin_f,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            env=None if env is None else {**os.environ, **env},
-            cwd=cwd,
-            start_new_session=True,
+            wrapped, stdin=stdin_f, stdout=subprocess.PIPE, stderr=err,
+            env=None if env is None else {**os.environ, **env}, cwd=cwd, start_new_session=True,
         )
         assert proc.stdout is not None
         fd = proc.stdout.fileno()

@@ -104,7 +104,9 @@ class ContainersStorage:
 def tar_extract(tar: Path, dest: Path) -> Measurement:
     """Measure GNU tar extracting `tar` (any compression; GNU tar detects it) into `dest` (created)."""
     dest.mkdir(parents=True, exist_ok=True)
-    return run_measured(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tar), "-C", str(dest)])
+    return run_measured(
+        ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tar), "-C", str(dest)]
+    )
 
 
 def cat_file(path: Path) -> Measurement:

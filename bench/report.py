@@ -46,17 +46,11 @@ class Results:
         self.records.append(record)
         if record.ok:
             sha = "" if record.sha_ok is None else (" sha256 ok" if record.sha_ok else " SHA256 MISMATCH")
-            print(
-                f"    {record.driver:7s} {record.dataset:10s} {record.op:12s} {record.tool:6s} run {record.run}: "
-                f"{record.seconds:8.3f} s  {(record.maxrss_kb or 0) / 1024:7.1f} MB{sha}",
-                flush=True,
-            )
+            print(f"    {record.driver:7s} {record.dataset:10s} {record.op:12s} {record.tool:6s} run {record.run}: "
+                  f"{record.seconds:8.3f} s  {(record.maxrss_kb or 0) / 1024:7.1f} MB{sha}", flush=True)
         else:
-            print(
-                f"    {record.driver:7s} {record.dataset:10s} {record.op:12s} {record.tool:6s} run {record.run}: "
-                f"FAILED {record.error}",
-                flush=True,
-            )
+            print(f"    {record.driver:7s} {record.dataset:10s} {record.op:12s} {record.tool:6s} run {record.run}: "
+                  f"FAILED {record.error}", flush=True)
         return record
 
     def note(self, text: str) -> None:
@@ -105,10 +99,8 @@ def table(results: Results) -> str:
     summary = summarise(results)
     lines: list[str] = []
     m = results.meta
-    lines.append(
-        f"layerstore benchmark  {m.get('date', '')}  host {m.get('host', '')}  nproc {m.get('nproc', '')}  "
-        f"kernel {m.get('kernel', '')}  runs {m.get('runs', '')}{'  QUICK' if m.get('quick') else ''}"
-    )
+    lines.append(f"layerstore benchmark  {m.get('date', '')}  host {m.get('host', '')}  nproc {m.get('nproc', '')}  "
+                 f"kernel {m.get('kernel', '')}  runs {m.get('runs', '')}{'  QUICK' if m.get('quick') else ''}")
     for ds in m.get("datasets", []):
         lines.append(f"  dataset {ds}")
     lines.append("Times: median wall time of the whole process; peak: max RSS of the process (MB);")
@@ -116,11 +108,8 @@ def table(results: Results) -> str:
     lines.append("Export floor is `cat` of the uncompressed tar; every export is checked by sha256 against the input")
     lines.append("(the benchmark hashes every export stream at ~1 GB/s, which bounds all export figures alike).")
     drivers = list(dict.fromkeys(k[0] for k in summary))
-    header = (
-        f"{'dataset':10s} {'op':12s} "
-        + " ".join(f"{TOOL_TITLES[t]:>11s}" for t in TOOLS)
-        + f" {'ls/cs':>6s} {'ls/tar':>6s}  {'peak MB ls/cli/cs/tar':>24s}  {'inner':>7s}  check"
-    )
+    header = (f"{'dataset':10s} {'op':12s} " + " ".join(f"{TOOL_TITLES[t]:>11s}" for t in TOOLS)
+              + f" {'ls/cs':>6s} {'ls/tar':>6s}  {'peak MB ls/cli/cs/tar':>24s}  {'inner':>7s}  check")
     for driver in drivers:
         lines.append("")
         runs = m.get("zfs_runs", m.get("runs")) if driver == "zfs" else m.get("runs")
@@ -147,8 +136,7 @@ def table(results: Results) -> str:
             if not checks and any(tools.get(t, {}).get("sha_ok") for t in TOOLS):
                 checks.append("sha256 ok")
             lines.append(
-                f"{dataset:10s} {op:12s} "
-                + " ".join(f"{_fmt_s(secs[t]):>11s}" for t in TOOLS)
+                f"{dataset:10s} {op:12s} " + " ".join(f"{_fmt_s(secs[t]):>11s}" for t in TOOLS)
                 + f" {_fmt_ratio(secs['ls-api'], secs['cs']):>6s} {_fmt_ratio(secs['ls-api'], secs['tar']):>6s}"
                 + f"  {peaks:>24s}  {_fmt_s(tools.get('ls-api', {}).get('inner')):>7s}  {', '.join(checks)}"
             )
@@ -207,12 +195,8 @@ def machine() -> dict[str, str]:
     """Host facts for the report header."""
     import os
 
-    return {
-        "host": platform.node(),
-        "nproc": str(os.cpu_count()),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
+    return {"host": platform.node(), "nproc": str(os.cpu_count()), "kernel": platform.release(),
+            "python": platform.python_version()}
 
 
 if __name__ == "__main__":

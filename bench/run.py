@@ -92,10 +92,8 @@ class Round:
         if cs_problem is None:
             self.tools.append("cs")
         else:
-            results.note(
-                f"{driver}: containers-storage --storage-driver {driver} cannot run on "
-                f"{FSTYPE_OF_DRIVER[driver]}: {cs_problem}"
-            )
+            results.note(f"{driver}: containers-storage --storage-driver {driver} cannot run on "
+                         f"{FSTYPE_OF_DRIVER[driver]}: {cs_problem}")
         self.cs.shutdown()
         self.tools.append("tar")
 
@@ -105,41 +103,19 @@ class Round:
         return STATE["timed_out"]
 
     # ---- helpers -------------------------------------------------------
-    def record(
-        self,
-        dataset: str,
-        op: str,
-        tool: str,
-        run: int,
-        m: Measurement | None,
-        *,
-        error: str = "",
-        sha_ok: bool | None = None,
-        inner: float | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> Record:
+    def record(self, dataset: str, op: str, tool: str, run: int, m: Measurement | None, *,
+               error: str = "", sha_ok: bool | None = None, inner: float | None = None,
+               extra: dict[str, Any] | None = None) -> Record:
         if m is None:
             return self.results.add(Record(self.driver, dataset, op, tool, run, None, None, False, error))
         ok = m.ok and not error
         if m.timed_out:
             self.results.add(Record(self.driver, dataset, op, tool, run, m.seconds, None, False, m.failure()))
             raise BackendHung(m.failure())
-        return self.results.add(
-            Record(
-                self.driver,
-                dataset,
-                op,
-                tool,
-                run,
-                m.seconds,
-                m.maxrss_kb,
-                ok,
-                error or ("" if m.ok else m.failure()),
-                inner,
-                sha_ok if ok else None,
-                extra or {},
-            )
-        )
+        return self.results.add(Record(
+            self.driver, dataset, op, tool, run, m.seconds, m.maxrss_kb, ok,
+            error or ("" if m.ok else m.failure()), inner, sha_ok if ok else None, extra or {},
+        ))
 
     def ls_import(self, tool: str, tar: Path, parent: str | None) -> Measurement:
         extra = ["--parent", parent] if parent else []
@@ -149,7 +125,8 @@ class Round:
 
     def ls_export(self, tool: str, image: str) -> Measurement:
         if tool == "ls-api":
-            return run_measured(runner_argv("export", self.ls_root, self.driver, self.options, image), hash_stdout=True)
+            return run_measured(runner_argv("export", self.ls_root, self.driver, self.options, image),
+                                hash_stdout=True)
         return run_measured(cli_argv(self.cli_root, self.driver, self.options, "export", image), hash_stdout=True)
 
     def ls_wipe(self, tool: str) -> None:
@@ -212,15 +189,8 @@ class Round:
             self.record(ds.name, "import", tool, run, m, inner=parse_inner(m).get("seconds"))
             if m.ok:
                 e = self.ls_export(tool, _last_line(m))
-                self.record(
-                    ds.name,
-                    "export",
-                    tool,
-                    run,
-                    e,
-                    sha_ok=e.stdout_sha256 == expected,
-                    inner=parse_inner(e).get("seconds"),
-                )
+                self.record(ds.name, "export", tool, run, e, sha_ok=e.stdout_sha256 == expected,
+                            inner=parse_inner(e).get("seconds"))
         except RuntimeError as exc:
             self.record(ds.name, "import", tool, run, None, error=f"setup: {exc}")
         finally:
@@ -258,26 +228,12 @@ class Round:
             for run in range(runs):
                 try:
                     base = _last_line(self.ls_import("ls-api", base_ds.path, None)) if base_ds else None
-                    argv = runner_argv(
-                        "chain",
-                        self.ls_root,
-                        self.driver,
-                        self.options,
-                        str(depth),
-                        *(["--base", base] if base else []),
-                        "--verbose",
-                    )
+                    argv = runner_argv("chain", self.ls_root, self.driver, self.options, str(depth),
+                                       *(["--base", base] if base else []), "--verbose")
                     m = run_measured(argv)
                     inner = parse_inner(m)
-                    self.record(
-                        label,
-                        "chain",
-                        "ls-api",
-                        run,
-                        m,
-                        inner=inner.get("seconds"),
-                        extra={k: v for k, v in inner.items() if k != "seconds"},
-                    )
+                    self.record(label, "chain", "ls-api", run, m, inner=inner.get("seconds"),
+                                extra={k: v for k, v in inner.items() if k != "seconds"})
                     for line in m.stderr.splitlines():
                         if line.startswith("  "):
                             print(f"      {line.strip()}", flush=True)
@@ -317,28 +273,14 @@ class Round:
         remove_total = time.perf_counter() - remove0
         bad = next((s for s in steps if not s.ok), None)
         total = Measurement(
-            argv=["containers-storage", "chain"],
-            seconds=sum(s.seconds for s in steps),
-            maxrss_kb=max(s.maxrss_kb for s in steps),
-            returncode=0 if bad is None else bad.returncode,
-            stdout="",
-            stdout_sha256="",
-            stdout_bytes=0,
-            stderr="" if bad is None else bad.stderr,
+            argv=["containers-storage", "chain"], seconds=sum(s.seconds for s in steps),
+            maxrss_kb=max(s.maxrss_kb for s in steps), returncode=0 if bad is None else bad.returncode,
+            stdout="", stdout_sha256="", stdout_bytes=0, stderr="" if bad is None else bad.stderr,
         )
-        self.record(
-            label,
-            "chain",
-            "cs",
-            run,
-            total,
-            extra={
-                "create_total": create_total,
-                "mount": mount.seconds,
-                "unmount": unmount.seconds,
-                "remove_total": remove_total,
-            },
-        )
+        self.record(label, "chain", "cs", run, total, extra={
+            "create_total": create_total, "mount": mount.seconds, "unmount": unmount.seconds,
+            "remove_total": remove_total,
+        })
 
 
 def _rotate(items: list[str], n: int) -> list[str]:
@@ -355,9 +297,8 @@ def run_driver(
         results.meta["zfs_runs"] = args.runs
     workdir = Path(args.workdir) / driver
     print(f"\n=== {driver}: fresh {FSTYPE_OF_DRIVER[driver]} ({args.size_mb} MiB) under {workdir}", flush=True)
-    results.meta.setdefault("backing", {})[driver] = (
-        f"fresh loop {FSTYPE_OF_DRIVER[driver]}" if driver != "zfs" else "fresh zfs-fuse pool (sparse file vdev)"
-    )
+    results.meta.setdefault("backing", {})[driver] = f"fresh loop {FSTYPE_OF_DRIVER[driver]}" if driver != "zfs" \
+        else "fresh zfs-fuse pool (sparse file vdev)"
     try:
         fs_cm = backing_filesystem(workdir, driver, args.size_mb)
         with fs_cm as mnt:
@@ -368,10 +309,8 @@ def run_driver(
                 if not STATE["timed_out"]:
                     raise
                 aborted = abort_fuse_mounts(workdir)
-                results.note(
-                    f"{driver}: a command hung ({exc}); round abandoned"
-                    + (f", FUSE connections aborted: {aborted}" if aborted else "")
-                )
+                results.note(f"{driver}: a command hung ({exc}); round abandoned"
+                             + (f", FUSE connections aborted: {aborted}" if aborted else ""))
     except Exception as exc:  # one broken backend must not stop the other drivers
         results.note(f"{driver}: round aborted: {type(exc).__name__}: {exc}")
     left = leftovers(workdir)
@@ -380,11 +319,7 @@ def run_driver(
 
 
 def _measure_round(
-    results: Results,
-    driver: str,
-    mnt: Path,
-    datasets: list[Dataset],
-    helpers: list[Dataset],
+    results: Results, driver: str, mnt: Path, datasets: list[Dataset], helpers: list[Dataset],
     args: argparse.Namespace,
 ) -> None:
     """Everything measured on one driver's filesystem `mnt`."""
@@ -395,10 +330,8 @@ def _measure_round(
         baseline = run_measured([sys.executable, "-c", f"import layerstore.graph, layerstore_{driver}"])
         if baseline.ok and not results.meta.get("ls_baseline_mb"):
             results.meta["ls_baseline_mb"] = round(baseline.maxrss_kb / 1024, 1)
-            results.note(
-                f"baseline: a Python process that only imports layerstore.graph and the {driver} plugin "
-                f"peaks at {baseline.maxrss_kb / 1024:.0f} MB (the floor of the layerstore peak-MB figures)"
-            )
+            results.note(f"baseline: a Python process that only imports layerstore.graph and the {driver} plugin "
+                         f"peaks at {baseline.maxrss_kb / 1024:.0f} MB (the floor of the layerstore peak-MB figures)")
     for ds in datasets:
         ds_mod.warm(ds)
         print(f"  -- {ds.describe()}", flush=True)
@@ -438,43 +371,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="1 run, smaller generated datasets (smoke test)")
     p.add_argument("--drivers", default=",".join(ALL_DRIVERS), help="comma-separated (default: all four)")
-    p.add_argument(
-        "--datasets",
-        default=",".join(ds_mod.ALL_DATASETS),
-        help=f"comma-separated (default: {','.join(ds_mod.ALL_DATASETS)})",
-    )
-    p.add_argument(
-        "--ops",
-        default="io,child,chain50,chain500",
-        help="comma-separated parts: io (import/export), child, chain50, chain500",
-    )
+    p.add_argument("--datasets", default=",".join(ds_mod.ALL_DATASETS),
+                   help=f"comma-separated (default: {','.join(ds_mod.ALL_DATASETS)})")
+    p.add_argument("--ops", default="io,child,chain50,chain500",
+                   help="comma-separated parts: io (import/export), child, chain50, chain500")
     p.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3, --quick 1)")
-    p.add_argument(
-        "--zfs-runs",
-        type=int,
-        default=None,
-        help="runs on zfs-fuse, which is several times slower than the others (default: --runs)",
-    )
+    p.add_argument("--zfs-runs", type=int, default=None,
+                   help="runs on zfs-fuse, which is several times slower than the others (default: --runs)")
     p.add_argument("--size-mb", type=int, default=None, help="size of each backing filesystem (MiB)")
-    p.add_argument(
-        "--workdir",
-        default=str(BENCH_DIR / "data" / "work"),
-        help="where the sparse images live (default bench/data/work)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="seconds before a measured command counts as hung and is killed (default 300)",
-    )
-    p.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        type=lambda s: tuple(s.split("=", 1)),
-        help="layerstore driver option k=v (repeatable)",
-    )
+    p.add_argument("--workdir", default=str(BENCH_DIR / "data" / "work"),
+                   help="where the sparse images live (default bench/data/work)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds before a measured command counts as hung and is killed (default 300)")
+    p.add_argument("-o", "--option", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                   help="layerstore driver option k=v (repeatable)")
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.size_mb = args.size_mb or (2048 if args.quick else 8192)
@@ -497,19 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     now = datetime.datetime.now(datetime.UTC)
     results.meta.update(machine())
-    results.meta.update(
-        date=now.strftime("%Y-%m-%d %H:%M UTC"),
-        stamp=now.strftime("%Y%m%dT%H%M%S"),
-        runs=args.runs,
-        quick=args.quick,
-        drivers=drivers,
-    )
+    results.meta.update(date=now.strftime("%Y-%m-%d %H:%M UTC"), stamp=now.strftime("%Y%m%dT%H%M%S"),
+                        runs=args.runs, quick=args.quick, drivers=drivers)
     started = time.monotonic()
     if GNU_TIME is None:
-        results.note(
-            "GNU /usr/bin/time not found (apt-get install time): peak RSS figures include the "
-            "benchmark's own ~30 MB that a forked child inherits"
-        )
+        results.note("GNU /usr/bin/time not found (apt-get install time): peak RSS figures include the "
+                     "benchmark's own ~30 MB that a forked child inherits")
     with _sigterm_as_interrupt():
         datasets = ds_mod.build_datasets(names, args.quick)
         results.meta["datasets"] = [d.describe() for d in datasets]
@@ -545,23 +448,18 @@ def _issue_notes(results: Results) -> None:
 
     t_ls = get("vfs", "genroot", "import", "ls-api", "seconds")
     t_tar = get("vfs", "genroot", "import", "tar", "seconds")
-    m_ls, m_tar = (
-        get("vfs", "genroot", "import", "ls-api", "maxrss_mb"),
-        get("vfs", "genroot", "import", "tar", "maxrss_mb"),
-    )
+    m_ls, m_tar = (get("vfs", "genroot", "import", "ls-api", "maxrss_mb"),
+                   get("vfs", "genroot", "import", "tar", "maxrss_mb"))
     if t_ls and t_tar and m_ls and m_tar:
         results.notes.append(
             f"issue 2 (apply generated rootfs-like tar on vfs): wall {t_ls:.2f} s vs GNU tar {t_tar:.2f} s "
-            f"= {t_ls / t_tar:.2f}x; peak memory {m_ls:.0f} MB vs {m_tar:.0f} MB = {m_ls / m_tar:.1f}x"
-        )
+            f"= {t_ls / t_tar:.2f}x; peak memory {m_ls:.0f} MB vs {m_tar:.0f} MB = {m_ls / m_tar:.1f}x")
     fmt: Callable[[Any], str] = lambda v: "-" if v is None else f"{v:.0f} MB"  # noqa: E731
     for driver in results.meta.get("drivers", []):
         imp = get(driver, "layer1g", "import", "ls-api", "maxrss_mb")
         exp = get(driver, "layer1g", "export", "ls-api", "maxrss_mb")
-        e_ls, e_cat = (
-            get(driver, "layer1g", "export", "ls-api", "seconds"),
-            get(driver, "layer1g", "export", "tar", "seconds"),
-        )
+        e_ls, e_cat = get(driver, "layer1g", "export", "ls-api", "seconds"), get(driver, "layer1g", "export", "tar",
+                                                                                  "seconds")
         if imp is None and exp is None:
             continue
         ok = imp is not None and exp is not None and imp < 100 and exp < 100
@@ -569,8 +467,7 @@ def _issue_notes(results: Results) -> None:
         size = next((d for d in results.meta.get("datasets", []) if d.startswith("layer1g:")), "layer1g")
         results.notes.append(
             f"issue 3 ({driver}, {size.split(',')[0]}): peak RSS import {fmt(imp)}, export {fmt(exp)} "
-            f"(goal < 100 MB: {'PASS' if ok else 'FAIL'}); export time / cat = {ratio}"
-        )
+            f"(goal < 100 MB: {'PASS' if ok else 'FAIL'}); export time / cat = {ratio}")
 
 
 if __name__ == "__main__":

@@ -199,9 +199,8 @@ def _print_json(data: object) -> None:
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="Config file (TOML).")
 @click.version_option(__version__, prog_name="layerstore")
 @click.pass_context
-def cli(
-    ctx: click.Context, root: Path | None, driver: str | None, options: tuple[str, ...], config: Path | None
-) -> None:
+def cli(ctx: click.Context, root: Path | None, driver: str | None, options: tuple[str, ...],
+        config: Path | None) -> None:
     """Store, import, export and mount filesystem image layers."""
     state = _State(root, driver, options, config)
     ctx.obj = state
@@ -231,12 +230,8 @@ def info(as_json: bool) -> None:
         "size": sum(max(i.size, 0) for i in images),
         "status": [[k, v] for k, v in driver.status()],
         "capabilities": {
-            "native_diff": caps.native_diff,
-            "quota": caps.quota,
-            "idmap": caps.idmap,
-            "read_only_layers": caps.read_only_layers,
-            "reflink": caps.reflink,
-            "max_depth": caps.max_depth,
+            "native_diff": caps.native_diff, "quota": caps.quota, "idmap": caps.idmap,
+            "read_only_layers": caps.read_only_layers, "reflink": caps.reflink, "max_depth": caps.max_depth,
         },
     }
     if as_json:
@@ -266,11 +261,8 @@ def drivers(as_json: bool) -> None:
     if not installed:
         if as_json:
             _print_json([])
-        click.echo(
-            "no storage driver is installed; install one, e.g. `pip install layerstore-vfs` "
-            "(or layerstore-overlay, layerstore-btrfs, layerstore-zfs)",
-            err=as_json,
-        )
+        click.echo("no storage driver is installed; install one, e.g. `pip install layerstore-vfs` "
+                   "(or layerstore-overlay, layerstore-btrfs, layerstore-zfs)", err=as_json)
         return
     # Probe in a fresh directory on the store's filesystem, never inside the store itself.
     base = settings.root
@@ -335,12 +327,8 @@ def import_(parent: str | None, message: str, file: str) -> None:
 
 @cli.command()
 @click.argument("image")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Write to FILE instead of standard output.",
-)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write to FILE instead of standard output.")
 def export(image: str, output: Path | None) -> None:
     """Write the layer tar of IMAGE, byte-identical to what was imported."""
     to_stdout = output is None or str(output) == "-"
@@ -479,18 +467,13 @@ def digest(image: str) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.option(
-    "--root",
-    "suite_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A directory on the backend to test in (default: a temporary directory).",
-)
+@click.option("--root", "suite_root", type=click.Path(file_okay=False, path_type=Path),
+              help="A directory on the backend to test in (default: a temporary directory).")
 @click.option("--option", "suite_options", multiple=True, metavar="KEY=VALUE", help="Driver option (repeatable).")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def conformance(
-    ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...], pytest_args: tuple[str, ...]
-) -> None:
+def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...],
+                pytest_args: tuple[str, ...]) -> None:
     """Run the driver conformance suite against driver NAME (extra arguments go to pytest)."""
     from .config import parse_options
     from .conformance import run_suite
@@ -499,7 +482,9 @@ def conformance(
 
     installed = available_drivers()
     if name not in installed:
-        raise DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}")
+        raise DriverNotFound(
+            f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}"
+        )
     code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args))
     ctx.exit(code)
 
@@ -550,9 +535,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code = 0
     try:
         try:
-            result = cli.main(
-                args=list(argv) if argv is not None else None, prog_name="layerstore", standalone_mode=False
-            )
+            result = cli.main(args=list(argv) if argv is not None else None, prog_name="layerstore",
+                              standalone_mode=False)
             code = result if isinstance(result, int) else 0
             sys.stdout.flush()
         except click.exceptions.Exit as exc:

@@ -153,7 +153,7 @@ def _maps(value: Any, key: str, path: Path) -> tuple[IDMap, ...]:
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         specs = value
     else:
-        raise ConfigError(f'config file {path}: {key} must be a string like "0:100000:65536" or a list of them')
+        raise ConfigError(f"config file {path}: {key} must be a string like \"0:100000:65536\" or a list of them")
     try:
         return tuple(m for spec in specs for m in parse_id_maps(spec))
     except ValueError as exc:

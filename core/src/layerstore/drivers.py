@@ -84,7 +84,8 @@ def _no_such_driver(name: str) -> DriverNotFound:
     installed = sorted(_driver_entry_points())
     if not installed:
         return DriverNotFound(
-            f"no storage driver named {name!r}: no driver is installed; install one, e.g. `pip install layerstore-vfs`"
+            f"no storage driver named {name!r}: no driver is installed; "
+            "install one, e.g. `pip install layerstore-vfs`"
         )
     return DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed)}")
 

@@ -35,7 +35,9 @@ __all__ = [
 ID_LENGTH = 64
 SHORT_ID_LENGTH = 12
 _ID_RE = re.compile(r"[0-9a-f]{64}")
-_RFC3339_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+)
 # Known JSON keys in the order the Docker engine wrote them.
 _KNOWN_KEYS = (
     "id",
@@ -51,20 +53,9 @@ _KNOWN_KEYS = (
     "os",
     "Size",
 )
-_GO_ARCH = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "i386": "386",
-    "i686": "386",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "mips64": "mips64",
-}
+_GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386",
+            "i686": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
+            "riscv64": "riscv64", "mips64": "mips64"}
 
 
 def generate_id() -> str:

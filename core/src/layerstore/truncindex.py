@@ -67,7 +67,9 @@ class TruncIndex:
             return found[0]
         named = ", ".join(found[:_MAX_NAMED])
         more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
-        raise AmbiguousID(f"image ID prefix {prefix!r} is ambiguous: it matches {named}{more}; give more characters")
+        raise AmbiguousID(
+            f"image ID prefix {prefix!r} is ambiguous: it matches {named}{more}; give more characters"
+        )
 
     def __contains__(self, ident: object) -> bool:
         if not isinstance(ident, str):
