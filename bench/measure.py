@@ -66,11 +66,18 @@ class Measurement:
         return f"exit {self.returncode} of {' '.join(self.argv[:6])}...: {tail[-1] if tail else '(no stderr)'}"
 
 
+def _sync_twice() -> None:
+    # The first sync writes a loop-mounted filesystem into its image file's page
+    # cache on the host filesystem; the second writes that to the disk.
+    os.sync()
+    os.sync()
+
+
 def _settle() -> None:
     """Untimed: write back what earlier commands left dirty, so that their writeback does not run on
     the next command's clock (every tool alike).  Given up after a while: a hung FUSE backend (zfs-fuse)
     must not hang the benchmark here, the per-command timeout deals with it."""
-    syncing = threading.Thread(target=os.sync, name="bench-sync", daemon=True)
+    syncing = threading.Thread(target=_sync_twice, name="bench-sync", daemon=True)
     syncing.start()
     syncing.join(_SYNC_WAIT)
 
