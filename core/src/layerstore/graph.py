@@ -26,9 +26,9 @@ import errno
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +45,7 @@ from .errors import (
     LayerStoreError,
     StorageFull,
 )
+from .fstree import remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
@@ -65,6 +66,7 @@ TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
 _CHUNK = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_log = logging.getLogger(__name__)
 
 
 class DigestNotSet(LayerStoreError):
@@ -342,37 +344,45 @@ class Graph:
         return path
 
     def _sweep_staging(self) -> list[str]:
-        """Remove staging and trash entries of dead processes, and the driver layers they orphaned."""
+        """Remove staging and trash entries of dead processes, and the driver layers they orphaned.
+
+        Never raises: a leftover that cannot be removed is reported as a
+        warning naming it, and the sweep goes on (a command must not fail
+        because of what a killed one left behind).
+        """
         removed: list[str] = []
         try:
             entries = list(os.scandir(self._tmp))
-        except FileNotFoundError:
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                _log.warning("could not list the staging directory %s: %s", self._tmp, exc.strerror or exc)
             return removed
         for entry in entries:
-            image_id = entry.name.split(".", 1)[0]
-            if not is_valid_id(image_id):
-                # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
-                self._remove_path(Path(entry.path))
-                removed.append(entry.name)
-                continue
-            with self._locked(image_id, blocking=False) as got:
-                if not got:
-                    continue  # a live process is working on this image
-                if not self._has_metadata(image_id):
-                    with contextlib.suppress(LayerStoreError, OSError):
-                        if self.driver.exists(image_id):
-                            self.driver.remove(image_id, force=True)
-                self._remove_path(Path(entry.path))
-                removed.append(entry.name)
+            try:
+                if self._sweep_entry(entry.name):
+                    removed.append(entry.name)
+            except (LayerStoreError, OSError) as exc:
+                _log.warning("could not remove leftover %s: %s", entry.path, exc)
         return removed
 
+    def _sweep_entry(self, name: str) -> bool:
+        path = self._tmp / name
+        image_id = name.split(".", 1)[0]
+        if not is_valid_id(image_id):
+            # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
+            return self._remove_path(path)
+        with self._locked(image_id, blocking=False) as got:
+            if not got:
+                return False  # a live process is working on this image
+            if not self._has_metadata(image_id):
+                with contextlib.suppress(LayerStoreError, OSError):
+                    if self.driver.exists(image_id):
+                        self.driver.remove(image_id, force=True)
+            return self._remove_path(path)
+
     @staticmethod
-    def _remove_path(path: Path) -> None:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    def _remove_path(path: Path) -> bool:
+        return remove_tree_quietly(path, _log.warning)
 
     # -- reading ---------------------------------------------------------------
 
@@ -571,7 +581,7 @@ class Graph:
         if final.exists():
             trash = self._make_staging(image_id, "del")
             os.rename(final, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash, _log.warning)
         if self.driver.exists(image_id):
             self.driver.remove(image_id, force=True)
         staging = self._make_staging(image_id, "new")
@@ -593,7 +603,7 @@ class Graph:
             with contextlib.suppress(LayerStoreError, OSError):
                 if self.driver.exists(image_id):
                     self.driver.remove(image_id, force=True)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree_quietly(staging, _log.warning)
             if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
                 raise StorageFull(
                     f"no space left on device while importing image {image_id} into {self.root}; "
@@ -653,9 +663,9 @@ class Graph:
                     self.driver.remove(image_id, force=True)
             except BaseException:
                 os.rename(trash / "old", self.image_root(image_id))
-                shutil.rmtree(trash, ignore_errors=True)
+                remove_tree_quietly(trash, _log.warning)
                 raise
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash, _log.warning)
         with self._retained_lock:
             self._retained.pop(image_id, None)
 

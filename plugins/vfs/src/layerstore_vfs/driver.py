@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -38,8 +39,11 @@ from layerstore.errors import (
     LayerNotFound,
     StorageFull,
 )
+from layerstore.fstree import remove_tree, remove_tree_quietly
 
 from ._copy import COPY_METHODS, TreeCopier, probe_reflink
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from layerstore import CreateOpts, IDMappings
@@ -147,7 +151,7 @@ class VfsDriver:
             trash = self._layers / f"{_TRASH}{id}-{secrets.token_hex(4)}"
             os.rename(path, trash)
             self._forget(id, self._parent_of(id))
-            shutil.rmtree(trash)
+            remove_tree(trash)
         finally:
             os.close(fd)
 
@@ -253,7 +257,7 @@ class VfsDriver:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # another process is still working on it
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree_quietly(path, _log.warning)
             finally:
                 os.close(fd)
 
