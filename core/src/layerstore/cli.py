@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -63,7 +65,7 @@ def _error_line(message: str) -> None:
 def _os_error_message(exc: OSError, root: Path | None = None) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or root or "the store"
-        return f"no space left on device ({where}); free space and retry"
+        return f"no space left on {where}; free space and retry"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {exc.filename or exc}; run as a user who may write the store, or choose --root"
     if exc.filename is not None:
@@ -338,20 +340,12 @@ def export(image: str, output: Path | None) -> None:
     img = graph.get(image)
     with _progress(img.size, "exporting") as update:
         if to_stdout:
-            graph.write_layer(img, sys.stdout.buffer, update)
+            graph.write_layer(img, sys.stdout.buffer, update, name="standard output")
             return
-        target = cast(Path, output)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            try:
-                graph.write_layer(img, fd, update)
-            finally:
-                os.close(fd)
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        from .outfile import open_output
+
+        with open_output(cast(Path, output), graph.output_journal) as fd:
+            graph.write_layer(img, fd, update, name=str(output))
 
 
 def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:
@@ -530,9 +524,31 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files and mounts are cleaned up
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. a leftover a sweep could not remove) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            text = " ".join(record.getMessage().split())
+            sys.stderr.write(f"layerstore: warning: {text}\n")
+
+
+def _install_handlers() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminated)
+    root = logging.getLogger()  # drivers log under their own package names
+    if not root.handlers:
+        root.addHandler(_WarningLine(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``layerstore`` command."""
     code = 0
+    _install_handlers()
     try:
         try:
             result = cli.main(args=list(argv) if argv is not None else None, prog_name="layerstore",

@@ -49,6 +49,7 @@ from .fstree import remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
+from .outfile import JOURNAL_PREFIX, sweep_journal_entry
 from .truncindex import TruncIndex
 
 if TYPE_CHECKING:
@@ -291,6 +292,11 @@ class Graph:
 
     # -- paths, locks, listing ------------------------------------------------
 
+    @property
+    def output_journal(self) -> Path:
+        """Where commands record temporary output files (see `layerstore.outfile.open_output`)."""
+        return self._tmp
+
     def image_root(self, image_id: str) -> Path:
         """The metadata directory of `image_id` (``<root>/graph/<id>``)."""
         return self._graph / image_id
@@ -367,6 +373,8 @@ class Graph:
 
     def _sweep_entry(self, name: str) -> bool:
         path = self._tmp / name
+        if name.startswith(JOURNAL_PREFIX):
+            return sweep_journal_entry(path)
         image_id = name.split(".", 1)[0]
         if not is_valid_id(image_id):
             # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
@@ -606,7 +614,7 @@ class Graph:
             remove_tree_quietly(staging, _log.warning)
             if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
                 raise StorageFull(
-                    f"no space left on device while importing image {image_id} into {self.root}; "
+                    f"no space left on {self.root} (its filesystem is full) while importing image {image_id}; "
                     "free space and import again"
                 ) from exc
             raise
@@ -708,7 +716,12 @@ class Graph:
         return self._open_layer(image, verify=True)
 
     def write_layer(
-        self, image: Image | str, out: BinaryIO | int, progress: Callable[[int], object] | None = None
+        self,
+        image: Image | str,
+        out: BinaryIO | int,
+        progress: Callable[[int], object] | None = None,
+        *,
+        name: str | None = None,
     ) -> int:
         """Write the image's layer tar (the bytes of `tar_layer`) to `out`, a binary file or a descriptor.
 
@@ -717,12 +730,13 @@ class Graph:
         copied, and a pipe is widened to 1 MiB first.  ``progress(n)`` is
         called after each block.  Raises what reading `tar_layer` raises
         (`DigestMismatch` naming a changed file, ...); by then part of the tar
-        may have been written.
+        may have been written.  An `OSError` of writing to `out` names `name`
+        (the output as the user knows it) as its ``filename``.
         """
         from .fdwrite import write_stream
 
         with contextlib.closing(self.tar_layer(image)) as stream:
-            return write_stream(stream, out, progress)
+            return write_stream(stream, out, progress, name=name)
 
     def _open_layer(self, image: Image | str, *, verify: bool) -> BinaryIO:
         from .tarsplit import assemble
