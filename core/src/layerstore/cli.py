@@ -417,17 +417,21 @@ def mount(image: str) -> None:
     state = _state()
     img = state.graph.get(image)
     path = state.driver.get(img.id)
-    state.keep_mounts = True
+    state.driver.detach(img.id)  # the reference outlives this process, until `umount`
     click.echo(path)
 
 
 @cli.command()
+@click.option("-f", "--force", is_flag=True, help="Release every reference, also those of running processes.")
 @click.argument("image")
-def umount(image: str) -> None:
+def umount(force: bool, image: str) -> None:
     """Release one `mount` of IMAGE; the last one unmounts it."""
     state = _state()
     img = state.graph.get(image)
-    state.driver.put(img.id)
+    if force:
+        state.driver.release_all(img.id)
+    else:
+        state.driver.put(img.id)
 
 
 @cli.command()
@@ -513,7 +517,9 @@ def gc() -> None:
         click.echo(f"removed orphan layer {layer_id}")
     for name in report.staging:
         click.echo(f"removed staging leftover {name}")
-    if not report.layers and not report.staging:
+    for image_id in report.references:
+        click.echo(f"released mount references of dead processes to {image_id}")
+    if not report.layers and not report.staging and not report.references:
         click.echo("nothing to remove")
 
 

@@ -87,10 +87,12 @@ class CheckResult:
 
 @attrs.frozen
 class GCReport:
-    """What `Graph.gc` removed: orphan driver layers and leftover staging entries."""
+    """What `Graph.gc` removed: orphan driver layers, leftover staging entries, references of dead processes."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    """IDs of the images whose mount references held by dead processes were released."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -832,13 +834,14 @@ class Graph:
         return CheckResult(image_id, True, "ok", expected, actual)
 
     def gc(self) -> GCReport:
-        """Remove leftovers of killed processes: staging entries and driver layers without metadata.
+        """Remove leftovers of killed processes: staging entries, driver layers without metadata, stale references.
 
         Driver layers are found through the staging journal and by looking
         for image-ID names under the driver's home; a layer whose image is
         being registered right now (its lock is held) is left alone.
         """
         staging = self._sweep_staging()
+        released = tuple(i for i in self.ids() if self.driver.release_stale(i))
         candidates = sorted(c for c in self._driver_id_names() if not self._has_metadata(c))
         removed: list[str] = []
         pending = [c for c in candidates if self.driver.exists(c)]
@@ -859,7 +862,7 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging))
+        return GCReport(tuple(removed), tuple(staging), released)
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()
