@@ -665,15 +665,15 @@ class Graph:
                         f"image {image_id} is mounted ({refs} reference{'s' if refs != 1 else ''}); "
                         f"unmount it (`layerstore umount {image_id[:12]}`) or delete with force"
                     )
-            trash = self._make_staging(image_id, "del")
-            os.rename(self.image_root(image_id), trash / "old")
+            # A plain rename, no new directory: deleting must work on a full filesystem.
+            trash = self._tmp / f"{image_id}.del.{secrets.token_hex(8)}"
+            os.rename(self.image_root(image_id), trash)
             _fsync_dir(self._graph)
             try:
                 if driver_has:
                     self.driver.remove(image_id, force=True)
             except BaseException:
-                os.rename(trash / "old", self.image_root(image_id))
-                remove_tree_quietly(trash, _log.warning)
+                os.rename(trash, self.image_root(image_id))
                 raise
             remove_tree_quietly(trash, _log.warning)
         with self._retained_lock:

@@ -39,7 +39,7 @@ from layerstore.errors import (
     LayerNotFound,
     StorageFull,
 )
-from layerstore.fstree import remove_tree, remove_tree_quietly
+from layerstore.fstree import remove_tree_quietly
 
 from ._copy import COPY_METHODS, TreeCopier, probe_reflink
 
@@ -151,7 +151,7 @@ class VfsDriver:
             trash = self._layers / f"{_TRASH}{id}-{secrets.token_hex(4)}"
             os.rename(path, trash)
             self._forget(id, self._parent_of(id))
-            remove_tree(trash)
+            remove_tree_quietly(trash, _log.warning)  # renamed away: removed; the sweeps retry leftovers
         finally:
             os.close(fd)
 
