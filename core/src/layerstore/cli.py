@@ -494,17 +494,23 @@ def check() -> None:
     ids = graph.ids()
     total = 0
     failed = 0
+    unverified = 0
     with _progress(sum(max(graph.get(i).size, 0) for i in ids) if _interactive() else None, "checking") as update:
         for result in graph.check(progress=update):
             total += 1
             if result.ok:
                 note = "" if result.message == "ok" else result.message
                 click.echo(f"ok      {result.id}  {result.actual or ''}  {note}".rstrip())
+            elif result.unverified:
+                unverified += 1
+                click.echo(f"UNVERIFIED  {result.id}  {' '.join(result.message.split())}")
             else:
                 failed += 1
                 click.echo(f"FAILED  {result.id}  {' '.join(result.message.split())}")
     if failed:
         raise CommandError(f"{failed} of {total} layers failed the check")
+    if unverified:
+        raise CommandError(f"{unverified} of {total} layers could not be verified (not known to be corrupt)")
     if not total:
         click.echo("no images in the store")
 

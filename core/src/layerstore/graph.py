@@ -41,6 +41,7 @@ from .errors import (
     CorruptMetadata,
     DigestMismatch,
     ImageNotFound,
+    InvalidArchive,
     LayerInUse,
     LayerStoreError,
     StorageFull,
@@ -83,6 +84,8 @@ class CheckResult:
     message: str
     expected: str | None = None
     actual: str | None = None
+    unverified: bool = False
+    """True when the layer could not be read (no space, I/O error, a mount failed): not known to be corrupt."""
 
 
 @attrs.frozen
@@ -823,8 +826,13 @@ class Graph:
                 if layer_stream is not None and layer_stream.digest
                 else ("sha256:" + digest.hexdigest())
             )
-        except (LayerStoreError, OSError) as exc:
+        except (DigestMismatch, CorruptMetadata, InvalidArchive) as exc:
             return CheckResult(image_id, False, str(exc) or type(exc).__name__)
+        except (LayerStoreError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+                reason = f"no space left on {exc.filename or self.root}"
+            return CheckResult(image_id, False, f"could not verify: {reason}", unverified=True)
         if expected is None:
             return CheckResult(image_id, True, "reassembled; no digest recorded to compare", None, actual)
         if actual != expected:

@@ -78,7 +78,10 @@ class VfsDriver:
         self._children = self.home / "children"
         for directory in (self.home, self._layers, self._parents, self._children):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.reflink = probe_reflink(str(self._layers))
+        try:
+            self.reflink = probe_reflink(str(self._layers))
+        except OSError:  # no room for the probe files (a full disk): opening the store must still work
+            self.reflink = False
         method = options.get("copy", "auto")
         if method == "reflink" and not self.reflink:
             raise DriverNotSupported(
