@@ -310,6 +310,12 @@ def drivers(as_json: bool) -> None:
 @click.argument("file", metavar="FILE|-")
 def import_(parent: str | None, message: str, file: str) -> None:
     """Import a layer tar (plain, gzip, bzip2, xz or zstd) as a new image; print its ID."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LayerStoreError("the --message text is not valid UTF-8; pass UTF-8 text") from None
+    if parent is not None and not parent.strip():
+        raise LayerStoreError("--parent needs an image ID or prefix; leave it out to import a base image")
     if file == "-":
         source: BinaryIO = sys.stdin.buffer
         length = None
@@ -318,7 +324,7 @@ def import_(parent: str | None, message: str, file: str) -> None:
         length = os.fstat(source.fileno()).st_size if Path(file).is_file() else None
     try:
         graph = _state().graph
-        parent_id = graph.resolve(parent) if parent else None
+        parent_id = graph.resolve(parent) if parent is not None else None
         with _progress(length, "importing") as update:
             image = graph.create(cast(BinaryIO, _CountingReader(source, update)), comment=message, parent=parent_id)
     finally:
@@ -407,7 +413,28 @@ def diff(image: str) -> None:
     state = _state()
     img = state.graph.get(image)
     for change in state.driver.changes(img.id, img.parent):
-        click.echo(str(change))
+        click.echo(f"{str(change)[:2]}{_escaped(change.path)}")
+
+
+def _escaped(path: str) -> str:
+    """`path` on one printable line: backslash, control characters and undecodable bytes as escapes."""
+    if path.isprintable() and "\\" not in path:
+        return path
+    out = []
+    for ch in path:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @cli.command()
@@ -441,11 +468,17 @@ def rm(force: bool, images: tuple[str, ...]) -> None:
     """Delete images (children first: an image with children is refused)."""
     graph = _state().graph
     failed = 0
+    deleted: set[str] = set()
     for name in images:
         try:
             image_id = graph.resolve(name)
+            if image_id in deleted:
+                continue  # named twice (e.g. by ID and by prefix): deleted once
             graph.delete(image_id, force=force)
+            deleted.add(image_id)
         except LayerStoreError as exc:
+            if any(d.startswith(name) for d in deleted):
+                continue  # a prefix of an image this command already deleted
             if len(images) == 1:
                 raise
             _error_line(str(exc))

@@ -229,6 +229,8 @@ def resolve_settings(
     cli_options = parse_options(options)
     config_path = find_config_file(config, env)
     config_file = load_config_file(config_path) if config_path is not None else ConfigFile()
+    if driver is not None and not driver.strip():
+        raise ConfigError("--driver needs a driver name; `layerstore drivers` lists the installed ones")
     if driver:
         name, source = driver, "--driver"
     elif env.get("LAYERSTORE_DRIVER"):

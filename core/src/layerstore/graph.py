@@ -632,7 +632,13 @@ class Graph:
             plain = decompressed(layer_data)
             try:
                 with contextlib.closing(LayerRecording(plain, meta)) as recording:
-                    size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
+                    try:
+                        size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
+                    except OverflowError as exc:  # e.g. a base-256 uid of 2^40 reaching chown
+                        raise InvalidArchive(
+                            f"layer of image {image.id} has a number out of range ({exc}): owner IDs must be "
+                            "below 2^32; fix the tar"
+                        ) from None
                     # Everything after the end-of-archive blocks belongs to the
                     # layer's bytes too: finish records and hashes it.
                     digest = recording.finish()

@@ -78,6 +78,7 @@ OPTIONS: dict[str, str] = {
     "mount_api": "auto (default), fsopen (new mount API, lowerdir+) or mount (classic mount(8))",
 }
 _XATTR_PREFIXES = ("trusted.overlay.",)
+_DIRECTORY_OPTIONS = frozenset({"upperdir", "lowerdir", "workdir", "lowerdir+", "datadir+"})
 FROZEN_PREFIX = "frozen-"
 KIDS_DIR = "kids"
 _SHORT_LEN = 26
@@ -137,6 +138,12 @@ class OverlayDriver:
         self.home = str(Path(home).absolute())
         self.id_maps = id_maps
         self.mount_options = [o.strip() for o in options.get("mountopt", "").split(",") if o.strip()]
+        named = sorted({o.partition("=")[0] for o in self.mount_options} & _DIRECTORY_OPTIONS)
+        if named:
+            raise ConfigError(
+                f"overlay driver option mountopt must not name directories ({', '.join(named)}): the driver "
+                "chooses each layer's directories inside the store; remove them from mountopt"
+            )
         wanted_api = options.get("mount_api", "auto")
         if wanted_api not in ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC):
             raise ConfigError(f"overlay driver option mount_api={wanted_api!r}: use auto, fsopen or mount")
