@@ -89,7 +89,7 @@ def test_commands_work_on_a_full_filesystem(small_store: Store, tmp_path: Path) 
 
 def test_no_space_is_named_not_blamed_on_the_store(small_store: Store, tmp_path: Path) -> None:
     store = small_store
-    base, _ = base_and_child(store)
+    base_and_child(store)
     filler = _fill(store.root.parent)
     try:
         proc = store.run("import", "-", input=b"\0" * 10240)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import OpenOverlay
 
 from layerstore.errors import ConfigError
-
-from conftest import OpenOverlay
 
 
 @pytest.mark.parametrize("option", ["upperdir=/elsewhere", "lowerdir=/a:/b", "workdir=/w", "volatile,upperdir=/x"])
