@@ -440,6 +440,33 @@ class OverlayDriver:
             self._forget_removed(id, parent, shorts)
             # The layer is gone once renamed; files that resist are a leftover for the sweeps, not a failure.
             remove_tree_quietly(trash, _log.warning)
+        if parent is not None and self.exists(parent):
+            self._drop_unused_frozen(parent)
+
+    def _drop_unused_frozen(self, id: str) -> None:
+        """Delete the frozen states of `id`'s diff/ that no child stacks on any more (and their short links)."""
+        layer = self._dir(id)
+        used = {short for _, short in self._kids(id)}
+        try:
+            with os.scandir(layer) as it:
+                frozen = [e.name for e in it if e.name.startswith(FROZEN_PREFIX)]
+        except FileNotFoundError:
+            return
+        for name in frozen:
+            short = name[len(FROZEN_PREFIX) :]
+            if short in used:
+                continue
+            link_path = os.path.join(self.home, LINK_DIR, short)
+            with contextlib.suppress(OSError):
+                if os.readlink(link_path) == f"../{id}/{name}":
+                    os.unlink(link_path)
+            trash = os.path.join(self.home, f".trash-{secrets.token_hex(8)}")
+            try:
+                with _dir_lock(os.path.join(layer, name)):
+                    os.rename(os.path.join(layer, name), trash)
+                    remove_tree_quietly(trash, _log.warning)
+            except OSError as exc:
+                _log.warning("could not remove the unused frozen copy %s/%s: %s", layer, name, exc.strerror or exc)
 
     def _forget_removed(self, id: str, parent: str | None, shorts: dict[str, str]) -> None:
         """Drop the kids entry and the short links of layer `id`, just renamed away."""
@@ -525,6 +552,10 @@ class OverlayDriver:
         if not old or not any(short == old for _, short in self._kids(id)):
             return
         diff = os.path.join(layer, "diff")
+        # Copies of a freeze that was killed (the caller holds this layer's lock: none is in progress).
+        with os.scandir(layer) as it:
+            for stale in [e.path for e in it if e.name.startswith(".diff-copy-")]:
+                remove_tree_quietly(stale, _log.warning)
         copy = os.path.join(layer, f".diff-copy-{secrets.token_hex(6)}")
         try:
             run_command(["cp", "-a", "--reflink=auto", "--", diff, copy])
