@@ -99,12 +99,12 @@ def test_sigkill_at_random_moments(store: Store, tmp_path: Path) -> None:
                 counts["kills in flight"] += 1
             out, err = proc.communicate()
             counts[op] += 1
+            if op == "mount" and out.strip():  # it told the path: it may have kept the mount, even if killed
+                store.ok("umount", args_of(proc))
             if proc.returncode == -signal.SIGKILL:
                 continue
             text = err.decode(errors="replace")
             assert "Traceback" not in text and "internal error" not in text, (seed, op, text)
-            if op == "mount" and proc.returncode == 0:
-                store.ok("umount", args_of(proc))
         counts["trials"] += 1
         # After the kills: the store opens, check passes, gc leaves nothing behind.
         check = store.run("check")

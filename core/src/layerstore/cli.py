@@ -444,8 +444,11 @@ def mount(image: str) -> None:
     state = _state()
     img = state.graph.get(image)
     path = state.driver.get(img.id)
-    state.driver.detach(img.id)  # the reference outlives this process, until `umount`
     click.echo(path)
+    sys.stdout.flush()
+    # Only now does the reference outlive this process (until `umount`): a mount killed before it
+    # told the path leaves nothing held.
+    state.driver.detach(img.id)
 
 
 @cli.command()
