@@ -52,7 +52,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "layerstore.drivers"
 TRACE_ENV = "LAYERSTORE_TRACE_HOOKS"
-_CORE_DIR = ".layerstore"  # under a driver home: reference counts and locks; drivers leave it alone
+_CORE_DIR = ".layerstore"  # under a driver home: reserved for the core; drivers leave it alone
 _LOCK_STRIPES = 64
 
 DriverFactory = Callable[[Path, Mapping[str, str], IDMappings], object]
