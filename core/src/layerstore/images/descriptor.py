@@ -83,6 +83,10 @@ def _check_digest(_instance: object, _attribute: object, value: str) -> None:
         raise InvalidReference(f"{value!r} is not a valid content digest (sha256: and 64 lower-case hex digits)")
 
 
+def _copy_annotations(value: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(value or {})
+
+
 def _check_size(_instance: object, _attribute: object, value: int) -> None:
     if value < 0:
         raise ValueError(f"a descriptor size cannot be negative ({value})")
@@ -151,7 +155,7 @@ class Descriptor:
     digest: str = attrs.field(validator=_check_digest)
     size: int = attrs.field(validator=_check_size)
     urls: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m or {}))
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_copy_annotations)
     platform: Platform | None = None
 
     @classmethod
