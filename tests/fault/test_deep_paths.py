@@ -11,6 +11,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from .conftest import Store
 
 
@@ -105,3 +107,18 @@ def test_rm_of_a_5000_level_tree(store: Store) -> None:
     store.ok("rm", image)
     _whole(store)
     assert json.loads(store.ok("ls", "--json")) == []
+
+
+def test_import_parent_of_a_deep_layer(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if store.driver == "vfs":
+        request.applymarker(pytest.mark.xfail(reason="the vfs tree copy recurses per level (moving to the kit)",
+                                              strict=False))
+    base = store.ok("import", "-", input=_deep_tar(1900)).strip()
+    child_raw = _deep_tar(3, component="c")
+    child = store.ok("import", "--parent", base, "-", input=child_raw).strip()
+    out = tmp_path / "child.tar"
+    store.ok("export", child, "-o", out)
+    assert out.read_bytes() == child_raw
+    store.ok("rm", child)
+    store.ok("rm", base)
+    _whole(store)
