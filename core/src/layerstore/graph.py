@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import logging
@@ -46,6 +45,7 @@ from .errors import (
     LayerStoreError,
     StorageFull,
 )
+from .flock import held_flock
 from .fstree import remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
@@ -310,13 +310,8 @@ class Graph:
     def _locked(self, image_id: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
         fd = os.open(self._locks / image_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-            try:
-                fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
+            with held_flock(fd, shared=shared, blocking=blocking) as got:
+                yield got
         finally:
             os.close(fd)
 

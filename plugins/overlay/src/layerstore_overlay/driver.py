@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
-import fcntl
 import io
 import logging
 import os
@@ -56,6 +55,7 @@ from layerstore.errors import (
     LayerStoreError,
     LimitExceeded,
 )
+from layerstore.flock import held_flock
 from layerstore.fstree import remove_tree_quietly
 from layerstore.process import run_command
 
@@ -94,12 +94,8 @@ def _dir_lock(path: str, *, blocking: bool = True) -> Iterator[bool]:
     """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        with held_flock(fd, blocking=blocking) as got:
+            yield got
     finally:
         os.close(fd)
 
