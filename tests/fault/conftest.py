@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from layerstore import available_drivers
+from layerstore.fstree import remove_tree
 from layerstore.testing import unavailable
 from layerstore.testing.loop import loop_filesystem_or_unavailable, mounts_under
 
@@ -89,5 +90,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     leaked = mounts_under(root)
     for mount_point in sorted(leaked, key=len, reverse=True):
         subprocess.run(["umount", "-l", mount_point], check=False)
+    # Deep trees a failed test left would break pytest's own (recursive) clean-up of old temporary dirs.
+    remove_tree(root)
     if leaked:
         pytest.fail(f"mounts left behind under {root}: {', '.join(leaked)}")
