@@ -143,9 +143,16 @@ def test_truncated_header(layer: Path) -> None:
     _refused(layer, data[: 512 * 2 + 200], "truncated.*'first'")
 
 
-def test_missing_end_of_archive(layer: Path) -> None:
+@pytest.mark.parametrize("ending", [0, 1], ids=["no-end-blocks", "one-zero-block"])
+def test_missing_end_of_archive_is_complete(layer: Path, ending: int) -> None:
+    data = TarBuilder(tarfile.USTAR_FORMAT).add("first", data=b"1").add("second", data=b"22").bytes()
+    assert apply_tar(io.BytesIO(data[: 2048 + 512 * ending]), layer) == 3
+    assert (layer / "second").read_bytes() == b"22"
+
+
+def test_header_cut_says_where(layer: Path) -> None:
     data = TarBuilder(tarfile.USTAR_FORMAT).add("first", data=b"1").bytes()
-    _refused(layer, data[:1024], "end-of-archive")
+    _refused(layer, data[: 1024 + 100], "'first' is cut after 100 of 512 bytes")
 
 
 def test_bad_checksum_after_first_entry(layer: Path) -> None:

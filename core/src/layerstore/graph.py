@@ -227,7 +227,9 @@ class _RawFile:
 
 
 def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
-    """Open members below the layer directory `root_fd` (relative opens: the kernel walks only the member path)."""
+    """Open members below the layer directory `root_fd`, links resolved inside it (see `open_in_root`)."""
+    from .archive.inroot import open_in_root
+
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def open_file(name: str) -> BinaryIO:
@@ -238,7 +240,8 @@ def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]
         if not rel or ".." in rel.split("/"):
             raise CorruptMetadata(f"layer {layer_id}: tar-split data names an unsafe file {name!r}")
         try:
-            fd = os.open(rel, flags, dir_fd=root_fd)
+            # Members written through a symbolic link are read back through it, inside the layer.
+            fd = open_in_root(root_fd, rel, flags)
         except (FileNotFoundError, NotADirectoryError):
             raise DigestMismatch(
                 f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"

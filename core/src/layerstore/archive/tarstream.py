@@ -4,7 +4,9 @@ It parses headers itself (ustar, GNU and old-GNU, v7, pax with global
 headers, GNU long names and links, base-256 numbers) and hands out one
 `TarEntry` at a time; the caller copies the payload of the current entry to a
 file descriptor or leaves it, and the reader skips what was not consumed.
-After the end-of-archive block it reads the stream to its end.  Every
+After the end-of-archive block it reads the stream to its end; an archive
+that ends right after its last entry, without end-of-archive blocks, or with
+a single zero block, is complete too (as Go's ``archive/tar`` reads it).  Every
 malformation is an `InvalidArchive` naming the entry when it is known.
 """
 
@@ -363,10 +365,17 @@ class TarReader:
                         "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
                     )
                 if header:
-                    raise InvalidArchive(f"truncated tar archive: the header after entry {last!r} is incomplete")
-                raise InvalidArchive(
-                    f"truncated tar archive: it ends after entry {last!r} without the end-of-archive blocks"
-                )
+                    raise InvalidArchive(
+                        f"truncated tar archive: the header after entry {last!r} is cut after {len(header)} of "
+                        f"{BLOCK} bytes; the archive is incomplete"
+                    )
+                if local is not None or long_name is not None or long_link is not None:
+                    raise InvalidArchive(
+                        f"truncated tar archive: it ends inside the extension headers after entry {last!r}"
+                    )
+                # No end-of-archive blocks: the archive ends with its last entry (Go's reader accepts that).
+                self.finished = True
+                return None
             if header == _ZERO_BLOCK:
                 self.finished = True
                 self._drain()

@@ -12,6 +12,11 @@ walks those bytes block by block and writes tar-split entries:
   applied), with the content size and CRC-64 (size 0 and no CRC for members
   without content: directories, links, devices, fifos);
 - a global pax header (``g``) is a member of its own, as in Go;
+- the content of a member that layer extraction never writes to disk
+  (whiteouts ``.wh.*`` and opaque markers with content, AUFS metadata below
+  ``.wh..wh.*``, GNU dump-directory listings) stays in the segments, and its
+  file entry has no size: export reproduces it without reading the layer,
+  and Go's tar-split reassembles it the same way;
 - at the end, one segment with the last padding and the end-of-archive zero
   blocks, then everything after them in segments of at most 1 MiB.
 
@@ -71,6 +76,7 @@ _SPECIAL: Final = 2  # extension header data: kept and parsed
 _PAD: Final = 3  # padding to the next block boundary
 _END: Final = 4  # after the first zero block: is the next one zero too?
 _TRAILING: Final = 5  # after the end of the archive
+_INLINE: Final = 6  # content kept in the metadata: a member extraction does not write to disk
 
 _TYPE_PAX: Final = ord("x")
 _TYPE_PAX_GLOBAL: Final = ord("g")
@@ -78,6 +84,9 @@ _TYPE_GNU_LONGNAME: Final = ord("L")
 _TYPE_GNU_LONGLINK: Final = ord("K")
 _TYPE_GNU_SPARSE: Final = ord("S")
 _TYPE_REGA: Final = 0
+_TYPE_GNU_DUMPDIR: Final = ord("D")
+_WHITEOUT: Final = b".wh."
+_WHITEOUT_META: Final = b".wh..wh."
 _SPARSE_PAX_PREFIX: Final = b"GNU.sparse."
 _ZERO_BLOCK: Final = bytes(BLOCK)
 
@@ -143,6 +152,16 @@ class _Parser:
                 pos, whole = self._fill_block(data, pos, end)
                 if whole is not None:
                     self._header_block(whole)
+            elif state == _INLINE:
+                take = min(self._remaining, end - pos)
+                self._pending += data[pos : pos + take]
+                pos += take
+                self._offset += take
+                self._remaining -= take
+                if len(self._pending) >= TRAILING_CHUNK:
+                    self._flush_pending()
+                if not self._remaining:
+                    self._expect_padding(-self._member_size % BLOCK)
             elif state in (_PAD, _SPECIAL):
                 # Padding and extension header data are kept verbatim for the next segment.
                 take = min(self._remaining, end - pos)
@@ -255,7 +274,7 @@ class _Parser:
             size = 0
         elif size < 0:
             raise self._invalid(f"{_display(name)!r} has negative size {size}")
-        self._start_member(name, size)
+        self._start_member(name, size, inline=typeflag == _TYPE_GNU_DUMPDIR or _not_extracted(name))
 
     def _end_of_special(self) -> None:
         data = bytes(self._pending[self._special_start :])
@@ -282,7 +301,7 @@ class _Parser:
         self._start_member(name, 0)
         self._expect_padding(self._pad_after)
 
-    def _start_member(self, name: bytes, size: int) -> None:
+    def _start_member(self, name: bytes, size: int, *, inline: bool = False) -> None:
         key = clean_name(name)
         if key in self._seen:
             raise self._invalid(
@@ -290,7 +309,15 @@ class _Parser:
             )
         self._seen.add(key)
         self._flush_pending()
-        if size:
+        if size and inline:
+            # Extraction does not write this content anywhere: it travels in the
+            # segments, and the file entry has no size (nothing to read back).
+            self._writer.add_file(name)
+            self._member_name = name
+            self._member_size = size
+            self._remaining = size
+            self._state = _INLINE
+        elif size:
             self._member_name = name
             self._member_size = size
             self._crc = 0
@@ -313,7 +340,7 @@ class _Parser:
             raise self._invalid("truncated header block")
         if state != _DATA and self._extended:
             raise self._invalid("extension header is not followed by a member (truncated archive)")
-        if state == _DATA:
+        if state in (_DATA, _INLINE):
             raise self._invalid(
                 f"{_display(self._member_name)!r} is truncated: {self._remaining} of {self._member_size} bytes missing"
             )
@@ -326,6 +353,14 @@ class _Parser:
         if self._trailing:
             self._writer.add_segment(bytes(self._trailing))
             self._trailing.clear()
+
+
+def _not_extracted(name: bytes) -> bool:
+    """Whether layer extraction leaves this member's content off the disk (whiteouts, opaque markers, AUFS metadata)."""
+    if _WHITEOUT not in name:
+        return False
+    parts = [p for p in name.split(b"/") if p and p != b"."]
+    return bool(parts) and (parts[-1].startswith(_WHITEOUT) or any(p.startswith(_WHITEOUT_META) for p in parts))
 
 
 class TarSplitRecorder(io.RawIOBase):
