@@ -11,7 +11,6 @@ import pytest
 from archive_helpers import TarBuilder, outside_untouched
 
 from layerstore.archive.apply import apply_tar
-from layerstore.errors import InvalidArchive
 
 
 @pytest.fixture
