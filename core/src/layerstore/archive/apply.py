@@ -227,7 +227,10 @@ class _Extraction:
         if entry.size:
             self.contents[rel] = entry.name
         try:
-            self.reader.copy_to(fd, path)
+            if entry.sparse is None:
+                self.reader.copy_to(fd, path)
+            else:
+                self.reader.copy_sparse_to(fd, entry.sparse, entry.size, path)
             if not plain or owner != self.creds:
                 os.fchown(fd, owner[0], owner[1])
             if not plain:

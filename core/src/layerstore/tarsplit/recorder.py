@@ -26,8 +26,11 @@ differences: header-only members (links, directories, ...) whose size field is
 not zero are recorded with size 0, because they have no content to read back
 (Go records the field and then cannot reassemble them); a single zero block
 ends the archive, whatever follows it is kept as trailing bytes (Go refuses
-such archives); sparse members are refused, because tar-split cannot rebuild
-them (Go records the expanded content and reassembles a different archive).
+such archives); a sparse member's data (old GNU, pax 0.0, 0.1 and 1.0, as
+bsdtar writes them too) stays in the segments with a size-less file entry,
+because a file entry would make Go's tar-split write the expanded file
+instead (Go records the expanded content and reassembles a different
+archive), while the segments reassemble the original bytes everywhere.
 
 File content is never held in memory: it is only checksummed (native CRC) as it
 passes.  Memory is bounded by the largest extension header (1 MiB) plus one
@@ -77,6 +80,7 @@ _PAD: Final = 3  # padding to the next block boundary
 _END: Final = 4  # after the first zero block: is the next one zero too?
 _TRAILING: Final = 5  # after the end of the archive
 _INLINE: Final = 6  # content kept in the metadata: a member extraction does not write to disk
+_SPARSE_EXT: Final = 7  # extension blocks of an old-GNU sparse header
 
 _TYPE_PAX: Final = ord("x")
 _TYPE_PAX_GLOBAL: Final = ord("g")
@@ -118,6 +122,8 @@ class _Parser:
         self._pax: dict[bytes, bytes] | None = None
         self._seen: set[bytes] = set()
         self._trailing = bytearray()
+        self._sparse_name = b""
+        self._sparse_size = 0
 
     # -- errors -----------------------------------------------------------
 
@@ -152,6 +158,14 @@ class _Parser:
                 pos, whole = self._fill_block(data, pos, end)
                 if whole is not None:
                     self._header_block(whole)
+            elif state == _SPARSE_EXT:
+                pos, whole = self._fill_block(data, pos, end)
+                if whole is not None:
+                    self._pending += whole
+                    if len(self._pending) > _MAX_PENDING:
+                        raise self._invalid("too many sparse extension blocks")
+                    if not whole[504]:
+                        self._end_of_sparse_header()
             elif state == _INLINE:
                 take = min(self._remaining, end - pos)
                 self._pending += data[pos : pos + take]
@@ -253,18 +267,23 @@ class _Parser:
             else:
                 self._end_of_special()
             return
-        if typeflag == _TYPE_GNU_SPARSE:
-            raise self._invalid(f"{_display(header.name)!r} is a sparse file, which tar-split cannot reassemble")
         name = header.name
         size = header.size
+        sparse = typeflag == _TYPE_GNU_SPARSE
+        if sparse and block[482]:
+            self._sparse_name = name
+            self._sparse_size = size
+            self._state = _SPARSE_EXT  # extension blocks of the sparse map follow
+            return
         pax = self._pax
         if pax is not None:
-            if any(key.startswith(_SPARSE_PAX_PREFIX) for key in pax):
-                raise self._invalid(f"{_display(name)!r} is a sparse file, which tar-split cannot reassemble")
             if pax.get(b"path"):
                 name = pax[b"path"]
             if pax.get(b"size"):
                 size = int(pax[b"size"])
+            if any(key.startswith(_SPARSE_PAX_PREFIX) for key in pax):
+                sparse = True
+                name = pax.get(b"GNU.sparse.name") or name
         if self._long_name:
             name = self._long_name
         self._long_name = b""
@@ -274,7 +293,17 @@ class _Parser:
             size = 0
         elif size < 0:
             raise self._invalid(f"{_display(name)!r} has negative size {size}")
-        self._start_member(name, size, inline=typeflag == _TYPE_GNU_DUMPDIR or _not_extracted(name))
+        self._start_member(name, size, inline=sparse or typeflag == _TYPE_GNU_DUMPDIR or _not_extracted(name))
+
+    def _end_of_sparse_header(self) -> None:
+        """The last extension block of an old-GNU sparse member: its data follows, kept inline."""
+        name = self._long_name or self._sparse_name
+        size = self._sparse_size
+        self._long_name = b""
+        self._pax = None
+        self._extended = False
+        self._state = _HEADER
+        self._start_member(name, size, inline=True)
 
     def _end_of_special(self) -> None:
         data = bytes(self._pending[self._special_start :])
