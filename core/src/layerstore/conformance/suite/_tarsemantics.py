@@ -10,8 +10,12 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
 import stat
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from layerstore.drivers import Driver
 
@@ -150,3 +154,31 @@ class TarSemanticsTests:
             with driver.mounted(layer) as root:
                 assert _read(f"{root}/a") == b"a" * 700
                 assert _read(f"{root}/b") == b"b\n"
+
+    def test_sparse_files_from_gnu_tar_and_bsdtar(self, driver: Driver, tmp_path: Path) -> None:
+        src = tmp_path / "sparse-src"
+        src.mkdir()
+        with (src / "holes").open("wb") as f:
+            f.write(b"head")
+            f.seek(5 << 20)
+            f.write(b"tail")
+        want = _read(str(src / "holes"))
+        producers = {f"gnu-{fmt}": ["tar", f"--format={fmt}", "--sparse"] for fmt in ("gnu", "oldgnu")} | {
+            f"pax-{v}": ["tar", "--format=posix", "--sparse", f"--sparse-version={v}"] for v in ("0.0", "0.1", "1.0")
+        }
+        producers["bsdtar"] = ["bsdtar"]
+        ran = 0
+        for label, argv in producers.items():
+            if shutil.which(argv[0]) is None:
+                continue
+            out = tmp_path / f"{label}.tar"
+            subprocess.run([*argv, "-C", str(src), "-cf", str(out), "holes"], check=True, capture_output=True)
+            layer = new_id()
+            driver.create(layer, None)
+            assert driver.apply_diff(layer, None, io.BytesIO(out.read_bytes())) == len(want), label
+            assert driver.diff_size(layer, None) == len(want), label
+            with driver.mounted(layer) as root:
+                assert _read(f"{root}/holes") == want, f"{label}: the sparse file's content differs"
+            ran += 1
+        if not ran:
+            pytest.skip("neither GNU tar nor bsdtar is installed to make sparse tars")
