@@ -13,6 +13,7 @@ import pytest
 from archive_helpers import TarBuilder, outside_untouched
 
 from layerstore.archive.apply import apply_tar
+from layerstore.conformance.suite._tarsemantics import SPARSE_TAR_COMMANDS
 from layerstore.errors import InvalidArchive
 
 
@@ -118,18 +119,7 @@ def test_symlinks_themselves_may_point_anywhere(layer: Path) -> None:
     assert os.readlink(layer / "b") == "../../x"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["tar", "--format=gnu", "--sparse"],
-        ["tar", "--format=oldgnu", "--sparse"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=0.0"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=0.1"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=1.0"],
-        ["bsdtar"],
-    ],
-    ids=["gnu", "oldgnu", "pax-0.0", "pax-0.1", "pax-1.0", "bsdtar"],
-)
+@pytest.mark.parametrize("argv", SPARSE_TAR_COMMANDS.values(), ids=SPARSE_TAR_COMMANDS.keys())
 def test_sparse_file_keeps_its_holes(tmp_path: Path, layer: Path, argv: list[str]) -> None:
     src = tmp_path / "sparse-src"
     src.mkdir()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from layerstore.conformance.suite._tarsemantics import SPARSE_TAR_COMMANDS
 from layerstore.drivers import Driver
 from layerstore.errors import InvalidArchive
 from layerstore.graph import Graph
@@ -111,18 +112,7 @@ def test_merged_usr_child_keeps_the_link(graph: Graph, driver: Driver, tmp_path:
         assert Path(path, "usr/lib/systemd/system/app.service").read_bytes() == b"[Unit]\n"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["tar", "--format=gnu", "--sparse"],
-        ["tar", "--format=oldgnu", "--sparse"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=0.0"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=0.1"],
-        ["tar", "--format=posix", "--sparse", "--sparse-version=1.0"],
-        ["bsdtar"],
-    ],
-    ids=["gnu", "oldgnu", "pax-0.0", "pax-0.1", "pax-1.0", "bsdtar"],
-)
+@pytest.mark.parametrize("argv", SPARSE_TAR_COMMANDS.values(), ids=SPARSE_TAR_COMMANDS.keys())
 def test_sparse_layer_exports_byte_for_byte(graph: Graph, driver: Driver, tmp_path: Path, argv: list[str]) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -19,12 +19,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from layerstore import Driver, available_drivers, load_driver
 from layerstore.conformance.suite._support import TarBuilder, snapshot
-from layerstore.errors import DriverNotSupported
-from layerstore.testing import unavailable
 from layerstore.testing.loop import loop_filesystem_or_unavailable
 from layerstore.testing.zfsfuse import zfs_fuse_pool
+
+from .test_cross_driver import _open
 
 pytestmark = pytest.mark.integration
 
@@ -60,15 +59,6 @@ def _chain() -> list[bytes]:
     )
     top = TarBuilder().opaque(".").dir("etc").file("etc/hostname", b"top\n").symlink("lib", "usr/lib").bytes()
     return [base, child, top]
-
-
-def _open(name: str, home: Path) -> Driver:
-    if name not in available_drivers():
-        unavailable(name, f"the layerstore-{name} distribution is not installed")
-    try:
-        return load_driver(name, home)
-    except DriverNotSupported as exc:
-        unavailable(name, str(exc))
 
 
 @contextlib.contextmanager

@@ -31,19 +31,24 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+_MERGED_USR_BASE = (
+    TarBuilder().dir("usr").dir("usr/lib").file("usr/lib/libc.so", b"libc\n").symlink("lib", "usr/lib").bytes()
+)
+
+#: Commands that write a tar with a sparse member, by label (GNU tar's formats and bsdtar's default).
+SPARSE_TAR_COMMANDS: dict[str, list[str]] = {
+    "gnu": ["tar", "--format=gnu", "--sparse"],
+    "oldgnu": ["tar", "--format=oldgnu", "--sparse"],
+    **{f"pax-{v}": ["tar", "--format=posix", "--sparse", f"--sparse-version={v}"] for v in ("0.0", "0.1", "1.0")},
+    "bsdtar": ["bsdtar"],
+}
+
+
 class TarSemanticsTests:
     """One resolution rule for every driver."""
 
     def test_merged_usr_child_writes_through_the_lower_link(self, driver: Driver) -> None:
-        base = build_layer(
-            driver,
-            tar=TarBuilder()
-            .dir("usr")
-            .dir("usr/lib")
-            .file("usr/lib/libc.so", b"libc\n")
-            .symlink("lib", "usr/lib")
-            .bytes(),
-        )
+        base = build_layer(driver, tar=_MERGED_USR_BASE)
         child = build_layer(driver, base, tar=TarBuilder().file("lib/systemd/system/app.service", b"[Unit]\n").bytes())
         with driver.mounted(child) as root:
             assert os.readlink(f"{root}/lib") == "usr/lib", "the child replaced the lower symlink lib -> usr/lib"
@@ -77,15 +82,7 @@ class TarSemanticsTests:
             assert _read(f"{root}/{str(outside).lstrip('/')}/x") == b"x\n"
 
     def test_hardlink_through_lower_link(self, driver: Driver) -> None:
-        base = build_layer(
-            driver,
-            tar=TarBuilder()
-            .dir("usr")
-            .dir("usr/lib")
-            .file("usr/lib/libc.so", b"libc\n")
-            .symlink("lib", "usr/lib")
-            .bytes(),
-        )
+        base = build_layer(driver, tar=_MERGED_USR_BASE)
         child = build_layer(
             driver,
             base,
@@ -163,12 +160,8 @@ class TarSemanticsTests:
             f.seek(5 << 20)
             f.write(b"tail")
         want = _read(str(src / "holes"))
-        producers = {f"gnu-{fmt}": ["tar", f"--format={fmt}", "--sparse"] for fmt in ("gnu", "oldgnu")} | {
-            f"pax-{v}": ["tar", "--format=posix", "--sparse", f"--sparse-version={v}"] for v in ("0.0", "0.1", "1.0")
-        }
-        producers["bsdtar"] = ["bsdtar"]
         ran = 0
-        for label, argv in producers.items():
+        for label, argv in SPARSE_TAR_COMMANDS.items():
             if shutil.which(argv[0]) is None:
                 continue
             out = tmp_path / f"{label}.tar"
