@@ -605,10 +605,13 @@ class Graph:
             raise
 
     def _apply_layer(self, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
+        from .archive.aside import setting_aside
         from .archive.compression import decompressed
         from .recording import LayerRecording
 
-        with open(staging / TAR_DATA_FILE, "wb") as meta:
+        # Files the extraction removes again (a later whiteout of them in the same
+        # tar) are kept aside, then moved into the tar-split metadata.
+        with open(staging / TAR_DATA_FILE, "wb") as meta, setting_aside(staging / "aside") as aside:
             plain = decompressed(layer_data)
             try:
                 with contextlib.closing(LayerRecording(plain, meta)) as recording:
@@ -621,6 +624,11 @@ class Graph:
                     plain.close()
             meta.flush()
             os.fsync(meta.fileno())
+        if aside.kept:
+            from .tarsplit.inline import inline_kept
+
+            inline_kept(staging / TAR_DATA_FILE, aside.kept)
+            shutil.rmtree(aside.directory)
         return size, digest
 
     def delete(self, name: str, force: bool = False) -> None:

@@ -27,10 +27,11 @@ same way.  Examples, with a lower layer holding ``lib -> usr/lib`` and
 - ``/etc/passwd`` and ``a/../../x`` are refused.
 
 So nothing is ever written, removed, chmod-ed or chown-ed outside the layer,
-whatever a link says.  An entry that would destroy content an earlier entry
-of the same archive wrote (a second member of the same path, a whiteout of
-it, or the removal of a link it was written through) is refused with
-`InvalidArchive`: the layer's byte-exact export needs that content.
+whatever a link says.  When an entry destroys content an earlier entry of
+the same archive wrote (a second member of the same path, a whiteout of it,
+or the removal of a link it was written through), that content is copied to
+the open `layerstore.archive.aside.SetAside` first (the byte-exact export
+needs it); without one the entry is refused with `InvalidArchive`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..idtools import IDMappings
 from ._safepath import SafeTree, is_whiteout_node, remove_path, split_name
+from .aside import current as current_aside
 from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 from .whiteouts import OPAQUE, OVERLAY_OPAQUE_VALUE, OVERLAY_XATTR_PREFIXES, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
 
@@ -99,7 +101,7 @@ class _Extraction:
         self.created: set[str] = set()
         # Regular files with content written by this archive, and links its entries
         # were resolved through: the export reads them back by member name.
-        self.contents: dict[str, str] = {}
+        self.contents: dict[str, tuple[str, int]] = {}
         self.opaque_root = False
         self.current = ""
         self.copied_up: set[str] = set()  # overlay: lower files copied into the upper dir for a hardlink
@@ -162,22 +164,33 @@ class _Extraction:
             self.forget(rel)
 
     def keep_content(self, rel: str, tree: bool) -> None:
-        """Refuse to remove `rel` when this archive wrote content there (or below it, or through it: `tree`)."""
+        """Before `rel` goes: keep aside the content this archive wrote there (or below it, or through it: `tree`).
+
+        Without a `SetAside` open, refuse instead: the export would miss it.
+        """
         if not self.contents:
             return
-        owner = self.contents.get(rel)
-        if owner is None and tree:
+        doomed = [rel] if rel in self.contents else []
+        if tree:
             below = f"{rel}/"
-            owner = next((n for r, n in self.contents.items() if r.startswith(below)), None)
-            if owner is None:
-                links = self.tree.traversed.items()
-                owner = next((n for link, n in links if link == rel or link.startswith(below)), None)
-        if owner is not None:
+            doomed += [r for r in self.contents if r.startswith(below)]
+            links = self.tree.traversed
+            if any(link == rel or link.startswith(below) for link in links):
+                # Names written through the link no longer lead to their files.
+                doomed += [r for r, (name, _) in self.contents.items() if split_name(name) != r.split("/")]
+        if not doomed:
+            return
+        aside = current_aside()
+        if aside is None:
+            name = self.contents[doomed[0]][0]
             raise InvalidArchive(
                 f"tar entry {self.current!r} would remove {rel!r}, which holds content of the earlier entry "
-                f"{owner!r} of the same layer; the layer could not be exported byte for byte, "
+                f"{name!r} of the same layer; the layer could not be exported byte for byte, "
                 "so it is refused (remove one of the two entries)"
             )
+        for doomed_rel in dict.fromkeys(doomed):
+            _, index = self.contents.pop(doomed_rel)
+            aside.keep(index, self.tree.path(doomed_rel))
 
     def plain_dir(self, rel: str) -> bool:
         """Whether a file created in directory `rel` gets exactly the requested mode and our own owner."""
@@ -225,7 +238,7 @@ class _Extraction:
             self.make_room(rel, path)
             fd = os.open(path, _FILE_FLAGS, create_mode)
         if entry.size:
-            self.contents[rel] = entry.name
+            self.contents[rel] = (entry.name, self.reader.index)
         try:
             if entry.sparse is None:
                 self.reader.copy_to(fd, path)

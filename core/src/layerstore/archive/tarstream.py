@@ -238,6 +238,8 @@ class TarReader:
         self._pos = 0
         self._end = 0
         self.finished = False
+        # Position of the current member among tar-split's file entries (global headers count).
+        self.index = -1
 
     def __iter__(self) -> Iterator[TarEntry]:
         while True:
@@ -450,6 +452,7 @@ class TarReader:
                 continue
             if typeflag == _PAX_GLOBAL:
                 self._global.update(_pax_records(self._payload(size, last), last))
+                self.index += 1  # tar-split counts a global header as a member
                 continue
             if typeflag == _GNU_LONGNAME:
                 long_name = _field_text(self._payload(size, last))
@@ -459,10 +462,12 @@ class TarReader:
                 continue
             if typeflag == _GNU_VOLUME:
                 self._discard(size + (-size) % BLOCK, f"volume header after entry {last!r}")
+                self.index += 1
                 continue
             break
 
         entry = TarEntry()
+        self.index += 1
         if long_name is not None:
             name = long_name
         kind = _KINDS.get(typeflag)

@@ -14,7 +14,7 @@ walks those bytes block by block and writes tar-split entries:
 - a global pax header (``g``) is a member of its own, as in Go;
 - the content of a member that layer extraction never writes to disk
   (whiteouts ``.wh.*`` and opaque markers with content, AUFS metadata below
-  ``.wh..wh.*``, GNU dump-directory listings) stays in the segments, and its
+  ``.wh..wh.*``, GNU dump-directory listings and volume labels) stays in the segments, and its
   file entry has no size: export reproduces it without reading the layer,
   and Go's tar-split reassembles it the same way;
 - at the end, one segment with the last padding and the end-of-archive zero
@@ -89,6 +89,7 @@ _TYPE_GNU_LONGLINK: Final = ord("K")
 _TYPE_GNU_SPARSE: Final = ord("S")
 _TYPE_REGA: Final = 0
 _TYPE_GNU_DUMPDIR: Final = ord("D")
+_TYPE_GNU_VOLUME: Final = ord("V")
 _WHITEOUT: Final = b".wh."
 _WHITEOUT_META: Final = b".wh..wh."
 _SPARSE_PAX_PREFIX: Final = b"GNU.sparse."
@@ -293,7 +294,8 @@ class _Parser:
             size = 0
         elif size < 0:
             raise self._invalid(f"{_display(name)!r} has negative size {size}")
-        self._start_member(name, size, inline=sparse or typeflag == _TYPE_GNU_DUMPDIR or _not_extracted(name))
+        inline = sparse or typeflag in (_TYPE_GNU_DUMPDIR, _TYPE_GNU_VOLUME) or _not_extracted(name)
+        self._start_member(name, size, inline=inline)
 
     def _end_of_sparse_header(self) -> None:
         """The last extension block of an old-GNU sparse member: its data follows, kept inline."""
