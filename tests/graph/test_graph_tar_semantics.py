@@ -62,6 +62,7 @@ CHILDREN = {
     "whiteout-of-own-file": _tar(("d", "sub", ""), ("f", "sub/keep", b"1\n" * 900), ("f", "sub/.wh.keep", b"")),
     "whiteout-of-own-dir": _tar(("d", "d", ""), ("f", "d/f", b"f\n"), ("f", "d/g", b"g\n"), ("f", ".wh.d", b"")),
     "link-written-through-removed": _tar(("f", "lib/x", b"x\n"), ("f", ".wh.lib", b"")),
+    "duplicates": _tar(("f", "dup", b"one\n"), ("d", "dd", ""), ("f", "./dup", b"two!\n"), ("d", "dd/", "")),
 }
 
 

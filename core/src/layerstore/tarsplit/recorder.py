@@ -12,6 +12,10 @@ walks those bytes block by block and writes tar-split entries:
   applied), with the content size and CRC-64 (size 0 and no CRC for members
   without content: directories, links, devices, fifos);
 - a global pax header (``g``) is a member of its own, as in Go;
+- a member whose path an earlier member already had gets no file entry (Go's
+  tar-split allows one per path): its header and content stay in the
+  segments; the importer keeps the earlier member's content aside and moves
+  it into the metadata too (`layerstore.tarsplit.inline`);
 - the content of a member that layer extraction never writes to disk
   (whiteouts ``.wh.*`` and opaque markers with content, AUFS metadata below
   ``.wh..wh.*``, GNU dump-directory listings and volume labels) stays in the segments, and its
@@ -334,12 +338,20 @@ class _Parser:
 
     def _start_member(self, name: bytes, size: int, *, inline: bool = False) -> None:
         key = clean_name(name)
-        if key in self._seen:
-            raise self._invalid(
-                f"duplicate member {_display(name)!r}; tar-split cannot represent archives that repeat a path"
-            )
-        self._seen.add(key)
         self._flush_pending()
+        if key in self._seen:
+            # A path repeated: tar-split allows one file entry per path, and the
+            # file on disk is the last member's, so a repeat has no file entry
+            # and its content stays in the segments.
+            if size:
+                self._member_name = name
+                self._member_size = size
+                self._remaining = size
+                self._state = _INLINE
+            else:
+                self._state = _HEADER
+            return
+        self._seen.add(key)
         if size and inline:
             # Extraction does not write this content anywhere: it travels in the
             # segments, and the file entry has no size (nothing to read back).
