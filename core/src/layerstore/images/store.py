@@ -507,9 +507,9 @@ class ImageStore:
         if compress not in _COMPRESSED_TYPES:
             raise ValueError(f"compress must be none, gzip or zstd, not {compress!r}")
         progress = progress or TransferProgress()
-        images = [(n, self.get(n)) for n in names_or_ids]
         digests = []
         try:
+            images = [(n, self.get(n)) for n in names_or_ids]
             for name, image in images:
                 digests.append(self._save_one(name, image, destination, compress, progress))
             destination.commit()
