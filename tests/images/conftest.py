@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,18 @@ def podman(scratch: Path) -> Iterator[Podman]:
     client = Podman(scratch / "podman")
     yield client
     client.remove_storage()
+
+
+@pytest.fixture
+def layerstore_cli(scratch: Path) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """Run the real ``layerstore`` command on a vfs store in the scratch directory (never raising)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSTORE_", "XDG_"))}
+    env.update(LAYERSTORE_ROOT=str(scratch / "store"), LAYERSTORE_DRIVER="vfs",
+               XDG_CONFIG_HOME=str(scratch / "xdg-config"), XDG_DATA_HOME=str(scratch / "xdg-data"))
+    executable = str(Path(sys.executable).parent / "layerstore")
+
+    def _run(*args: str | os.PathLike[str], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([executable, *map(str, args)], input=input, capture_output=True, env=env,
+                              check=False, stdin=None if input is not None else subprocess.DEVNULL)
+
+    return _run

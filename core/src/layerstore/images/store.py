@@ -428,7 +428,12 @@ class ImageStore:
         with contextlib.closing(source.open_blob(desc)) as raw:
             reader = VerifyingReader(raw, desc.digest, desc.size, label,
                                      lambda n: progress.blob_advanced(desc, n))
-            stored = self.graph.register(layer, cast(BinaryIO, reader))
+            try:
+                stored = self.graph.register(layer, cast(BinaryIO, reader))
+            except InvalidArchive as exc:
+                # A damaged blob usually breaks the decompressor first: its digest is the clearer news.
+                reader.drain()
+                raise InvalidArchive(f"{label}: {exc}") from None
             try:
                 reader.drain()
                 if stored:
