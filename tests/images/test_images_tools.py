@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from images_helpers import NAME, TAG, Podman, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
 
 from layerstore.errors import ImageNotFound
-from layerstore.images import ImageStore
+from layerstore.images import ImageStore, Platform
 from layerstore.images.archives import open_destination, open_sources
 from layerstore.images.store import StoredImage
 
@@ -145,3 +146,66 @@ def test_failed_save_leaves_nothing(images: dict[str, Path], store: ImageStore, 
     with pytest.raises(ImageNotFound, match="missing:tag"):
         store.save([NAME, "missing:tag"], destination)
     assert sorted(p.name for p in scratch.iterdir()) == ["store"]
+
+
+def test_older_docker_archive_form(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    """``repositories`` + ``<id>/json`` + ``<id>/layer.tar`` without manifest.json (skopeo writes both forms;
+    GNU tar repacks the archive without the newer one)."""
+    unpacked = scratch / "older"
+    unpacked.mkdir()
+    run("tar", "-xf", images["skopeo-docker"], "-C", unpacked)
+    (unpacked / "manifest.json").unlink()
+    older = scratch / "older.tar"
+    run("tar", "-cf", older, "-C", unpacked, ".")
+    [source] = open_sources(older)
+    try:
+        image = store.load(source)
+    finally:
+        source.close()
+    assert image.names == (NAME,)
+    assert list(image.diff_ids) == skopeo_config(f"docker-archive:{images['skopeo-docker']}")["rootfs"]["diff_ids"]
+    assert mounted_snapshot(store, image) == snapshot(unpack(images["umoci"], TAG, scratch / "unpacked"))
+    out = scratch / "resaved.tar"
+    store.save([image.id], open_destination(out, "docker-archive"))
+    assert skopeo_config(f"docker-archive:{out}")["rootfs"]["diff_ids"] == list(image.diff_ids)
+
+
+def _multi_platform_layout(images: dict[str, Path], scratch: Path) -> tuple[Path, str, str]:
+    """A layout whose index.json names a nested index of two platforms (umoci makes both images)."""
+    umoci = tool("umoci")
+    layout = scratch / "multi"
+    shutil.copytree(images["umoci"], layout)
+    run(umoci, "config", "--image", f"{layout}:{TAG}", "--tag", "arm", "--architecture", "arm64",
+        "--config.env", "ARCH=arm64")
+    entries = {m["annotations"]["org.opencontainers.image.ref.name"]: m
+               for m in json.loads((layout / "index.json").read_text())["manifests"]}
+    amd, arm = dict(entries[TAG]), dict(entries["arm"])
+    for entry, arch in ((amd, "amd64"), (arm, "arm64")):
+        entry.pop("annotations")
+        entry["platform"] = {"architecture": arch, "os": "linux"}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": [arm, amd]}).encode()
+    digest = "sha256:" + hashlib.sha256(nested).hexdigest()
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(nested)
+    top = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": len(nested),
+           "annotations": {"org.opencontainers.image.ref.name": "example.com/team/multi:1"}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    return layout, amd["digest"], arm["digest"]
+
+
+def test_multi_platform_index(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    layout, amd, arm = _multi_platform_layout(images, scratch)
+    [source] = open_sources(layout)
+    try:
+        native = store.load(source, platform=Platform(os="linux", architecture="amd64"))
+        other = store.load(source, platform=Platform.parse("linux/arm64"))
+        with pytest.raises(ImageNotFound, match="linux/s390x"):
+            store.load(source, platform=Platform.parse("linux/s390x"))
+    finally:
+        source.close()
+    assert native.manifest_digest == amd and other.manifest_digest == arm
+    assert native.index_digest == other.index_digest is not None
+    assert store.config_json(other.id)["architecture"] == "arm64"
+    assert store.resolve("example.com/team/multi:1") in (native.id, other.id)
+    assert store.resolve(arm) == other.id
+    assert len(store.graph.ids()) == 2  # same layers, two configs

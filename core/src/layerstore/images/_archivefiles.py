@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import os
+import posixpath
 import secrets
 import shutil
 import tarfile
@@ -44,8 +45,11 @@ class ArchiveReader:
         """True when the archive has a regular file `name`."""
         if self._tar is None:
             return (self.path / name).is_file()
-        member = self._members.get(name)
-        return member is not None and member.isfile()
+        try:
+            self._member(name)
+        except InvalidArchive:
+            return False
+        return True
 
     def names(self) -> list[str]:
         """Every regular file name (tar) or top-level entry (directory)."""
@@ -60,10 +64,21 @@ class ArchiveReader:
         return self._member(name).size
 
     def _member(self, name: str) -> tarfile.TarInfo:
-        member = self._members.get(name)
-        if member is None or not member.isfile():
-            raise InvalidArchive(f"{self.path}: {name} is missing from the archive")
-        return member
+        """The regular file member `name`, following links inside the archive (``<id>/layer.tar`` often is one)."""
+        current = name
+        for _ in range(16):
+            member = self._members.get(current)
+            if member is None:
+                break
+            if member.isfile():
+                return member
+            if member.issym():
+                current = posixpath.normpath(posixpath.join(posixpath.dirname(current), member.linkname))
+            elif member.islnk():
+                current = posixpath.normpath(member.linkname)
+            else:
+                break
+        raise InvalidArchive(f"{self.path}: {name} is missing from the archive")
 
     def open(self, name: str) -> BinaryIO:
         """A stream of file `name`; `InvalidArchive` when it is missing."""

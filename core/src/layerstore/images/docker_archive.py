@@ -106,12 +106,24 @@ def _legacy_sources(reader: ArchiveReader, description: str) -> list[DockerArchi
             "created": newest.get("created") or format_created(),
             "config": newest.get("config") or {},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [{"created": v1.get("created") or "", "created_by": " ".join(
-                (v1.get("container_config") or {}).get("Cmd") or [])} for v1 in chain],
+            "history": [_history(v1) for v1 in chain],
         }
         data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         sources.append(DockerArchiveSource(reader, description, data, layers, tuple(names)))
     return sources
+
+
+def _history(v1: dict[str, Any]) -> dict[str, Any]:
+    """A config history entry for one v1 image (fields left out when the v1 JSON has no value)."""
+    entry: dict[str, Any] = {}
+    if v1.get("created"):
+        entry["created"] = v1["created"]
+    command = " ".join((v1.get("container_config") or {}).get("Cmd") or [])
+    if command:
+        entry["created_by"] = command
+    if v1.get("comment"):
+        entry["comment"] = v1["comment"]
+    return entry
 
 
 class DockerArchiveSource:
