@@ -207,3 +207,21 @@ def test_zip_and_empty_files(layerstore_cli: Cli, scratch: Path) -> None:
     one_line_error(layerstore_cli("load", "-i", scratch / "absent.tar"), "no such file")
     one_line_error(layerstore_cli("load", input=b""))
     assert_store_empty(layerstore_cli, scratch / "store")
+
+
+def test_save_an_imported_chain(layerstore_cli: Cli, scratch: Path) -> None:
+    """A chain made by `import` has no config: save builds a minimal valid one that skopeo reads."""
+    cli = layerstore_cli
+    content = scratch / "content"
+    (content / "etc").mkdir(parents=True)
+    (content / "etc" / "hello").write_text("hi\n")
+    subprocess.run(["tar", "-cf", scratch / "base.tar", "-C", content, "etc"], check=True)
+    (content / "etc" / "more").write_text("more\n")
+    subprocess.run(["tar", "-cf", scratch / "child.tar", "-C", content, "etc/more"], check=True)
+    base = ok(cli("import", scratch / "base.tar")).strip()
+    child = ok(cli("import", "--parent", base, scratch / "child.tar")).strip()
+    out = scratch / "chain.tar"
+    ok(cli("save", child[:12], "-o", out))
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{out}"],
+                                       capture_output=True, check=True).stdout)
+    assert config["rootfs"]["diff_ids"] == [ok(cli("digest", base)).strip(), ok(cli("digest", child)).strip()]

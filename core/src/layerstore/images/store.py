@@ -514,21 +514,60 @@ class ImageStore:
         progress = progress or TransferProgress()
         digests = []
         try:
-            images = [(n, self.get(n)) for n in names_or_ids]
-            for name, image in images:
-                digests.append(self._save_one(name, image, destination, compress, progress))
+            images = [(n, *self._saveable(n)) for n in names_or_ids]
+            for name, image, config_bytes, manifest in images:
+                digests.append(self._save_one(name, image, config_bytes, manifest, destination=destination,
+                                              compress=compress, progress=progress))
             destination.commit()
         finally:
             destination.close()
         return digests
 
-    def _save_one(self, name: str, image: StoredImage, destination: ImageDestination, compress: str,
-                  progress: TransferProgress) -> str:
+    def _saveable(self, name: str) -> tuple[StoredImage, bytes, bytes | None]:
+        """The image, config and stored manifest to save for `name`: a stored image, or else a layer made by
+        ``import`` with a minimal config built from the v1 JSON of its chain (and no stored manifest)."""
+        try:
+            image = self.get(name)
+        except ImageNotFound:
+            try:
+                layer = self.graph.resolve(name)
+            except LayerStoreError:
+                raise ImageNotFound(f"no image or layer named {name!r}; `layerstore images` lists the images") \
+                    from None
+            return self._layer_chain_image(layer)
+        return image, (self.root / image.id / "config").read_bytes(), (self.root / image.id / "manifest").read_bytes()
+
+    def _layer_chain_image(self, top: str) -> tuple[StoredImage, bytes, None]:
+        chain = []
+        current: str | None = top
+        while current is not None:
+            chain.append(self.graph.get(current))
+            current = chain[-1].parent
+        chain.reverse()
+        diff_ids = [self.graph.get_digest(layer.id) for layer in chain]
+        newest = chain[-1]
+        config: dict[str, Any] = {
+            "architecture": newest.architecture or "amd64",
+            "os": newest.os or "linux",
+            "created": newest.created,
+            "config": newest.config or {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created": layer.created, **({"comment": layer.comment} if layer.comment else {})}
+                        for layer in chain],
+        }
+        data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        digest = sha256_of(data)
+        image = StoredImage(id=digest.partition(":")[2], names=(), manifest_digest=digest,
+                            manifest_media_type="", config_digest=digest, layers=tuple(x.id for x in chain),
+                            diff_ids=tuple(diff_ids), created=newest.created, loaded="")
+        return image, data, None
+
+    def _save_one(self, name: str, image: StoredImage, config_bytes: bytes, stored: bytes | None, *,
+                  destination: ImageDestination, compress: str, progress: TransferProgress) -> str:
         supported = destination.supported_manifest_types()
         oci = supported[0] == mt.OCI_MANIFEST if supported else True
         manifest_type = mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
         layer_type = _COMPRESSED_TYPES[compress][0 if oci else 1]
-        config_bytes = (self.root / image.id / "config").read_bytes()
         config_desc = Descriptor(media_type=mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
                                  digest=image.config_digest, size=len(config_bytes))
         layers = [self._save_layer(layer, diff_id, layer_type=layer_type, compress=compress,
@@ -538,9 +577,8 @@ class ImageStore:
             import io
 
             destination.put_blob(io.BytesIO(config_bytes), config_desc.media_type, expected=config_desc)
-        stored = (self.root / image.id / "manifest").read_bytes()
-        stored_json = json.loads(stored)
-        if (image.manifest_media_type == manifest_type
+        stored_json = json.loads(stored) if stored is not None else {}
+        if (stored is not None and image.manifest_media_type == manifest_type
                 and [d.get("digest") for d in stored_json.get("layers", [])] == [d.digest for d in layers]
                 and stored_json.get("config", {}).get("mediaType") == config_desc.media_type):
             manifest = stored
