@@ -37,7 +37,7 @@ from ..errors import (
     LayerStoreError,
     UnsupportedMediaType,
 )
-from ..image import Image, format_created
+from ..image import Image, format_created, is_valid_id
 from . import descriptor as mt
 from ._streams import CompressingReader, VerifyingReader, sha256_of
 from .descriptor import Descriptor, Platform
@@ -141,13 +141,15 @@ class ImageStore:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.root = graph.root / IMAGES_DIR
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        self._sweep()
+        # Created by the first change: reading a store never writes to it.
+        if self.root.is_dir():
+            self._sweep()
 
     # -- records ----------------------------------------------------------------
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        self.root.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -156,9 +158,12 @@ class ImageStore:
             os.close(fd)
 
     def _sweep(self) -> None:
-        for entry in self.root.glob(".tmp-*"):
+        """Remove staging and trash of killed processes (under the lock, so never a live one's)."""
+        leftovers = list(self.root.glob(".tmp-*"))
+        if leftovers:
             with self._lock():
-                shutil.rmtree(entry, ignore_errors=True)
+                for entry in leftovers:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _names(self) -> dict[str, str]:
         path = self.root / NAMES_FILE
@@ -177,7 +182,11 @@ class ImageStore:
         os.replace(tmp, path)
 
     def _ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "image.json").is_file())
+        try:
+            entries = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in entries if is_valid_id(n) and (self.root / n / "image.json").is_file())
 
     def _record(self, image_id: str, names: dict[str, str] | None = None) -> StoredImage:
         path = self.root / image_id / "image.json"
