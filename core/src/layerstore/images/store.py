@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from ..counting import CountingReader
 from ..errors import (
     AmbiguousID,
     CorruptMetadata,
@@ -624,7 +625,7 @@ class ImageStore:
             stream: BinaryIO = tar
             if compress != "none":
                 stream = cast(BinaryIO, CompressingReader(tar, compress))
-            counted = _Counting(stream, lambda n: progress.blob_advanced(placeholder, n))
+            counted = CountingReader(stream, lambda n: progress.blob_advanced(placeholder, n))
             desc = destination.put_blob(cast(BinaryIO, counted), layer_type, expected=expected)
         progress.blob_finished(desc)
         self._remember(layer, desc, destination)
@@ -641,17 +642,3 @@ class ImageStore:
             while chunk := tar.read(1 << 20):
                 size += len(chunk)
         return size
-
-
-class _Counting:
-    """A read-only stream that reports the bytes read through it."""
-
-    def __init__(self, source: BinaryIO, report: Any) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
