@@ -336,8 +336,9 @@ class ImageStore:
         this machine's) and keeps the index.  Every blob is checked against
         its descriptor's digest and size; each layer's uncompressed digest
         must equal the config's ``diff_ids`` entry.  Layers whose chain ID is
-        stored are reused and not read; `source.prefetch` is told exactly the
-        blobs that will be opened.  Layers are decompressed (gzip, zstd) and
+        stored are reused and not read; after the config has been read,
+        `source.prefetch` is told exactly the layer blobs that will be opened,
+        in order, and they are opened one at a time in that order.  Layers are decompressed (gzip, zstd) and
         applied as streams through the graph, with tar-split recording.  The
         image gets `names` plus the names the source carries.  Atomic: on any
         error the layers this call added are removed and no record stays.
