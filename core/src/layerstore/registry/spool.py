@@ -92,24 +92,24 @@ class Spool:
         todo = []
         for descriptor in descriptors:
             if descriptor.digest not in self._entries:
-                self._entries[descriptor.digest] = _Entry(self._dir / descriptor.digest.replace(":", "-"))
-                todo.append(descriptor)
+                entry = _Entry(self._dir / descriptor.digest.replace(":", "-"))
+                self._entries[descriptor.digest] = entry
+                todo.append((descriptor, entry))
         # Slots are taken in order on one thread, so blob n never waits for a slot held by blob n+1.
         self._scheduler = threading.Thread(target=self._schedule, args=(todo,), daemon=True,
                                            name="layerstore-pull-scheduler")
         self._scheduler.start()
 
-    def _schedule(self, todo: list[Descriptor]) -> None:
-        for descriptor in todo:
+    def _schedule(self, todo: list[tuple[Descriptor, _Entry]]) -> None:
+        for descriptor, entry in todo:
             while not self._slots.acquire(timeout=0.5):
                 if self._cancelled.is_set():
                     return
             if self._cancelled.is_set():
                 return
-            self._pool.submit(self._download, descriptor)
+            self._pool.submit(self._download, descriptor, entry)
 
-    def _download(self, descriptor: Descriptor) -> None:
-        entry = self._entries[descriptor.digest]
+    def _download(self, descriptor: Descriptor, entry: _Entry) -> None:
         try:
             with open(entry.path, "wb") as out, self._opener(descriptor) as stream:
                 while not self._cancelled.is_set():
