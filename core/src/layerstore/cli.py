@@ -24,6 +24,7 @@ import click
 
 from . import __version__
 from .errors import LayerStoreError
+from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -211,6 +212,10 @@ def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
 
 
+for _command in image_commands():  # load, save, images, tag, untag, rmi
+    cli.add_command(_command)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(as_json: bool) -> None:
@@ -308,6 +313,7 @@ def drivers(as_json: bool) -> None:
 @click.argument("file", metavar="FILE|-")
 def import_(parent: str | None, message: str, file: str) -> None:
     """Import a layer tar (plain, gzip, bzip2, xz or zstd) as a new image; print its ID."""
+    refuse_image_archive(file)
     if file == "-":
         source: BinaryIO = sys.stdin.buffer
         length = None
@@ -402,8 +408,9 @@ def ls(tree: bool, as_json: bool, no_trunc: bool) -> None:
 @cli.command()
 @click.argument("image")
 def inspect(image: str) -> None:
-    """Print the metadata of IMAGE as JSON."""
-    _print_json(_state().graph.get(image).to_dict())
+    """Print the metadata of IMAGE (an image name or ID, or a layer) as JSON."""
+    graph = _state().graph
+    _print_json(inspect_image(graph, image) or graph.get(image).to_dict())
 
 
 @cli.command()
@@ -419,9 +426,9 @@ def diff(image: str) -> None:
 @cli.command()
 @click.argument("image")
 def mount(image: str) -> None:
-    """Make IMAGE's filesystem visible and print its path (stays mounted until `umount`)."""
+    """Make IMAGE's filesystem (an image's top layer, or a layer) visible and print its path."""
     state = _state()
-    img = state.graph.get(image)
+    img = state.graph.get(image_layer(state.graph, image))
     path = state.driver.get(img.id)
     state.keep_mounts = True
     click.echo(path)
@@ -432,7 +439,7 @@ def mount(image: str) -> None:
 def umount(image: str) -> None:
     """Release one `mount` of IMAGE; the last one unmounts it."""
     state = _state()
-    img = state.graph.get(image)
+    img = state.graph.get(image_layer(state.graph, image))
     state.driver.put(img.id)
 
 

@@ -325,11 +325,18 @@ class Graph:
         return [i for i in self._metadata_ids() if self.driver.exists(i)]
 
     def resolve(self, name: str) -> str:
-        """Return the full ID of the image named by `name` (an ID or a unique prefix).
+        """Return the full ID of the image named by `name` (an ID, a unique prefix, or a ``sha256:`` digest).
+
+        A digest names a layer by its chain ID, its diff digest or a recorded
+        compressed digest (`layerstore.images.layers.resolve_digest`).
 
         `InvalidID` for an empty name or one with spaces, `ImageNotFound`,
         `AmbiguousID` naming the candidates.
         """
+        if name.startswith("sha256:"):
+            from .images.layers import resolve_digest
+
+            return resolve_digest(self, name)
         if is_valid_id(name):
             if self._is_whole(name):
                 return name
