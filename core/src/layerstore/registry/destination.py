@@ -76,14 +76,14 @@ class RegistryDestination:
         return Descriptor(media_type=media_type, digest=digest, size=size)
 
     def put_manifest(self, data: bytes, media_type: str, *, names: Sequence[str] = ()) -> str:
-        """Put the manifest under the tags of `names` (else this destination's tag, else only by digest)."""
+        """Put the manifest under this destination's tag (by digest when it has none); returns the digest.
+
+        `names` (the names the image has in the store) are ignored: a push
+        names its destination itself.
+        """
         self._authenticate()
         digest = sha256_digest(data)
-        tags = [t for t in (_tag_of(n) for n in names) if t]
-        if not tags and self.reference.tag:
-            tags = [self.reference.tag]
-        for tag in tags or [digest]:
-            put_manifest(self.client, self._repository, tag, data, media_type)
+        put_manifest(self.client, self._repository, self.reference.tag or digest, data, media_type)
         return digest
 
     def commit(self) -> None:
@@ -98,16 +98,6 @@ class RegistryDestination:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _tag_of(name: str) -> str | None:
-    """The tag of a name: ``v1`` itself, or the tag of ``host/repo:v1``; None for digests and bare names."""
-    if "/" not in name and ":" not in name and "@" not in name:
-        return name
-    try:
-        return parse_reference(name, default_tag=None).tag
-    except InvalidReference:
-        return None
 
 
 def _same_registry_repository(location: str, registry: str) -> str | None:

@@ -8,9 +8,7 @@ requires HTTP basic auth from an htpasswd file of bcrypt hashes (made by
 Apache's ``htpasswd -B``).  `kill` and `start` simulate a crash and a
 restart on the same port and storage.
 
-`build_image` makes an OCI image layout with ``umoci`` (one layer per step,
-each step a function that changes the root filesystem), so that tests push
-images made by independent tools; `skopeo` runs skopeo against a registry.
+`skopeo` runs skopeo (the independent client the tests compare with).
 """
 
 from __future__ import annotations
@@ -22,12 +20,12 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import driver_required
 
-__all__ = ["LocalRegistry", "build_image", "require_tools", "skopeo"]
+__all__ = ["LocalRegistry", "require_tools", "skopeo"]
 
 USERNAME = "layerstore"
 _READY_ATTEMPTS = 400
@@ -46,11 +44,12 @@ def require_tools(*tools: str) -> None:
     pytest.skip(message)
 
 
-def _run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+def _run(argv: Sequence[str | os.PathLike[str]]) -> subprocess.CompletedProcess[str]:
+    args = [os.fspath(a) for a in argv]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result  # type: ignore[no-any-return]
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
 
 
 def _free_port() -> int:
@@ -62,7 +61,7 @@ def _free_port() -> int:
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ec: list[str | os.PathLike[str]] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _run(["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_crt, "-days", "2",
           "-subj", "/CN=layerstore test CA"])
     _run(["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"])
@@ -199,19 +198,3 @@ class LocalRegistry:
 def skopeo(*args: str) -> str:
     """Run skopeo (no policy prompts: an accept-anything policy of its own); returns stdout."""
     return _run(["skopeo", "--insecure-policy", *args]).stdout
-
-
-def build_image(layout: Path, tag: str, steps: Sequence[Callable[[Path], None]], workdir: Path) -> None:
-    """An OCI image layout at `layout` with `tag`: one umoci layer per step (each changes the rootfs given)."""
-    ref = f"{layout}:{tag}"
-    if not (layout / "index.json").exists():
-        _run(["umoci", "init", "--layout", str(layout)])
-    _run(["umoci", "new", "--image", ref])
-    _run(["umoci", "config", "--image", ref, "--config.cmd", "/bin/sh", "--config.env", "LAYERSTORE=test"])
-    for n, step in enumerate(steps):
-        bundle = workdir / f"bundle-{tag}-{n}"
-        _run(["umoci", "unpack", "--image", ref, str(bundle)])
-        step(bundle / "rootfs")
-        _run(["umoci", "repack", "--image", ref, str(bundle)])
-        shutil.rmtree(bundle)
-    _run(["umoci", "gc", "--layout", str(layout)])
