@@ -30,7 +30,8 @@ def _not_found(client: RegistryClient, repository: str, reference: str, code: st
     if code == "NAME_UNKNOWN":
         return ImageNotFound(f"repository {where} does not exist on the registry; check the name")
     sep = "@" if reference.startswith("sha256:") else ":"
-    return ImageNotFound(f"image {where}{sep}{reference} is not on the registry; check the tag or digest")
+    return ImageNotFound(f"image {where}{sep}{reference} is not on the registry (unknown repository, tag or "
+                         f"digest); check the name")
 
 
 def get_manifest(client: RegistryClient, repository: str, reference: str, *,
