@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urljoin
 
 import attrs
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
+from urllib3.exceptions import HTTPError, InsecureRequestWarning, MaxRetryError, SSLError
 
 from ..errors import RegistryError
 from ..images.reference import registry_endpoint
@@ -94,6 +94,8 @@ class RegistryClient:
         if self.options.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+            # The user asked for it; urllib3's per-request warning would only repeat that.
+            urllib3.disable_warnings(InsecureRequestWarning)
         self._pool = urllib3.PoolManager(
             num_pools=4, maxsize=16, ssl_context=context,
             timeout=urllib3.Timeout(connect=_CONNECT_TIMEOUT, read=_READ_TIMEOUT),
