@@ -28,6 +28,7 @@ from . import __version__
 from .counting import CountingReader as _CountingReader
 from .errors import LayerStoreError
 from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
+from .registrycli import registry_commands
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -187,6 +188,8 @@ def _state() -> _State:
 
 
 for _command in image_commands():  # load, save, images, tag, untag, rmi
+    cli.add_command(_command)
+for _command in registry_commands():  # pull, push, login, logout
     cli.add_command(_command)
 
 
