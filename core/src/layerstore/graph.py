@@ -46,7 +46,7 @@ from .errors import (
     StorageFull,
 )
 from .flock import held_flock
-from .fstree import remove_tree_quietly
+from .fstree import remove_tree, remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
@@ -659,7 +659,7 @@ class Graph:
             from .tarsplit.inline import inline_kept
 
             inline_kept(staging / TAR_DATA_FILE, aside.kept)
-            shutil.rmtree(aside.directory)
+            remove_tree(aside.directory)
         return size, digest
 
     def delete(self, name: str, force: bool = False) -> None:
