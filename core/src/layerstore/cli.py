@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 import click
 
 from . import __version__
+from .counting import CountingReader as _CountingReader
 from .errors import LayerStoreError
+from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
+from .registrycli import registry_commands
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -148,35 +151,6 @@ def _progress(length: int | None, label: str) -> Iterator[Callable[[int], None]]
         yield bar.update
 
 
-class _CountingReader:
-    """Pass-through reader that reports how many bytes were read (for progress bars)."""
-
-    def __init__(self, source: BinaryIO, report: Callable[[int], None]) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._source.closed)
-
-
 def _short(image_id: str | None, full: bool = False) -> str:
     if not image_id:
         return ""
@@ -211,6 +185,12 @@ def cli(ctx: click.Context, root: Path | None, driver: str | None, options: tupl
 
 def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
+
+
+for _command in image_commands():  # load, save, images, tag, untag, rmi
+    cli.add_command(_command)
+for _command in registry_commands():  # pull, push, login, logout
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -316,6 +296,7 @@ def import_(parent: str | None, message: str, file: str) -> None:
         raise LayerStoreError("the --message text is not valid UTF-8; pass UTF-8 text") from None
     if parent is not None and not parent.strip():
         raise LayerStoreError("--parent needs an image ID or prefix; leave it out to import a base image")
+    refuse_image_archive(file)
     if file == "-":
         source: BinaryIO = sys.stdin.buffer
         length = None
@@ -402,8 +383,9 @@ def ls(tree: bool, as_json: bool, no_trunc: bool) -> None:
 @cli.command()
 @click.argument("image")
 def inspect(image: str) -> None:
-    """Print the metadata of IMAGE as JSON."""
-    _print_json(_state().graph.get(image).to_dict())
+    """Print the metadata of IMAGE (an image name or ID, or a layer) as JSON."""
+    graph = _state().graph
+    _print_json(inspect_image(graph, image) or graph.get(image).to_dict())
 
 
 @cli.command()
@@ -440,9 +422,9 @@ def _escaped(path: str) -> str:
 @cli.command()
 @click.argument("image")
 def mount(image: str) -> None:
-    """Make IMAGE's filesystem visible and print its path (stays mounted until `umount`)."""
+    """Make IMAGE's filesystem (an image's top layer, or a layer) visible and print its path."""
     state = _state()
-    img = state.graph.get(image)
+    img = state.graph.get(image_layer(state.graph, image))
     path = state.driver.get(img.id)
     click.echo(path)
     sys.stdout.flush()
@@ -457,7 +439,7 @@ def mount(image: str) -> None:
 def umount(force: bool, image: str) -> None:
     """Release one `mount` of IMAGE; the last one unmounts it."""
     state = _state()
-    img = state.graph.get(image)
+    img = state.graph.get(image_layer(state.graph, image))
     if force:
         state.driver.release_all(img.id)
     else:

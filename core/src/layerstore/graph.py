@@ -46,7 +46,7 @@ from .errors import (
     StorageFull,
 )
 from .flock import held_flock
-from .fstree import remove_tree_quietly
+from .fstree import remove_tree, remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
@@ -235,7 +235,9 @@ class _RawFile:
 
 
 def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
-    """Open members below the layer directory `root_fd` (relative opens: the kernel walks only the member path)."""
+    """Open members below the layer directory `root_fd`, links resolved inside it (see `open_in_root`)."""
+    from .archive.inroot import open_in_root
+
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def open_file(name: str) -> BinaryIO:
@@ -246,7 +248,8 @@ def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]
         if not rel or ".." in rel.split("/"):
             raise CorruptMetadata(f"layer {layer_id}: tar-split data names an unsafe file {name!r}")
         try:
-            fd = os.open(rel, flags, dir_fd=root_fd)
+            # Members written through a symbolic link are read back through it, inside the layer.
+            fd = open_in_root(root_fd, rel, flags)
         except (FileNotFoundError, NotADirectoryError):
             raise DigestMismatch(
                 f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
@@ -333,11 +336,18 @@ class Graph:
         return [i for i in self._metadata_ids() if self.driver.exists(i)]
 
     def resolve(self, name: str) -> str:
-        """Return the full ID of the image named by `name` (an ID or a unique prefix).
+        """Return the full ID of the image named by `name` (an ID, a unique prefix, or a ``sha256:`` digest).
+
+        A digest names a layer by its chain ID, its diff digest or a recorded
+        compressed digest (`layerstore.images.layers.resolve_digest`).
 
         `InvalidID` for an empty name or one with spaces, `ImageNotFound`,
         `AmbiguousID` naming the candidates.
         """
+        if name.startswith("sha256:"):
+            from .images.layers import resolve_digest
+
+            return resolve_digest(self, name)
         if is_valid_id(name):
             if self._is_whole(name):
                 return name
@@ -620,10 +630,13 @@ class Graph:
             raise
 
     def _apply_layer(self, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
+        from .archive.aside import setting_aside
         from .archive.compression import decompressed
         from .recording import LayerRecording
 
-        with open(staging / TAR_DATA_FILE, "wb") as meta:
+        # Files the extraction removes again (a later whiteout of them in the same
+        # tar) are kept aside, then moved into the tar-split metadata.
+        with open(staging / TAR_DATA_FILE, "wb") as meta, setting_aside(staging / "aside") as aside:
             plain = decompressed(layer_data)
             try:
                 with contextlib.closing(LayerRecording(plain, meta)) as recording:
@@ -642,6 +655,11 @@ class Graph:
                     plain.close()
             meta.flush()
             os.fsync(meta.fileno())
+        if aside.kept:
+            from .tarsplit.inline import inline_kept
+
+            inline_kept(staging / TAR_DATA_FILE, aside.kept)
+            remove_tree(aside.directory)
         return size, digest
 
     def delete(self, name: str, force: bool = False) -> None:

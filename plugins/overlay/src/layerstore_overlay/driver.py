@@ -667,9 +667,12 @@ class OverlayDriver:
         self._freeze(id)
         # A base layer is never mounted (get returns diff/ itself), so kernel
         # whiteouts there would show as device files: delete instead.
-        fmt = "overlay" if self._lowers(id) else "delete"
+        lowers = self._lowers(id)
+        fmt = "overlay" if lowers else "delete"
         diff = os.path.join(self._dir(id), "diff")
-        size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt)
+        # Names resolve through the lower layers too (links there are followed inside the layer).
+        lower_dirs = [os.path.join(self.home, entry) for entry in lowers]
+        size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt, lowers=lower_dirs)
         if fmt == "overlay":
             _native.drop_hidden_whiteouts(diff, _XATTR_PREFIXES)
         return int(size)
