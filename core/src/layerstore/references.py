@@ -102,6 +102,13 @@ class ReferenceTable:
                 yield
             finally:
                 del held[stripe]
+                # Lock files live only while used, so the runroot does not grow with every store ever
+                # opened; a waiter on this file re-checks the name once it has the lock.
+                with contextlib.suppress(OSError):
+                    os.unlink(self._locks / str(stripe))
+                for directory in (self._locks, self._refs, self.directory):
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
         finally:
             os.close(fd)
 
