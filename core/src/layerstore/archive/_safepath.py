@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
+from ..fstree import remove_tree
 from .whiteouts import OVERLAY_XATTR_PREFIXES
 
 if TYPE_CHECKING:
@@ -58,9 +58,9 @@ def split_name(name: str, what: str = "tar entry") -> list[str]:
 
 
 def remove_path(path: str, is_dir: bool) -> None:
-    """Remove a file, link or node, or a whole directory tree without following links."""
+    """Remove a file, link or node, or a whole directory tree (iteratively) without following links."""
     if is_dir:
-        shutil.rmtree(path)
+        remove_tree(path, missing_ok=False)
     else:
         os.unlink(path)
 
