@@ -209,3 +209,8 @@ def test_multi_platform_index(images: dict[str, Path], store: ImageStore, scratc
     assert store.resolve("example.com/team/multi:1") in (native.id, other.id)
     assert store.resolve(arm) == other.id
     assert len(store.graph.ids()) == 2  # same layers, two configs
+    # rmi keeps layers another image uses, and removes them with the last image.
+    assert store.remove(native.id) == []
+    assert len(store.graph.ids()) == 2
+    assert store.remove(other.id) == list(reversed(other.layers))
+    assert store.graph.ids() == [] and store.images() == []

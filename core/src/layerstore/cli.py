@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 import click
 
 from . import __version__
+from .counting import CountingReader as _CountingReader
 from .errors import LayerStoreError
 from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
 from .registrycli import registry_commands
@@ -146,35 +147,6 @@ def _progress(length: int | None, label: str) -> Iterator[Callable[[int], None]]
         return
     with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=False) as bar:
         yield bar.update
-
-
-class _CountingReader:
-    """Pass-through reader that reports how many bytes were read (for progress bars)."""
-
-    def __init__(self, source: BinaryIO, report: Callable[[int], None]) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._source.closed)
 
 
 def _short(image_id: str | None, full: bool = False) -> str:

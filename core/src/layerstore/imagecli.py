@@ -217,12 +217,13 @@ def load(input_: str, platform: str | None, quiet: bool, as_json: bool) -> None:
 @click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,
               help="Compression of the layers.")
 def save(images: tuple[str, ...], output: Path, fmt: str, compress: str) -> None:
-    """Save images to a docker-archive or an OCI image layout; layers are the bytes that were loaded."""
+    """Save images (or layer chains made by `import`) to a docker-archive or an OCI image layout.
+
+    Layers are the bytes that were loaded; nothing is left at the output when it fails.
+    """
     from .images.archives import open_destination
 
     store = _store()
-    for name in images:
-        store.resolve(name)  # every name is checked before anything is written
     store.save(list(images), open_destination(output, fmt), compress=compress, progress=_progress("saving"))
 
 

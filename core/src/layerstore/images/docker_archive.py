@@ -21,13 +21,14 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from ..errors import InvalidArchive, LayerStoreError
 from ..image import format_created
 from . import descriptor as mt
-from ._archivefiles import ArchiveReader, ArchiveWriter
-from ._streams import VerifyingReader, sha256_of
+from ._archivefiles import ArchiveReader
+from ._destination import BlobFileDestination
+from ._streams import sha256_of
 from .descriptor import Descriptor
 from .reference import parse_reference
 
@@ -219,66 +220,33 @@ class DockerArchiveSource:
         self._reader.close()
 
 
-class DockerArchiveDestination:
+class DockerArchiveDestination(BlobFileDestination):
     """Writes a docker-archive tar (or, `as_dir`, a directory in the same form); implements `ImageDestination`."""
 
     def __init__(self, path: Path, *, as_dir: bool = False) -> None:
-        self._writer = ArchiveWriter(path, as_dir=as_dir)
-        self._description = f"docker-archive:{path}"
+        super().__init__(path, as_dir=as_dir, description=f"docker-archive:{path}")
         self._entries: list[dict[str, Any]] = []
-        self._committed = False
-
-    @property
-    def description(self) -> str:
-        """``docker-archive:<path>``."""
-        return self._description
-
-    @property
-    def location(self) -> str | None:
-        """None: a new archive holds no blobs yet."""
-        return None
 
     def supported_manifest_types(self) -> tuple[str, ...]:
         """Docker schema 2 only (the archive keeps no manifest; it is rebuilt from the config and layers)."""
         return (mt.DOCKER_MANIFEST,)
 
-    @staticmethod
-    def _name(digest: str, media_type: str) -> str:
+    def blob_name(self, digest: str, media_type: str) -> str:
+        """``<hex>.json`` for a config, ``<hex>.tar`` for a layer."""
         hexpart = digest.partition(":")[2]
         return f"{hexpart}.json" if media_type in mt.CONFIG_TYPES else f"{hexpart}.tar"
-
-    def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
-        """True when this save wrote the blob already."""
-        return self._writer.has(self._name(descriptor.digest, descriptor.media_type))
-
-    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
-        """Write a config as ``<hex>.json`` or a layer as ``<hex>.tar``, verified against `expected`."""
-        if expected is not None:
-            checked = VerifyingReader(stream, expected.digest, expected.size, f"blob {expected.digest}")
-            self._writer.write(self._name(expected.digest, media_type), cast(BinaryIO, checked), expected.size)
-            checked.drain()
-            return expected
-        digest, size = self._writer.write_hashed(stream, lambda d: self._name(d, media_type))
-        return Descriptor(media_type=media_type, digest=digest, size=size)
 
     def put_manifest(self, data: bytes, media_type: str, *, names: Sequence[str] = ()) -> str:
         """Add a ``manifest.json`` entry for the manifest's config and layers, tagged with `names`."""
         manifest = json.loads(data)
         config = manifest["config"]
         self._entries.append({
-            "Config": self._name(config["digest"], mt.DOCKER_CONFIG),
+            "Config": self.blob_name(config["digest"], mt.DOCKER_CONFIG),
             "RepoTags": [parse_reference(n).familiar() for n in names if parse_reference(n).tag],
-            "Layers": [self._name(layer["digest"], layer["mediaType"]) for layer in manifest["layers"]],
+            "Layers": [self.blob_name(layer["digest"], layer["mediaType"]) for layer in manifest["layers"]],
         })
         return sha256_of(data)
 
     def commit(self) -> None:
         """Write ``manifest.json`` and move the archive into place."""
-        self._writer.write_bytes("manifest.json", json.dumps(self._entries).encode())
-        self._writer.commit()
-        self._committed = True
-
-    def close(self) -> None:
-        """Without `commit`, remove everything written."""
-        if not self._committed:
-            self._writer.abort()
+        self._finish({"manifest.json": json.dumps(self._entries).encode()})

@@ -12,12 +12,13 @@ import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from ..errors import DigestMismatch, InvalidArchive, LayerStoreError, UnsupportedMediaType
 from . import descriptor as mt
-from ._archivefiles import ArchiveReader, ArchiveWriter
-from ._streams import VerifyingReader, sha256_of
+from ._archivefiles import ArchiveReader
+from ._destination import BlobFileDestination
+from ._streams import sha256_of
 from .descriptor import Descriptor
 from .reference import is_digest, parse_reference
 
@@ -137,42 +138,20 @@ class OciLayoutSource:
         self._reader.close()
 
 
-class OciLayoutDestination:
+class OciLayoutDestination(BlobFileDestination):
     """Writes an OCI layout to a new directory or a tar file; implements `ImageDestination`."""
 
     def __init__(self, path: Path, *, as_dir: bool) -> None:
-        self._writer = ArchiveWriter(path, as_dir=as_dir)
-        self._description = f"oci{'-dir' if as_dir else ''}:{path}"
+        super().__init__(path, as_dir=as_dir, description=f"oci{'-dir' if as_dir else ''}:{path}")
         self._manifests: list[dict[str, Any]] = []
-        self._committed = False
-
-    @property
-    def description(self) -> str:
-        """``oci:<path>`` or ``oci-dir:<path>``."""
-        return self._description
-
-    @property
-    def location(self) -> str | None:
-        """None: a new archive holds no blobs yet."""
-        return None
 
     def supported_manifest_types(self) -> tuple[str, ...]:
         """OCI manifests first, Docker's accepted."""
         return (mt.OCI_MANIFEST, mt.DOCKER_MANIFEST)
 
-    def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
-        """True when this save wrote the blob already."""
-        return self._writer.has(_blob_path(descriptor.digest))
-
-    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
-        """Write a blob under its digest, verified against `expected` when given."""
-        if expected is not None:
-            checked = VerifyingReader(stream, expected.digest, expected.size, f"blob {expected.digest}")
-            self._writer.write(_blob_path(expected.digest), cast(BinaryIO, checked), expected.size)
-            checked.drain()
-            return expected
-        digest, size = self._writer.write_hashed(stream, _blob_path)
-        return Descriptor(media_type=media_type, digest=digest, size=size)
+    def blob_name(self, digest: str, media_type: str) -> str:
+        """``blobs/<alg>/<hex>``."""
+        return _blob_path(digest)
 
     def put_manifest(self, data: bytes, media_type: str, *, names: Sequence[str] = ()) -> str:
         """Write the manifest blob and remember an ``index.json`` entry per name."""
@@ -190,13 +169,5 @@ class OciLayoutDestination:
 
     def commit(self) -> None:
         """Write ``oci-layout`` and ``index.json`` and move the layout into place."""
-        self._writer.write_bytes("oci-layout", _LAYOUT)
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": self._manifests}
-        self._writer.write_bytes("index.json", json.dumps(index).encode())
-        self._writer.commit()
-        self._committed = True
-
-    def close(self) -> None:
-        """Without `commit`, remove everything written."""
-        if not self._committed:
-            self._writer.abort()
+        self._finish({"oci-layout": _LAYOUT, "index.json": json.dumps(index).encode()})

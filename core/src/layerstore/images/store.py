@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from ..counting import CountingReader
 from ..errors import (
     AmbiguousID,
     CorruptMetadata,
@@ -37,7 +38,7 @@ from ..errors import (
     LayerStoreError,
     UnsupportedMediaType,
 )
-from ..image import Image, format_created
+from ..image import Image, format_created, is_valid_id
 from . import descriptor as mt
 from ._streams import CompressingReader, VerifyingReader, sha256_of
 from .descriptor import Descriptor, Platform
@@ -141,13 +142,15 @@ class ImageStore:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.root = graph.root / IMAGES_DIR
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        self._sweep()
+        # Created by the first change: reading a store never writes to it.
+        if self.root.is_dir():
+            self._sweep()
 
     # -- records ----------------------------------------------------------------
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        self.root.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -156,9 +159,12 @@ class ImageStore:
             os.close(fd)
 
     def _sweep(self) -> None:
-        for entry in self.root.glob(".tmp-*"):
+        """Remove staging and trash of killed processes (under the lock, so never a live one's)."""
+        leftovers = list(self.root.glob(".tmp-*"))
+        if leftovers:
             with self._lock():
-                shutil.rmtree(entry, ignore_errors=True)
+                for entry in leftovers:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _names(self) -> dict[str, str]:
         path = self.root / NAMES_FILE
@@ -177,7 +183,11 @@ class ImageStore:
         os.replace(tmp, path)
 
     def _ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "image.json").is_file())
+        try:
+            entries = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in entries if is_valid_id(n) and (self.root / n / "image.json").is_file())
 
     def _record(self, image_id: str, names: dict[str, str] | None = None) -> StoredImage:
         path = self.root / image_id / "image.json"
@@ -326,8 +336,9 @@ class ImageStore:
         this machine's) and keeps the index.  Every blob is checked against
         its descriptor's digest and size; each layer's uncompressed digest
         must equal the config's ``diff_ids`` entry.  Layers whose chain ID is
-        stored are reused and not read; `source.prefetch` is told exactly the
-        blobs that will be opened.  Layers are decompressed (gzip, zstd) and
+        stored are reused and not read; after the config has been read,
+        `source.prefetch` is told exactly the layer blobs that will be opened,
+        in order, and they are opened one at a time in that order.  Layers are decompressed (gzip, zstd) and
         applied as streams through the graph, with tar-split recording.  The
         image gets `names` plus the names the source carries.  Atomic: on any
         error the layers this call added are removed and no record stays.
@@ -514,21 +525,60 @@ class ImageStore:
         progress = progress or TransferProgress()
         digests = []
         try:
-            images = [(n, self.get(n)) for n in names_or_ids]
-            for name, image in images:
-                digests.append(self._save_one(name, image, destination, compress, progress))
+            images = [(n, *self._saveable(n)) for n in names_or_ids]
+            for name, image, config_bytes, manifest in images:
+                digests.append(self._save_one(name, image, config_bytes, manifest, destination=destination,
+                                              compress=compress, progress=progress))
             destination.commit()
         finally:
             destination.close()
         return digests
 
-    def _save_one(self, name: str, image: StoredImage, destination: ImageDestination, compress: str,
-                  progress: TransferProgress) -> str:
+    def _saveable(self, name: str) -> tuple[StoredImage, bytes, bytes | None]:
+        """The image, config and stored manifest to save for `name`: a stored image, or else a layer made by
+        ``import`` with a minimal config built from the v1 JSON of its chain (and no stored manifest)."""
+        try:
+            image = self.get(name)
+        except ImageNotFound:
+            try:
+                layer = self.graph.resolve(name)
+            except LayerStoreError:
+                raise ImageNotFound(f"no image or layer named {name!r}; `layerstore images` lists the images") \
+                    from None
+            return self._layer_chain_image(layer)
+        return image, (self.root / image.id / "config").read_bytes(), (self.root / image.id / "manifest").read_bytes()
+
+    def _layer_chain_image(self, top: str) -> tuple[StoredImage, bytes, None]:
+        chain = []
+        current: str | None = top
+        while current is not None:
+            chain.append(self.graph.get(current))
+            current = chain[-1].parent
+        chain.reverse()
+        diff_ids = [self.graph.get_digest(layer.id) for layer in chain]
+        newest = chain[-1]
+        config: dict[str, Any] = {
+            "architecture": newest.architecture or "amd64",
+            "os": newest.os or "linux",
+            "created": newest.created,
+            "config": newest.config or {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created": layer.created, **({"comment": layer.comment} if layer.comment else {})}
+                        for layer in chain],
+        }
+        data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        digest = sha256_of(data)
+        image = StoredImage(id=digest.partition(":")[2], names=(), manifest_digest=digest,
+                            manifest_media_type="", config_digest=digest, layers=tuple(x.id for x in chain),
+                            diff_ids=tuple(diff_ids), created=newest.created, loaded="")
+        return image, data, None
+
+    def _save_one(self, name: str, image: StoredImage, config_bytes: bytes, stored: bytes | None, *,
+                  destination: ImageDestination, compress: str, progress: TransferProgress) -> str:
         supported = destination.supported_manifest_types()
         oci = supported[0] == mt.OCI_MANIFEST if supported else True
         manifest_type = mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
         layer_type = _COMPRESSED_TYPES[compress][0 if oci else 1]
-        config_bytes = (self.root / image.id / "config").read_bytes()
         config_desc = Descriptor(media_type=mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
                                  digest=image.config_digest, size=len(config_bytes))
         layers = [self._save_layer(layer, diff_id, layer_type=layer_type, compress=compress,
@@ -538,9 +588,8 @@ class ImageStore:
             import io
 
             destination.put_blob(io.BytesIO(config_bytes), config_desc.media_type, expected=config_desc)
-        stored = (self.root / image.id / "manifest").read_bytes()
-        stored_json = json.loads(stored)
-        if (image.manifest_media_type == manifest_type
+        stored_json = json.loads(stored) if stored is not None else {}
+        if (stored is not None and image.manifest_media_type == manifest_type
                 and [d.get("digest") for d in stored_json.get("layers", [])] == [d.digest for d in layers]
                 and stored_json.get("config", {}).get("mediaType") == config_desc.media_type):
             manifest = stored
@@ -577,7 +626,7 @@ class ImageStore:
             stream: BinaryIO = tar
             if compress != "none":
                 stream = cast(BinaryIO, CompressingReader(tar, compress))
-            counted = _Counting(stream, lambda n: progress.blob_advanced(placeholder, n))
+            counted = CountingReader(stream, lambda n: progress.blob_advanced(placeholder, n))
             desc = destination.put_blob(cast(BinaryIO, counted), layer_type, expected=expected)
         progress.blob_finished(desc)
         self._remember(layer, desc, destination)
@@ -594,17 +643,3 @@ class ImageStore:
             while chunk := tar.read(1 << 20):
                 size += len(chunk)
         return size
-
-
-class _Counting:
-    """A read-only stream that reports the bytes read through it."""
-
-    def __init__(self, source: BinaryIO, report: Any) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
