@@ -123,8 +123,8 @@ class ReferenceTable:
             try:
                 self._locks.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                continue  # a directory was pruned in between
+            except (FileNotFoundError, FileExistsError):  # mkdir racing an rmdir of an emptied directory
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -189,8 +189,8 @@ class ReferenceTable:
             try:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.close(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            except FileNotFoundError:
-                continue  # an empty parent was pruned in between
+            except (FileNotFoundError, FileExistsError):  # mkdir racing an rmdir of an emptied directory
+                continue
             return name
 
     def detach(self, layer_id: str, name: str) -> str:
