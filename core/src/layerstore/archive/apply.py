@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..idtools import IDMappings
+from ..xattrs import get_xattr
 from ._safepath import SafeTree, remove_path, split_name
 from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 from .whiteouts import OPAQUE, OVERLAY_OPAQUE_VALUE, OVERLAY_XATTR_PREFIXES, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
@@ -128,7 +129,7 @@ class _Extraction:
             found = not os.lstat(path).st_mode & stat.S_ISGID
             if found:
                 try:
-                    os.getxattr(path, _ACL_DEFAULT, follow_symlinks=False)
+                    get_xattr(path, _ACL_DEFAULT)
                 except OSError as exc:
                     found = exc.errno in _NO_XATTR
                 else:

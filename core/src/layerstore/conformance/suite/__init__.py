@@ -16,6 +16,7 @@ from ._optional import OptionalTests
 from ._references import ReferenceTests
 from ._removal import RemovalTests
 from ._whiteouts import WhiteoutTests
+from ._xattrs import XattrTests
 
 __all__ = ["DriverConformance", "DriverSpec", "MakeDriver"]
 
@@ -30,6 +31,7 @@ class DriverConformance(
     RemovalTests,
     BadInputTests,
     OptionalTests,
+    XattrTests,
     ConformanceBase,
 ):
     """The conformance suite of a storage driver; subclass it as ``Test...`` to run it.
