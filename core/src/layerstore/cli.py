@@ -505,6 +505,8 @@ def check() -> None:
             else:
                 failed += 1
                 click.echo(f"FAILED  {result.id}  {' '.join(result.message.split())}")
+    for description in graph.orphans():
+        click.echo(f"orphan  {description} (`layerstore gc` removes it)")
     if failed:
         raise CommandError(f"{failed} of {total} layers failed the check")
     if not total:
@@ -519,7 +521,9 @@ def gc() -> None:
         click.echo(f"removed orphan layer {layer_id}")
     for name in report.staging:
         click.echo(f"removed staging leftover {name}")
-    if not report.layers and not report.staging:
+    for description in report.driver:
+        click.echo(f"removed {description}")
+    if not report.layers and not report.staging and not report.driver:
         click.echo("nothing to remove")
 
 

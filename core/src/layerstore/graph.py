@@ -84,10 +84,12 @@ class CheckResult:
 
 @attrs.frozen
 class GCReport:
-    """What `Graph.gc` removed: orphan driver layers and leftover staging entries."""
+    """What `Graph.gc` removed: orphan driver layers, leftover staging entries, the driver's own leftovers."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
+    driver: tuple[str, ...] = ()
+    """Descriptions of what the driver's ``gc`` hook removed (leaked snapshots, stray subvolumes, ...)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -835,7 +837,12 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging))
+        driver_leftovers = self.driver.gc(self._metadata_ids())
+        return GCReport(tuple(removed), tuple(staging), tuple(driver_leftovers))
+
+    def orphans(self) -> list[str]:
+        """Describe the driver's leftovers that `gc` would remove (for `check`), without changing anything."""
+        return self.driver.orphans()
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()

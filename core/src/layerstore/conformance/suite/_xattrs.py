@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from layerstore.drivers import Driver
-from layerstore.testing import unavailable
 
 from ._support import TarBuilder, diff_members, new_id
 
@@ -57,7 +56,7 @@ def _getfattr(path: str, name: str) -> bytes:
     return proc.stdout
 
 
-def _require_room(driver: Driver, root: Path, size: int) -> None:
+def _require_room(root: Path, size: int) -> None:
     """Go on only when the backing filesystem can hold a `size`-byte user xattr at all."""
     fd, scratch = tempfile.mkstemp(prefix=".xattr-probe-", dir=root)
     os.close(fd)
@@ -66,10 +65,10 @@ def _require_room(driver: Driver, root: Path, size: int) -> None:
     except OSError as exc:
         if exc.errno not in _ROOM:
             raise
-        unavailable(
-            driver.name,
+        # A limit of the backing filesystem, not of the driver: the driver is still tested.
+        pytest.skip(
             f"the filesystem of {root} cannot hold a {size}-byte user xattr ({exc.strerror}); "
-            "run the suite on one that can (ext4 with -O ea_inode, btrfs with -n 65536, xfs, zfs)",
+            "run the suite on one that can (ext4 with -O ea_inode, btrfs with -n 65536, xfs, zfs)"
         )
     finally:
         os.unlink(scratch)
@@ -81,7 +80,7 @@ class XattrTests:
     @pytest.mark.parametrize("size", XATTR_SIZES)
     def test_large_xattrs_round_trip(self, driver: Driver, layerstore_root: Path, size: int) -> None:
         """apply_diff stores them, a child copies them, diff and changes of base and child carry them whole."""
-        _require_room(driver, layerstore_root, size)
+        _require_room(layerstore_root, size)
         on_dir, on_file, in_child = _value(size, "dir"), _value(size, "file"), _value(size, "child")
         tar = TarBuilder().dir("d").file("d/f", b"content\n", xattrs={_NAME: on_file}).dir("d2", xattrs={_NAME: on_dir})
         base, child, copy = new_id(), new_id(), new_id()

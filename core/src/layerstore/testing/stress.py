@@ -1,0 +1,124 @@
+"""Concurrent command-line load on one store, for driver tests.
+
+`concurrent_commands` runs several threads, each running ``layerstore``
+commands as separate processes against one store root, with automatic
+driver selection (no ``--driver``): imports of child layers and their
+removal, ``ls``, ``inspect``, ``diff``, ``export``, ``mount``/``umount`` and
+``gc``, all at once.  It returns every problem it saw: a command that
+failed, an ``ls`` that did not show the base image (a silent switch to
+another driver shows as an empty store), another driver's home appearing
+under the root.  An empty list means the store took the load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["cli", "cli_env", "concurrent_commands"]
+
+_RUN_CLI = "import sys; from layerstore.cli import main; main(sys.argv[1:])"
+
+
+def cli_env(config_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for `cli` with no driver, root or config file chosen from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERSTORE_") or k == "LAYERSTORE_DEBUG"}
+    env["XDG_CONFIG_HOME"] = str(config_home)
+    env.update(extra or {})
+    return env
+
+
+def cli(
+    root: Path, args: Sequence[str], env: Mapping[str, str], *, stdout: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``layerstore --root ROOT ARGS...`` in a new process (stdout captured unless `stdout` is given)."""
+    return subprocess.run(
+        [sys.executable, "-c", _RUN_CLI, "--root", str(root), *args],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+
+
+def concurrent_commands(
+    root: Path,
+    base_id: str,
+    child_tar: Path,
+    env: Mapping[str, str],
+    *,
+    driver: str,
+    workers: int = 8,
+    rounds: int = 4,
+) -> tuple[list[str], int]:
+    """Put `workers` concurrent command loops on the store at `root`; return (problems, commands run).
+
+    `base_id` is an image already in the store (imported by the caller with
+    `driver`); `child_tar` is imported on it and removed again by the
+    importing workers.  Roles rotate with the worker index: importer,
+    lister, mounter, collector.
+    """
+    problems: list[str] = []
+    count = [0]
+    lock = threading.Lock()
+
+    def run(args: Sequence[str], *, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = cli(root, args, env, stdout=subprocess.DEVNULL if quiet else None)
+        with lock:
+            count[0] += 1
+            if proc.returncode != 0:
+                problems.append(f"`layerstore {' '.join(args)}` exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def importer() -> None:
+        proc = run(["import", "--parent", base_id, str(child_tar)])
+        if proc.returncode == 0:
+            child = proc.stdout.strip()
+            run(["inspect", child], quiet=True)
+            run(["export", child], quiet=True)
+            run(["rm", child])
+
+    def lister() -> None:
+        proc = run(["ls", "--json"])
+        if proc.returncode == 0:
+            ids = [image["id"] for image in json.loads(proc.stdout or "[]")]
+            if base_id not in ids:
+                with lock:
+                    problems.append(f"`layerstore ls` did not show the base image {base_id}: {ids}")
+        run(["inspect", base_id], quiet=True)
+        run(["diff", base_id], quiet=True)
+
+    def mounter() -> None:
+        proc = run(["mount", base_id])
+        if proc.returncode == 0:
+            if not os.path.isdir(proc.stdout.strip()):
+                with lock:
+                    problems.append(f"`layerstore mount` printed {proc.stdout.strip()!r}, not a directory")
+            run(["umount", base_id])
+
+    def collector() -> None:
+        run(["gc"], quiet=True)
+        run(["ls"], quiet=True)
+
+    roles = (importer, lister, mounter, collector)
+
+    def loop(index: int) -> None:
+        for _ in range(rounds):
+            roles[index % len(roles)]()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in ("graph", driver))
+    if others:
+        problems.append(f"other entries appeared under the store root {root}: {', '.join(others)}")
+    return problems, count[0]
