@@ -321,7 +321,6 @@ def test_check_lists_and_gc_removes_what_killed_processes_left(btrfs_mount: Path
     (btrfs_home / "children" / BASE / CHILD).touch()
     _btrfs.snapshot_subvolume(btrfs_home / "subvolumes" / BASE, btrfs_home / "staging", f"{CHILD}.dead")
     _btrfs.create_subvolume(btrfs_home / "trash", f"{GRANDCHILD}.dead")
-    (btrfs_home / "trash" / f"{GRANDCHILD}.dead.lock").touch()
 
     listed = driver.orphans()
     expected = {

@@ -12,6 +12,7 @@ under the root.  An empty list means the store took the load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -122,3 +123,67 @@ def concurrent_commands(
     if others:
         problems.append(f"other entries appeared under the store root {root}: {', '.join(others)}")
     return problems, count[0]
+
+
+def fill_filesystem(directory: Path) -> int:
+    """Fill the filesystem of `directory` completely (data, then small files for metadata); return bytes written.
+
+    The filler files go into `directory` (outside any store); delete it to free the space again.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = 0
+    chunk = os.urandom(1 << 20)  # incompressible, in case the filesystem compresses
+    for size in (1 << 20, 1 << 12, 1):
+        try:
+            fd = os.open(directory / f"fill-{size}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError:
+            break  # not even room for a new file
+        try:
+            while True:
+                try:
+                    written += os.write(fd, chunk[:size])
+                except OSError:
+                    break
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    index = 0
+    while True:  # metadata: inodes and directory entries, until those run out too
+        try:
+            (directory / f"m{index}").touch()
+        except OSError:
+            break
+        index += 1
+    return written
+
+
+def full_filesystem_problems(root: Path, base_id: str, child_id: str, env: Mapping[str, str]) -> list[str]:
+    """Run the commands that must work on a full filesystem; return what went wrong.
+
+    Reading (``ls``, ``inspect``, ``check``, ``diff``, ``export``), mounting
+    an existing layer, and freeing space (``rm``, ``gc``) need no new space;
+    ``check`` must not call anything FAILED for lack of space.
+    """
+    problems = []
+
+    def expect_ok(*args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = cli(root, args, env, stdout=subprocess.DEVNULL if quiet else None)
+        if proc.returncode != 0:
+            command = " ".join(args)
+            problems.append(f"`layerstore {command}` on a full filesystem: exit {proc.returncode}: {proc.stderr}")
+        return proc
+
+    expect_ok("ls")
+    expect_ok("inspect", child_id, quiet=True)
+    proc = expect_ok("check")
+    if "FAILED" in (proc.stdout or ""):
+        problems.append(f"`layerstore check` on a full filesystem reported FAILED: {proc.stdout.strip()}")
+    expect_ok("diff", child_id, quiet=True)
+    expect_ok("export", child_id, quiet=True)
+    proc = expect_ok("mount", base_id)
+    if proc.returncode == 0:
+        expect_ok("umount", base_id)
+    expect_ok("rm", child_id)
+    expect_ok("gc")
+    return problems

@@ -7,15 +7,16 @@ Layout under the driver home::
     readonly/<id>             marker: made read-only once its diff is applied
     children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
     staging/                  layers being created (renamed into subvolumes/ when complete)
-    trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first), each with
-    trash/<id>.<rand>.lock    a lock file its remover holds until the subvolume is gone
+    trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first); the remover
+                              holds a flock on the subvolume's root directory until it is gone
     lock                      flock held while layers are created, and while removal moves a layer to trash
     probed                    the answer of the one-time support probe (written when the home is made)
 
 A layer therefore appears and disappears with one rename: a crash leaves at
 worst a subvolume in staging/ or trash/, deleted when the driver next opens
 (staging only ever holds entries of the process holding ``lock``; a trash
-entry is deleted by whoever holds its lock file).  Every name is attributable:
+entry is deleted by whoever holds the flock on its directory).  Removal
+creates no file, so it works on a completely full filesystem.  Every name is attributable:
 records of a layer whose subvolume is gone, temporary record files and
 unheld scratch entries are orphans that ``gc`` removes and ``check`` lists.
 Opening an existing home writes nothing except that deletion of leftovers.
@@ -61,7 +62,6 @@ STORAGE_OPTIONS = frozenset({"size"})
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _PROBED = "probed"
-_LOCK_SUFFIX = ".lock"
 _TMP_PREFIX = ".tmp-"
 
 
@@ -140,31 +140,23 @@ class BtrfsDriver:
         """
         with self._locked():
             staged = list(self._staging.iterdir())
-            trashed = [p for p in self._trash.iterdir() if not p.name.endswith(_LOCK_SUFFIX)]
-            stale_locks = [
-                p for p in self._trash.iterdir() if p.name.endswith(_LOCK_SUFFIX) and not p.with_suffix("").exists()
-            ]
+            trashed = list(self._trash.iterdir())
         removed = []
         for path in staged:
             with contextlib.suppress(OSError):
                 self._destroy(path)
                 removed.append(f"staging/{path.name}")
-        for path in [*trashed, *(p.with_suffix("") for p in stale_locks)]:
-            try:
-                fd = _claim(path, wait=False)
-            except OSError:
-                continue  # e.g. no space for a missing lock file: left for a later sweep
+        for path in trashed:
+            fd = _claim(path, wait=False)
             if fd is None:
-                continue  # its remover is alive
+                continue  # its remover is alive, or it is gone already
             try:
                 self._destroy(path)
-                if path in trashed:
-                    removed.append(f"trash/{path.name}")
+                removed.append(f"trash/{path.name}")
             except OSError:
                 pass
             finally:
-                with contextlib.suppress(OSError):
-                    _release(path, fd)
+                os.close(fd)
         return removed
 
     def _record_orphans(self) -> list[Path]:
@@ -185,12 +177,10 @@ class BtrfsDriver:
         """Staging and trash entries no live process holds (call with the lock held)."""
         found = list(self._staging.iterdir())
         for path in self._trash.iterdir():
-            if path.name.endswith(_LOCK_SUFFIX):
-                continue
             fd = _claim(path, wait=False)
             if fd is not None:
                 found.append(path)
-                _release(path, fd, unlink=False)
+                os.close(fd)
         return found
 
     @hookimpl
@@ -345,9 +335,9 @@ class BtrfsDriver:
                 shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
                 raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
             trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
-            claim = _claim(trashed, wait=True)
-            if claim is None:  # cannot happen with a fresh random name; keeps the types honest
-                raise LayerStoreError(f"btrfs: cannot lock trash entry {trashed}")
+            claim = _claim(self._path(id), wait=True)  # the same directory once it is renamed into trash/
+            if claim is None:
+                raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
             try:
                 try:
                     os.rename(self._path(id), trashed)
@@ -359,7 +349,7 @@ class BtrfsDriver:
                     os.rename(self._path(id), trashed)
                 self._forget(id, self._parent_of(id))
             except BaseException:
-                _release(trashed, claim)
+                os.close(claim)
                 raise
         try:
             self._destroy(trashed)
@@ -369,7 +359,7 @@ class BtrfsDriver:
                 "the driver retries when it next opens"
             ) from exc
         finally:
-            _release(trashed, claim)
+            os.close(claim)
 
     @hookimpl(wrapper=True)
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> Generator[None, int, int]:
@@ -454,8 +444,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _claim(entry: Path, *, wait: bool) -> int | None:
-    """Lock the lock file of scratch entry `entry` (made if missing); its fd, or None when another holds it."""
-    fd = os.open(f"{entry}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Lock the directory `entry` (a trash entry) with flock; its fd, or None when another holds it or it is gone."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -465,16 +458,6 @@ def _claim(entry: Path, *, wait: bool) -> int | None:
         os.close(fd)
         raise
     return fd
-
-
-def _release(entry: Path, fd: int, *, unlink: bool = True) -> None:
-    """Drop the lock of `entry` taken by `_claim`; the lock file goes once the entry is gone."""
-    try:
-        if unlink and not os.path.lexists(entry):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{entry}{_LOCK_SUFFIX}")
-    finally:
-        os.close(fd)
 
 
 def _mount_source(path: Path) -> str:
