@@ -340,17 +340,18 @@ class BtrfsDriver:
                 raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
             try:
                 try:
-                    os.rename(self._path(id), trashed)
+                    self._move_to_trash(id, trashed)
                 except OSError as exc:
-                    if exc.errno != errno.EROFS:
+                    if exc.errno not in _SPACE_ERRNOS:
                         raise
-                    # Moving a read-only subvolume would rewrite its "..": make it writable first.
-                    _btrfs.set_read_only(self._path(id), False)
-                    os.rename(self._path(id), trashed)
+                    # A full filesystem: even a rename needs space here, deleting does not.
+                    self._destroy(self._path(id))
+                    self._forget(id, self._parent_of(id))
+                    return
                 self._forget(id, self._parent_of(id))
-            except BaseException:
-                os.close(claim)
-                raise
+            finally:
+                if not os.path.lexists(trashed):
+                    os.close(claim)
         try:
             self._destroy(trashed)
         except OSError as exc:
@@ -360,6 +361,16 @@ class BtrfsDriver:
             ) from exc
         finally:
             os.close(claim)
+
+    def _move_to_trash(self, id: str, trashed: Path) -> None:
+        try:
+            os.rename(self._path(id), trashed)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # Moving a read-only subvolume would rewrite its "..": make it writable first.
+            _btrfs.set_read_only(self._path(id), False)
+            os.rename(self._path(id), trashed)
 
     @hookimpl(wrapper=True)
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> Generator[None, int, int]:
