@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import tempfile
 from pathlib import Path
 
-from layerstore.testing.stress import cli, cli_env, concurrent_commands
+from layerstore.testing.stress import concurrency_run
 
 WORKERS = 8
 ROUNDS = int(os.environ.get("LAYERSTORE_STRESS_ROUNDS", "3"))
 
 
-def write_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1_600_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_concurrent_commands_with_automatic_selection(btrfs_mount: Path, tmp_path: Path) -> None:
     root = Path(tempfile.mkdtemp(dir=btrfs_mount)) / "store"
-    env = cli_env(tmp_path / "config")
-    base = write_tar(tmp_path / "base.tar", {f"etc/f{i}": b"base %d\n" % i for i in range(20)})
-    child = write_tar(tmp_path / "child.tar", {"etc/f1": b"changed\n", "app": b"app\n"})
-    proc = cli(root, ["import", str(base)], env)
-    assert proc.returncode == 0, proc.stderr
-    base_id = proc.stdout.strip()
-    assert (root / "btrfs").is_dir(), "automatic selection on btrfs did not pick btrfs"
-
-    problems, commands = concurrent_commands(root, base_id, child, env, driver="btrfs", workers=WORKERS, rounds=ROUNDS)
-
-    assert not problems, f"{len(problems)} problems in {commands} commands:\n" + "\n".join(problems)
-    proc = cli(root, ["check"], env)
-    assert proc.returncode == 0 and "orphan" not in proc.stdout, proc.stdout + proc.stderr
-    proc = cli(root, ["rm", base_id], env)
-    assert proc.returncode == 0, proc.stderr
+    problems = concurrency_run(root, tmp_path, "btrfs", workers=WORKERS, rounds=ROUNDS)
+    assert not problems, "\n".join(problems)
 
 
 _OPENER = """

@@ -21,7 +21,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["cli", "cli_env", "concurrent_commands"]
+__all__ = [
+    "cli",
+    "cli_env",
+    "concurrency_run",
+    "concurrent_commands",
+    "fill_filesystem",
+    "full_filesystem_problems",
+    "full_filesystem_run",
+    "write_tar",
+]
 
 _RUN_CLI = "import sys; from layerstore.cli import main; main(sys.argv[1:])"
 
@@ -186,4 +195,70 @@ def full_filesystem_problems(root: Path, base_id: str, child_id: str, env: Mappi
         expect_ok("umount", base_id)
     expect_ok("rm", child_id)
     expect_ok("gc")
+    return problems
+
+
+def write_tar(path: Path, files: Mapping[str, bytes]) -> Path:
+    """Write a plain tar of regular `files` ({name: content}) at `path`; return `path`."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_600_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _small_layers(directory: Path) -> tuple[Path, Path]:
+    base = write_tar(directory / "base.tar", {f"etc/f{i}": b"base %d\n" % i * 100 for i in range(50)})
+    child = write_tar(directory / "child.tar", {"etc/f1": b"changed\n", "app": b"app\n" * 1000})
+    return base, child
+
+
+def _import(root: Path, env: Mapping[str, str], *args: str) -> str:
+    proc = cli(root, ["import", *args], env)
+    if proc.returncode != 0:
+        raise AssertionError(f"`layerstore import {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def concurrency_run(root: Path, workdir: Path, driver: str, *, workers: int = 8, rounds: int = 3) -> list[str]:
+    """Make a store at `root` by automatic selection, load it with `concurrent_commands`, return every problem.
+
+    Afterwards `check` must pass and list no orphan, and the base image must be removable.
+    """
+    env = cli_env(workdir / "config")
+    base, child = _small_layers(workdir)
+    base_id = _import(root, env, str(base))
+    if not (root / driver).is_dir():
+        return [f"automatic selection at {root} did not pick {driver}"]
+    problems, commands = concurrent_commands(root, base_id, child, env, driver=driver, workers=workers, rounds=rounds)
+    proc = cli(root, ["check"], env)
+    if proc.returncode != 0 or "orphan" in proc.stdout:
+        problems.append(f"`layerstore check` after {commands} concurrent commands: {proc.stdout}{proc.stderr}")
+    proc = cli(root, ["rm", base_id], env)
+    if proc.returncode != 0:
+        problems.append(f"`layerstore rm` of the base image failed: {proc.stderr.strip()}")
+    return problems
+
+
+def full_filesystem_run(root: Path, filler: Path, workdir: Path) -> list[str]:
+    """Import two layers at `root`, fill its filesystem through directory `filler`, run the commands that
+    must work when full (`full_filesystem_problems`), free the space again; return every problem."""
+    import shutil
+
+    env = cli_env(workdir / "config")
+    base, child = _small_layers(workdir)
+    base_id = _import(root, env, str(base))
+    child_id = _import(root, env, "--parent", base_id, str(child))
+    fill_filesystem(filler)
+    try:
+        problems = full_filesystem_problems(root, base_id, child_id, env)
+    finally:
+        shutil.rmtree(filler)
+    proc = cli(root, ["rm", base_id], env)
+    if proc.returncode != 0:
+        problems.append(f"`layerstore rm` of the base image after freeing space failed: {proc.stderr.strip()}")
     return problems
