@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "AmbiguousID",
+    "AuthenticationFailed",
     "CommandFailed",
     "ConfigError",
     "CorruptMetadata",
@@ -22,12 +23,15 @@ __all__ = [
     "InvalidArchive",
     "InvalidDriver",
     "InvalidID",
+    "InvalidReference",
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
     "LayerStoreError",
     "LimitExceeded",
+    "RegistryError",
     "StorageFull",
+    "UnsupportedMediaType",
 ]
 
 
@@ -104,3 +108,19 @@ class CommandFailed(LayerStoreError):
         self.stderr = stderr
         detail = " ".join(stderr.split()) or "no error output"
         super().__init__(f"command failed ({returncode}): {' '.join(self.argv)}: {detail}")
+
+
+class InvalidReference(LayerStoreError):
+    """A string is not a valid image reference (``[registry/]repository[:tag][@digest]``)."""
+
+
+class UnsupportedMediaType(LayerStoreError):
+    """A manifest, config or layer has a media type this version cannot handle; the message names it."""
+
+
+class RegistryError(LayerStoreError):
+    """A registry could not be reached or answered unexpectedly; the message names the registry and the request."""
+
+
+class AuthenticationFailed(RegistryError):
+    """A registry refused the credentials (or needs some); the message says how to log in."""
