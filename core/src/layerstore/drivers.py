@@ -381,6 +381,7 @@ class Driver:
             for _ in range(count):
                 self.put(layer_id)
         self.hook.cleanup()
+        self._refs.prune()
 
     def gc(self, live_ids: Iterable[str] = ()) -> list[str]:
         """Let the driver collect its own leftovers (its ``gc`` hook); return descriptions of what was removed.
