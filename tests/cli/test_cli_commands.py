@@ -103,7 +103,7 @@ def test_info_drivers_gc_json(run: Run, tmp_path: Path, cli_env: dict[str, str])
     for row in rows.values():
         assert row["supported"] or row["reason"]
     # nothing is left in the store by probing the drivers
-    assert sorted(os.listdir(cli_env["LAYERSTORE_ROOT"])) == ["graph", "vfs"]
+    assert sorted(os.listdir(cli_env["LAYERSTORE_ROOT"])) == [".driver", "graph", "vfs"]
     assert ok(run("gc")).strip() == "nothing to remove"
 
 

@@ -12,6 +12,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +21,18 @@ import pytest
 
 from layerstore import available_drivers
 from layerstore.fstree import remove_tree
+from layerstore.process import run_command
 from layerstore.testing import unavailable
-from layerstore.testing.loop import loop_filesystem_or_unavailable, mounts_under
+from layerstore.testing.loop import LARGE_XATTRS, loop_filesystem_or_unavailable, mounts_under
+from layerstore.testing.zfsfuse import zfs_fuse_pool
 
 LAYERSTORE = str(Path(sys.executable).parent / "layerstore")
 DRIVERS = [
     pytest.param("vfs", id="vfs"),
     pytest.param("overlay", id="overlay", marks=pytest.mark.integration),
+    pytest.param("btrfs", id="btrfs", marks=pytest.mark.integration),
+    # zfs-fuse is one daemon per machine: run these under `flock /tmp/layerstore-zfs.lock`.
+    pytest.param("zfs", id="zfs", marks=pytest.mark.integration),
 ]
 _counter = itertools.count()
 
@@ -63,12 +69,47 @@ def _overlay_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         yield mnt
 
 
+@pytest.fixture(scope="session")
+def _btrfs_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    workdir = tmp_path_factory.mktemp("fault-btrfs")
+    with loop_filesystem_or_unavailable("btrfs", workdir, "btrfs", 2048, LARGE_XATTRS["btrfs"]) as mnt:
+        yield mnt
+
+
+@pytest.fixture(scope="session")
+def _zfs_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    with zfs_fuse_pool(tmp_path_factory.mktemp("fault-zfs"), 1024) as pool:
+        yield pool
+
+
+def _zfs_dataset(request: pytest.FixtureRequest) -> Path:
+    """A fresh dataset of the session's pool (each store its own parent dataset), destroyed after the test."""
+    pool, mountpoint = request.getfixturevalue("_zfs_backing")
+    name = f"s{next(_counter)}"
+    path = mountpoint / name
+    run_command(["zfs", "create", "-o", f"mountpoint={path}", f"{pool}/{name}"])
+
+    def destroy() -> None:
+        for _ in range(40):
+            if run_command(["zfs", "destroy", "-r", "-R", "-f", f"{pool}/{name}"], check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+
+    request.addfinalizer(destroy)
+    return path
+
+
 def _backing(driver: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     if driver == "overlay":
         if os.geteuid() != 0:
             unavailable("overlay", "needs root")
         base: Path = request.getfixturevalue("_overlay_backing")
         return base
+    if driver == "btrfs":
+        btrfs_base: Path = request.getfixturevalue("_btrfs_backing")
+        return btrfs_base
+    if driver == "zfs":
+        return _zfs_dataset(request)
     return tmp_path
 
 

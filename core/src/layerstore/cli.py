@@ -525,6 +525,8 @@ def check() -> None:
             else:
                 failed += 1
                 click.echo(f"FAILED  {result.id}  {' '.join(result.message.split())}")
+    for description in graph.orphans():
+        click.echo(f"orphan  {description} (`layerstore gc` removes it)")
     if failed:
         raise CommandError(f"{failed} of {total} layers failed the check")
     if unverified:
@@ -543,7 +545,9 @@ def gc() -> None:
         click.echo(f"removed staging leftover {name}")
     for image_id in report.references:
         click.echo(f"released mount references of dead processes to {image_id}")
-    if not report.layers and not report.staging and not report.references:
+    for description in report.driver:
+        click.echo(f"removed {description}")
+    if not report.layers and not report.staging and not report.references and not report.driver:
         click.echo("nothing to remove")
 
 

@@ -4,9 +4,11 @@ Resolution order (first wins):
 
 - driver name: ``--driver``, ``LAYERSTORE_DRIVER``, the config file's
   ``driver``, else automatic: btrfs when the root is on btrfs, zfs when on
-  zfs, then overlay, then vfs -- the first that loads here.  A driver whose
-  home already exists under the root is tried first, so a store keeps the
-  driver it was created with.
+  zfs, then overlay, then vfs -- the first that loads here.  A store keeps
+  the driver it was created with: its name is recorded in ``<root>/.driver``
+  when the store is first opened, automatic selection on that root always
+  takes it (and fails naming it and the reason when it cannot start, never
+  falling back to another driver), and naming another driver is an error.
 - store root: ``--root``, ``LAYERSTORE_ROOT``, the config file's ``root``,
   else ``/var/lib/layerstore`` for root and ``$XDG_DATA_HOME/layerstore``
   (``~/.local/share/layerstore``) otherwise.
@@ -29,6 +31,7 @@ The file is TOML::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_PRIORITY",
+    "DRIVER_RECORD",
     "ConfigFile",
     "Settings",
     "backing_filesystem",
@@ -57,12 +61,16 @@ __all__ = [
     "open_driver_for",
     "open_store",
     "parse_options",
+    "record_driver",
+    "recorded_driver",
     "resolve_settings",
 ]
 
 AUTO_PRIORITY: tuple[str, ...] = ("overlay", "vfs")
 _FS_DRIVERS = {"btrfs": "btrfs", "zfs": "zfs", "fuse.zfs": "zfs"}
 _TOP_KEYS = frozenset({"driver", "root", "runroot", "drivers", "uid_maps", "gid_maps"})
+DRIVER_RECORD = ".driver"
+"""The file under a store root that names the driver the store was created with."""
 
 
 def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -265,6 +273,45 @@ def backing_filesystem(path: str | os.PathLike[str]) -> str:
     return entry.fstype if entry is not None else ""
 
 
+def recorded_driver(root: Path) -> str | None:
+    """The driver the store at `root` was created with: its record, else the one driver home holding data."""
+    try:
+        name = (root / DRIVER_RECORD).read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        name = ""
+    except OSError as exc:
+        raise ConfigError(f"cannot read {root / DRIVER_RECORD}: {exc.strerror}") from None
+    if name:
+        return name
+    # A store made before the record existed: a driver home with data in it tells.
+    from .drivers import available_drivers
+
+    homes = [d for d in available_drivers() if (root / d).is_dir() and any((root / d).iterdir())]
+    return homes[0] if len(homes) == 1 else None
+
+
+def record_driver(root: Path, name: str) -> None:
+    """Record `name` as the driver of the store at `root`, unless a record exists (first writer wins).
+
+    The record is written under a unique temporary name and linked into
+    place, so concurrent first opens never see a partial record.  Failures
+    (a full or read-only filesystem) are ignored: the record is written by a
+    later open.
+    """
+    target = root / DRIVER_RECORD
+    if target.exists():
+        return
+    tmp = root / f"{DRIVER_RECORD}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        tmp.write_text(name + "\n", encoding="utf-8")
+        os.link(tmp, target)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def auto_candidates(root: Path, installed: Iterable[str]) -> list[str]:
     """The drivers automatic selection tries, in order, for a store at `root`."""
     fs_driver = _FS_DRIVERS.get(backing_filesystem(root))
@@ -299,8 +346,21 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
+    recorded = recorded_driver(settings.root)
     if settings.driver is not None:
+        if recorded is not None and recorded != settings.driver:
+            raise ConfigError(
+                f"the store at {settings.root} was created with driver {recorded}, not {settings.driver} "
+                f"(from {settings.driver_source}): use driver {recorded}, or another --root"
+            )
         return _load(settings.driver, settings)
+    if recorded is not None:
+        try:
+            return _load(recorded, settings)
+        except (DriverNotSupported, DriverNotFound) as exc:
+            raise DriverNotSupported(
+                f"the store at {settings.root} uses driver {recorded}, which cannot start: {exc}"
+            ) from None
     from .drivers import available_drivers
 
     installed = available_drivers()
@@ -325,6 +385,7 @@ def open_store(settings: Settings) -> tuple[Driver, Graph]:
     driver = open_driver_for(settings)
     try:
         graph = Graph(settings.root, driver, settings.config.uid_maps, settings.config.gid_maps)
+        record_driver(settings.root, driver.name)
     except BaseException:
         try:
             driver.cleanup()

@@ -18,7 +18,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -382,6 +382,19 @@ class Driver:
                 self.put(layer_id)
         self.hook.cleanup()
         self._refs.prune()
+
+    def gc(self, live_ids: Iterable[str] = ()) -> list[str]:
+        """Let the driver collect its own leftovers (its ``gc`` hook); return descriptions of what was removed.
+
+        `live_ids` are the layers the caller (the image store) still knows.
+        """
+        result = self.hook.gc(live_ids=sorted(set(live_ids)))
+        return list(result or [])
+
+    def orphans(self) -> list[str]:
+        """Describe the driver's leftovers that `gc` would remove (its ``orphans`` hook), without removing them."""
+        result = self.hook.orphans()
+        return list(result or [])
 
     def _require(self, id: str) -> None:
         if not self.hook.exists(id=id):

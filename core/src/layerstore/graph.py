@@ -42,6 +42,7 @@ from .errors import (
     ImageNotFound,
     InvalidArchive,
     LayerInUse,
+    LayerNotFound,
     LayerStoreError,
     StorageFull,
 )
@@ -90,12 +91,15 @@ class CheckResult:
 
 @attrs.frozen
 class GCReport:
-    """What `Graph.gc` removed: orphan driver layers, leftover staging entries, references of dead processes."""
+    """What `Graph.gc` removed: orphan driver layers, leftover staging entries, references of dead processes,
+    and the driver's own leftovers."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     """IDs of the images whose mount references held by dead processes were released."""
+    driver: tuple[str, ...] = ()
+    """Descriptions of what the driver's ``gc`` hook removed (leaked snapshots, stray subvolumes, ...)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -689,17 +693,41 @@ class Graph:
                     )
             # A plain rename, no new directory: deleting must work on a full filesystem.
             trash = self._tmp / f"{image_id}.del.{secrets.token_hex(8)}"
-            os.rename(self.image_root(image_id), trash)
-            _fsync_dir(self._graph)
             try:
-                if driver_has:
-                    self.driver.remove(image_id, force=True)
-            except BaseException:
-                os.rename(trash, self.image_root(image_id))
-                raise
-            remove_tree_quietly(trash, _log.warning)
+                os.rename(self.image_root(image_id), trash)
+            except OSError as exc:
+                if exc.errno not in _SPACE_ERRNOS:
+                    raise
+                self._delete_on_full_filesystem(image_id, driver_has, trash)
+            else:
+                _fsync_dir(self._graph)
+                try:
+                    if driver_has:
+                        self.driver.remove(image_id, force=True)
+                except BaseException:
+                    os.rename(trash, self.image_root(image_id))
+                    raise
+                remove_tree_quietly(trash, _log.warning)
         with self._retained_lock:
             self._retained.pop(image_id, None)
+
+    def _delete_on_full_filesystem(self, image_id: str, driver_has: bool, trash: Path) -> None:
+        """Delete an image when even a rename needs space (copy-on-write filesystems: btrfs, zfs).
+
+        The layer goes first, which frees space (a zfs destroy or btrfs
+        subvolume delete works on a full filesystem); while it is gone and the
+        metadata not yet, the image is not whole and so invisible.  If the
+        layer cannot be removed, the image stays exactly as it was.  Call with
+        the image's lock held.
+        """
+        if driver_has:
+            self.driver.remove(image_id, force=True)
+        try:
+            os.rename(self.image_root(image_id), trash)
+        except OSError:
+            remove_tree_quietly(self.image_root(image_id), _log.warning)
+            return
+        remove_tree_quietly(trash, _log.warning)
 
     def set_digest(self, name: str, digest: str) -> None:
         """Record `digest` (``sha256:<hex>``) as the image's layer digest."""
@@ -881,6 +909,8 @@ class Graph:
                         continue
                     try:
                         self.driver.remove(layer_id, force=True)
+                    except LayerNotFound:
+                        continue  # removed meanwhile by the `rm` that had renamed its metadata away
                     except LayerInUse:
                         still.append(layer_id)  # an orphan child still stands on it
                         continue
@@ -889,7 +919,12 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging), released)
+        driver_leftovers = self.driver.gc(self._metadata_ids())
+        return GCReport(tuple(removed), tuple(staging), released, tuple(driver_leftovers))
+
+    def orphans(self) -> list[str]:
+        """Describe the driver's leftovers that `gc` would remove (for `check`), without changing anything."""
+        return self.driver.orphans()
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()

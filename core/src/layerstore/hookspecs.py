@@ -177,5 +177,27 @@ class DriverSpec:
         """
 
     @hookspec(firstresult=True)
+    def gc(self, live_ids: list[str]) -> list[str] | None:
+        """Collect this driver's own leftovers of killed processes; return what was removed.
+
+        Called by ``layerstore gc`` (through `layerstore.Driver.gc`).
+        `live_ids` are the layers the image store knows (a driver may treat
+        other layers as orphans, but must not remove a layer another process
+        is creating right now).  Typical work: staging and trash entries
+        nobody holds, records and temporary files of layers that no longer
+        exist, snapshots and mount directories no layer owns.  Returns human
+        descriptions of what was removed (None or [] for nothing).  Optional.
+        """
+
+    @hookspec(firstresult=True)
+    def orphans(self) -> list[str] | None:
+        """Describe the leftovers the ``gc`` hook would remove now, without removing anything.
+
+        Called by ``layerstore check`` so that leaks show before anyone runs
+        ``gc``.  Must not write to the store.  Returns one human description
+        per leftover (None or [] for none).  Optional.
+        """
+
+    @hookspec(firstresult=True)
     def capabilities(self) -> Capabilities | None:
         """Return the driver's `Capabilities`; None means all flags off and no depth limit.  Optional."""

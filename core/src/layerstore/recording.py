@@ -31,13 +31,13 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import errors
 from .errors import LayerStoreError
 from .fdwrite import flushed_descriptor
 from .hashing import SMALL, BackgroundSha256
+from .process import die_with_parent
 from .tarsplit.recorder import TarSplitRecorder
 
 if TYPE_CHECKING:
@@ -212,7 +212,6 @@ class LayerRecording(io.RawIOBase):
         with contextlib.suppress(OSError):  # fewer, larger writes; the default 64 KiB works too
             fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         parent = os.getpid()
-        prctl = _prctl()
         try:
             pid = os.fork()
         except OSError:
@@ -225,7 +224,7 @@ class LayerRecording(io.RawIOBase):
                 # Unreachable objects of the parent must not be finalised here
                 # (a temporary file's finaliser would delete the parent's file).
                 gc.disable()
-                _die_with_parent(prctl, parent)
+                die_with_parent(parent)
                 with contextlib.suppress(ValueError):  # only possible in the main thread
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -325,25 +324,6 @@ class LayerRecording(io.RawIOBase):
                 self._hashing.close()
         finally:
             super().close()
-
-
-def _prctl() -> Callable[..., int] | None:
-    """The C library's ``prctl``, looked up before forking (so the worker loads nothing)."""
-    import ctypes
-
-    try:
-        return cast("Callable[..., int]", ctypes.CDLL(None, use_errno=True).prctl)
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent(prctl: Callable[..., int] | None, parent: int) -> None:
-    """Have the kernel kill this process when `parent` dies (Linux ``PR_SET_PDEATHSIG``), or exit if it has."""
-    pr_set_pdeathsig = 1
-    if prctl is not None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the request took effect
-        os._exit(1)
 
 
 def _close_all_but(*keep: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from layerstore.testing.loop import loop_devices_under, loop_filesystem_or_unavailable, mounts_under
+from layerstore.testing.loop import LARGE_XATTRS, loop_devices_under, loop_filesystem_or_unavailable, mounts_under
 
 BTRFS_SIZE_MB = 1024  # sparse: costs only what the tests write
 
@@ -17,7 +17,7 @@ BTRFS_SIZE_MB = 1024  # sparse: costs only what the tests write
 def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A loop-mounted btrfs shared by the session; checks afterwards that no mount or loop device is left."""
     workdir = tmp_path_factory.mktemp("btrfs-loop")
-    with loop_filesystem_or_unavailable("btrfs", workdir, "btrfs", BTRFS_SIZE_MB) as mnt:
+    with loop_filesystem_or_unavailable("btrfs", workdir, "btrfs", BTRFS_SIZE_MB, LARGE_XATTRS["btrfs"]) as mnt:
         yield mnt
     leftovers = mounts_under(workdir) + loop_devices_under(workdir)
     if leftovers:

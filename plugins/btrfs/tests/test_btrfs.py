@@ -252,20 +252,21 @@ def test_automatic_selection_takes_btrfs_on_btrfs(btrfs_mount: Path, tmp_path: P
     assert driver.home == root / "btrfs"
 
 
-def test_automatic_selection_moves_on_when_btrfs_cannot_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "home-with-data"])
+def test_automatic_selection_keeps_btrfs_when_it_cannot_run(tmp_path: Path, recorded: bool) -> None:
     with loop_filesystem_or_unavailable("btrfs", tmp_path / "loop", "ext4", 32) as ext4:
         root = ext4 / "store"
-        # A non-empty btrfs home makes btrfs the first candidate (a store keeps its driver) ...
-        (root / "btrfs").mkdir(parents=True)
-        (root / "btrfs" / "subvolumes").mkdir()
+        # A store made with btrfs: its record (or, for an older store, its non-empty btrfs home) says so.
+        (root / "btrfs" / "subvolumes").mkdir(parents=True)
+        if recorded:
+            (root / ".driver").write_text("btrfs\n")
         settings = Settings(root=root, driver=None, driver_source="auto")
-        try:
-            driver = open_driver_for(settings)
-        except DriverNotSupported as exc:
-            # ... and when no other installed driver can run either, its reason is in the list.
-            assert f"btrfs: btrfs: {root / 'btrfs'} is on ext4, not btrfs" in str(exc)
-        else:
-            assert driver.name != "btrfs"
+        with pytest.raises(DriverNotSupported) as info:
+            open_driver_for(settings)
+        assert str(info.value) == (
+            f"the store at {root} uses driver btrfs, which cannot start: btrfs: {root / 'btrfs'} is on ext4, not btrfs"
+        )
+        assert sorted(p.name for p in root.iterdir()) == ([".driver"] if recorded else []) + ["btrfs"]
 
 
 def test_a_killed_removal_or_creation_is_cleaned_up_on_open(btrfs_mount: Path, btrfs_home: Path) -> None:
@@ -306,3 +307,35 @@ def test_a_read_only_layer_is_frozen_after_its_diff_but_children_and_removal_wor
     driver.remove(CHILD)
     driver.remove(BASE)
     assert not driver.exists(BASE)
+
+
+def test_check_lists_and_gc_removes_what_killed_processes_left(btrfs_mount: Path, btrfs_home: Path) -> None:
+    driver = load_driver("btrfs", btrfs_home)
+    driver.create(BASE)
+    # A create killed after writing its records but before its rename, with a temporary record file,
+    # a staged snapshot, and a removal killed while deleting (its lock file unheld).
+    (btrfs_home / "parents" / CHILD).write_text(BASE)
+    (btrfs_home / "parents" / f".tmp-{GRANDCHILD}.1234").write_text(CHILD)
+    (btrfs_home / "readonly" / CHILD).touch()
+    (btrfs_home / "children" / BASE).mkdir()
+    (btrfs_home / "children" / BASE / CHILD).touch()
+    _btrfs.snapshot_subvolume(btrfs_home / "subvolumes" / BASE, btrfs_home / "staging", f"{CHILD}.dead")
+    _btrfs.create_subvolume(btrfs_home / "trash", f"{GRANDCHILD}.dead")
+
+    listed = driver.orphans()
+    expected = {
+        f"btrfs parents/{CHILD}",
+        f"btrfs parents/.tmp-{GRANDCHILD}.1234",
+        f"btrfs readonly/{CHILD}",
+        f"btrfs children/{BASE}/{CHILD}",
+        f"btrfs staging/{CHILD}.dead",
+        f"btrfs trash/{GRANDCHILD}.dead",
+    }
+    assert set(listed) == expected
+    assert set(driver.gc([BASE])) == expected
+    assert driver.orphans() == []
+    assert sorted(os.listdir(btrfs_home / "trash")) == []
+    assert os.listdir(btrfs_home / "children") == []
+    home_rel = btrfs_home.relative_to(btrfs_mount).as_posix()
+    assert [p for p in listed_subvolumes(btrfs_mount) if p.startswith(home_rel)] == [f"{home_rel}/subvolumes/{BASE}"]
+    driver.remove(BASE)

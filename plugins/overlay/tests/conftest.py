@@ -11,7 +11,7 @@ import pytest
 from layerstore import Driver, load_driver
 from layerstore.errors import DriverNotSupported
 from layerstore.testing import unavailable
-from layerstore.testing.loop import loop_filesystem_or_unavailable, mounts_under
+from layerstore.testing.loop import LARGE_XATTRS, loop_filesystem_or_unavailable, mounts_under
 from layerstore_overlay._mount import unmount
 
 _counter = itertools.count()
@@ -24,7 +24,7 @@ def overlay_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     The root filesystem is slow at creating files; a loop-mounted ext4 is not.
     """
     workdir = tmp_path_factory.mktemp("overlay-backing")
-    with loop_filesystem_or_unavailable("overlay", workdir, "ext4", 1024) as mnt:
+    with loop_filesystem_or_unavailable("overlay", workdir, "ext4", 1024, LARGE_XATTRS["ext4"]) as mnt:
         yield mnt
 
 

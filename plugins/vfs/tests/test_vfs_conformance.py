@@ -11,20 +11,29 @@ from layerstore import Driver
 from layerstore.conformance import DriverConformance
 
 
-class TestVfsConformance(DriverConformance):
+class _OnExt4(DriverConformance):
+    """Driver homes on the session's loop-mounted ext4 (it holds 60 KiB xattrs; the root filesystem does not)."""
+
+    @pytest.fixture
+    def layerstore_root(self, ext4_mount: Path) -> Path:
+        """A fresh directory on the session's ext4."""
+        return Path(tempfile.mkdtemp(dir=ext4_mount))
+
+
+class TestVfsConformance(_OnExt4):
     """Every conformance test; the data copy method is chosen automatically (copy_file_range on ext4)."""
 
     driver_name = "vfs"
 
 
-class TestVfsReadWriteCopy(DriverConformance):
+class TestVfsReadWriteCopy(_OnExt4):
     """The portable fallback: a read/write loop."""
 
     driver_name = "vfs"
     driver_options = {"copy": "read"}
 
 
-class TestVfsSendfileCopy(DriverConformance):
+class TestVfsSendfileCopy(_OnExt4):
     """The sendfile fallback."""
 
     driver_name = "vfs"

@@ -16,6 +16,7 @@ import pytest
 from layerstore import CreateOpts, Driver, IDMap, IDMappings, load_driver
 from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse, LayerNotFound
 from layerstore.process import run_command
+from layerstore_zfs._commands import run_retrying_busy
 
 
 @pytest.fixture
@@ -51,9 +52,9 @@ def test_child_is_a_clone_and_its_snapshot_goes_with_it(driver: Driver) -> None:
         Path(path, "file").write_text("parent")
     driver.create("child", "base")
     meta = driver.metadata("child")
-    assert meta["origin"] == f"{driver.metadata('base')['dataset']}@child"
+    assert meta["origin"] == f"{driver.metadata('base')['dataset']}@layerstore-clone-child"
     assert meta["mounted"] == "no", "a new layer must not stay mounted (zfs-fuse mounts clones)"
-    assert any(name.endswith("@child") for name in datasets(driver, "snapshot"))
+    assert any(name.endswith("@layerstore-clone-child") for name in datasets(driver, "snapshot"))
     with driver.mounted("child") as path:
         assert Path(path, "file").read_text() == "parent"
     driver.remove("child")
@@ -219,3 +220,36 @@ def test_unreachable_pool_or_missing_dataset(tmp_path: Path, zfs_pool: tuple[str
         load_driver("zfs", tmp_path / "a", {"fsname": "lsnosuchpool/layers"})
     with pytest.raises(DriverNotSupported, match=r"parent dataset .* is not usable"):
         load_driver("zfs", tmp_path / "b", {"fsname": f"{zfs_pool[0]}/nosuchdataset"})
+
+
+def test_check_lists_and_gc_removes_what_killed_creates_and_removals_left(driver: Driver) -> None:
+    driver.create("base")
+    driver.create("kept", "base")
+    fsname = dict(driver.status())["Parent Dataset"]
+    home = Path(driver.home)
+    # Killed between snapshot and clone: a snapshot that no clone uses.
+    run_command(["zfs", "snapshot", f"{fsname}/base@layerstore-clone-early"])
+    # Killed between clone and the deferred destroy, the clone removed later: its origin snapshot stays.
+    run_command(["zfs", "snapshot", f"{fsname}/base@layerstore-clone-late"])
+    run_command(["zfs", "clone", "-o", "canmount=noauto", f"{fsname}/base@layerstore-clone-late", f"{fsname}/late"])
+    run_command(["zfs", "unmount", "-f", f"{fsname}/late"], check=False)  # zfs-fuse mounts clones
+    assert run_retrying_busy(["zfs", "destroy", f"{fsname}/late"]).returncode == 0
+    # Killed during remove, after the destroy: the layer's empty mount directory.
+    (home / "mnt" / "gone").mkdir()
+    # A snapshot a user took inside a layer is the layer's own, not an orphan.
+    run_command(["zfs", "snapshot", f"{fsname}/kept@users-own"])
+
+    expected = {
+        f"zfs snapshot {fsname}/base@layerstore-clone-early (no layer is cloned from it)",
+        f"zfs snapshot {fsname}/base@layerstore-clone-late (no layer is cloned from it)",
+        f"zfs mount directory {home / 'mnt' / 'gone'} (its dataset is gone)",
+    }
+    assert set(driver.orphans()) == expected
+    assert set(driver.gc([])) == expected
+    assert driver.orphans() == []
+    snapshots = set(datasets(driver, "snapshot"))
+    assert snapshots == {f"{fsname}/base@layerstore-clone-kept", f"{fsname}/kept@users-own"}
+    assert not (home / "mnt" / "gone").exists()
+    assert not (home / "mnt" / "gone").exists()
+    driver.remove("kept")
+    driver.remove("base")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
 from ..fstree import remove_tree
+from ..xattrs import get_xattr, list_xattrs
 from .whiteouts import OVERLAY_XATTR_PREFIXES
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class SafeTree:
         if not self._opaque_xattr:
             return False
         try:
-            return os.getxattr(path, self._opaque_xattr, follow_symlinks=False) == b"y"
+            return get_xattr(path, self._opaque_xattr) == b"y"
         except OSError:
             return False
 
@@ -174,11 +175,11 @@ class SafeTree:
         """Create upper directory `rel` with the owner, mode and xattrs of the lower directory it extends."""
         path = f"{self._prefix}/{rel}"
         os.mkdir(path, 0o700)
-        for key in os.listxattr(lower_path, follow_symlinks=False):
+        for key in list_xattrs(lower_path):
             if key.startswith(OVERLAY_XATTR_PREFIXES) or (self._opaque_xattr and key.startswith(self._opaque_xattr)):
                 continue
             try:
-                os.setxattr(path, key, os.getxattr(lower_path, key, follow_symlinks=False), follow_symlinks=False)
+                os.setxattr(path, key, get_xattr(lower_path, key), follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.ENODATA):
                     raise

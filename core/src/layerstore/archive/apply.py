@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..idtools import IDMappings
+from ..xattrs import get_xattr, list_xattrs
 from ._safepath import SafeTree, is_whiteout_node, remove_path, split_name
 from .aside import current as current_aside
 from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
@@ -200,7 +201,7 @@ class _Extraction:
             found = not os.lstat(path).st_mode & stat.S_ISGID
             if found:
                 try:
-                    os.getxattr(path, _ACL_DEFAULT, follow_symlinks=False)
+                    get_xattr(path, _ACL_DEFAULT)
                 except OSError as exc:
                     found = exc.errno in _NO_XATTR
                 else:
@@ -344,9 +345,9 @@ class _Extraction:
             os.mkfifo(dest, 0o600)
         else:
             os.mknod(dest, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
-        for key in os.listxattr(source, follow_symlinks=False):
+        for key in list_xattrs(source):
             if not key.startswith(self.skip_xattrs):
-                os.setxattr(dest, key, os.getxattr(source, key, follow_symlinks=False), follow_symlinks=False)
+                os.setxattr(dest, key, get_xattr(source, key), follow_symlinks=False)
         os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(dest, stat.S_IMODE(st.st_mode))

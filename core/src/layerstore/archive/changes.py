@@ -8,6 +8,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from ..change import Change, ChangeKind
+from ..xattrs import get_xattr
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -34,7 +35,7 @@ def _same_time(a: int, b: int) -> bool:
 
 def _capability(path: str) -> bytes | None:
     try:
-        return os.getxattr(path, _CAPABILITY, follow_symlinks=False)
+        return get_xattr(path, _CAPABILITY)
     except OSError:
         return None
 

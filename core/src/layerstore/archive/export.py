@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from ..change import ChangeKind
 from ..errors import LayerStoreError
 from ..idtools import IDMappings
+from ..xattrs import get_xattr, list_xattrs
 from ._tarheader import (
     END_OF_ARCHIVE,
     TYPE_BLOCKDEV,
@@ -80,7 +81,7 @@ class GeneratedStream(io.RawIOBase):
 def exported_xattrs(path: str) -> dict[str, bytes] | None:
     """The xattrs of `path` (not following a symlink) that go into a tar, without the overlay's own; None if none."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = list_xattrs(path)
     except OSError:
         return None
     if not names:
@@ -90,7 +91,7 @@ def exported_xattrs(path: str) -> dict[str, bytes] | None:
         if key.startswith(OVERLAY_XATTR_PREFIXES):
             continue
         try:
-            found[key] = os.getxattr(path, key, follow_symlinks=False)
+            found[key] = get_xattr(path, key)
         except OSError:
             continue
     return found or None

@@ -28,6 +28,7 @@ from ..mountinfo import read_mountinfo
 from ..process import run_command
 
 __all__ = [
+    "LARGE_XATTRS",
     "MKFS_COMMANDS",
     "loop_devices_under",
     "loop_filesystem",
@@ -42,6 +43,16 @@ MKFS_COMMANDS: dict[str, tuple[str, ...]] = {
     "xfs": ("mkfs.xfs", "-q", "-f"),
 }
 """How to make each filesystem type non-interactively on an image file; other types run plain ``mkfs.<type>``."""
+
+LARGE_XATTRS: dict[str, tuple[str, ...]] = {
+    "btrfs": ("-n", "65536"),
+    "ext4": ("-O", "ea_inode"),
+}
+"""``mkfs`` arguments that let a filesystem hold extended attribute values up to the VFS limit of 64 KiB.
+
+By default btrfs keeps a value within one 16 KiB tree node and ext4 within
+one 4 KiB block; the conformance suite stores values of 60 KiB.
+"""
 
 _UMOUNT_ATTEMPTS = 20
 _UMOUNT_PAUSE = 0.1  # seconds; a just-closed file or a udev probe keeps a mount busy only briefly

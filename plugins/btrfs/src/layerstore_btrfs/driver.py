@@ -7,11 +7,19 @@ Layout under the driver home::
     readonly/<id>             marker: made read-only once its diff is applied
     children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
     staging/                  layers being created (renamed into subvolumes/ when complete)
-    trash/                    layers being deleted (renamed out of subvolumes/ first)
+    trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first); the remover
+                              holds a flock on the subvolume's root directory until it is gone
     lock                      flock held while layers are created, and while removal moves a layer to trash
+    probed                    the answer of the one-time support probe (written when the home is made)
 
 A layer therefore appears and disappears with one rename: a crash leaves at
-worst a subvolume in staging/ or trash/, deleted when the driver next opens.
+worst a subvolume in staging/ or trash/, deleted when the driver next opens
+(staging only ever holds entries of the process holding ``lock``; a trash
+entry is deleted by whoever holds the flock on its directory).  Removal
+creates no file, so it works on a completely full filesystem.  Every name is attributable:
+records of a layer whose subvolume is gone, temporary record files and
+unheld scratch entries are orphans that ``gc`` removes and ``check`` lists.
+Opening an existing home writes nothing except that deletion of leftovers.
 Snapshots do not depend on their origin in btrfs, but the contract keeps a
 parent until its children are gone, as every driver does.
 """
@@ -53,6 +61,8 @@ STORAGE_OPTIONS = frozenset({"size"})
 """Per-layer storage options `create` accepts: ``size`` (a qgroup limit on the layer's referenced bytes)."""
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_PROBED = "probed"
+_TMP_PREFIX = ".tmp-"
 
 
 def _valid_id(layer_id: str) -> bool:
@@ -81,9 +91,8 @@ class BtrfsDriver:
         self._staging = self.home / "staging"
         self._trash = self.home / "trash"
         self._readonly = self.home / "readonly"
-        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash, self._readonly):
-            d.mkdir(parents=True, exist_ok=True)
-        self._probe()
+        if not (self.home / _PROBED).is_file():
+            self._init_home()
         self._fs_uuid = _btrfs.filesystem_uuid(self.home)
         self._sweep()
 
@@ -92,8 +101,21 @@ class BtrfsDriver:
 
     # -- support detection and housekeeping ------------------------------------------------------
 
+    def _init_home(self) -> None:
+        """Make the layout and run the support probe once, under the lock; record that it passed."""
+        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash, self._readonly):
+            d.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if (self.home / _PROBED).is_file():
+                return  # another process initialised the home meanwhile
+            self._probe()
+            _write_atomic(self.home / _PROBED, "subvolumes can be created and deleted here\n")
+
     def _probe(self) -> None:
-        """Create and delete a subvolume in staging/, so that an unprivileged process is told why here."""
+        """Create and delete a subvolume in staging/, so that an unprivileged process is told why here.
+
+        Runs with the lock held, so no sweep of another process sees the probe's subvolume.
+        """
         name = f".probe-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             _btrfs.create_subvolume(self._staging, name)
@@ -109,13 +131,80 @@ class BtrfsDriver:
                 "(run as root, or mount the filesystem with user_subvol_rm_allowed)"
             ) from None
 
-    def _sweep(self) -> None:
-        """Delete what a killed process left in staging/ and trash/."""
+    def _sweep(self) -> list[str]:
+        """Delete what killed processes left in staging/ and trash/; return the names deleted.
+
+        Staging entries are listed under the lock (a live create holds it all
+        along, so every entry seen is dead); a trash entry is deleted only by
+        whoever holds its lock file, so a live removal is never disturbed.
+        """
         with self._locked():
-            leftovers = [*self._staging.iterdir(), *self._trash.iterdir()]
-        for path in leftovers:
+            staged = list(self._staging.iterdir())
+            trashed = list(self._trash.iterdir())
+        removed = []
+        for path in staged:
             with contextlib.suppress(OSError):
                 self._destroy(path)
+                removed.append(f"staging/{path.name}")
+        for path in trashed:
+            fd = _claim(path, wait=False)
+            if fd is None:
+                continue  # its remover is alive, or it is gone already
+            try:
+                self._destroy(path)
+                removed.append(f"trash/{path.name}")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
+
+    def _record_orphans(self) -> list[Path]:
+        """Records and temporary files that belong to no layer (call with the lock held)."""
+        found = []
+        for directory in (self._parents, self._readonly):
+            for entry in directory.iterdir():
+                if entry.name.startswith(_TMP_PREFIX) or not self.exists(entry.name):
+                    found.append(entry)
+        for entry in self._children.iterdir():
+            if not self.exists(entry.name):
+                found.append(entry)
+                continue
+            found += [marker for marker in entry.iterdir() if not self.exists(marker.name)]
+        return found
+
+    def _unheld_scratch(self) -> list[Path]:
+        """Staging and trash entries no live process holds (call with the lock held)."""
+        found = list(self._staging.iterdir())
+        for path in self._trash.iterdir():
+            fd = _claim(path, wait=False)
+            if fd is not None:
+                found.append(path)
+                os.close(fd)
+        return found
+
+    @hookimpl
+    def orphans(self) -> list[str]:
+        """Staging/trash subvolumes nobody holds, and records or temporary files of layers that do not exist."""
+        with self._locked():
+            paths = self._unheld_scratch() + self._record_orphans()
+        return [f"btrfs {path.relative_to(self.home)}" for path in paths]
+
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Delete unheld staging/trash entries and records of layers that do not exist."""
+        removed = [f"btrfs {name}" for name in self._sweep()]
+        with self._locked():
+            for path in self._record_orphans():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                if path.parent.parent == self._children:
+                    with contextlib.suppress(OSError):
+                        path.parent.rmdir()  # the parent's marker directory, when this was its last child
+                removed.append(f"btrfs {path.relative_to(self.home)}")
+        return removed
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -246,15 +335,23 @@ class BtrfsDriver:
                 shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
                 raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
             trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
+            claim = _claim(self._path(id), wait=True)  # the same directory once it is renamed into trash/
+            if claim is None:
+                raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
             try:
-                os.rename(self._path(id), trashed)
-            except OSError as exc:
-                if exc.errno != errno.EROFS:
-                    raise
-                # Moving a read-only subvolume would rewrite its "..": make it writable first.
-                _btrfs.set_read_only(self._path(id), False)
-                os.rename(self._path(id), trashed)
-            self._forget(id, self._parent_of(id))
+                try:
+                    self._move_to_trash(id, trashed)
+                except OSError as exc:
+                    if exc.errno not in _SPACE_ERRNOS:
+                        raise
+                    # A full filesystem: even a rename needs space here, deleting does not.
+                    self._destroy(self._path(id))
+                    self._forget(id, self._parent_of(id))
+                    return
+                self._forget(id, self._parent_of(id))
+            finally:
+                if not os.path.lexists(trashed):
+                    os.close(claim)
         try:
             self._destroy(trashed)
         except OSError as exc:
@@ -262,6 +359,18 @@ class BtrfsDriver:
                 f"btrfs: layer {id} is removed but deleting its subvolume {trashed} failed ({exc}); "
                 "the driver retries when it next opens"
             ) from exc
+        finally:
+            os.close(claim)
+
+    def _move_to_trash(self, id: str, trashed: Path) -> None:
+        try:
+            os.rename(self._path(id), trashed)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # Moving a read-only subvolume would rewrite its "..": make it writable first.
+            _btrfs.set_read_only(self._path(id), False)
+            os.rename(self._path(id), trashed)
 
     @hookimpl(wrapper=True)
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> Generator[None, int, int]:
@@ -340,9 +449,26 @@ def _os_error(exc: OSError, what: str) -> LayerStoreError:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _claim(entry: Path, *, wait: bool) -> int | None:
+    """Lock the directory `entry` (a trash entry) with flock; its fd, or None when another holds it or it is gone."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _mount_source(path: Path) -> str:

@@ -22,6 +22,7 @@ from layerstore.archive.changes import regular_files_size, same_attrs
 from layerstore.archive.export import exported_xattrs, marker_header, member_chunks
 from layerstore.archive.whiteouts import OPAQUE, whiteout_name
 from layerstore.change import Change, ChangeKind
+from layerstore.xattrs import get_xattr
 
 if TYPE_CHECKING:
     from layerstore.idtools import IDMappings
@@ -39,7 +40,7 @@ def is_whiteout(st: os.stat_result) -> bool:
 def _has_opaque(path: str, prefixes: Sequence[str]) -> bool:
     for prefix in prefixes:
         try:
-            if os.getxattr(path, prefix + "opaque", follow_symlinks=False) == b"y":
+            if get_xattr(path, prefix + "opaque") == b"y":
                 return True
         except OSError:
             continue

@@ -58,6 +58,7 @@ from layerstore.errors import (
 from layerstore.flock import held_flock
 from layerstore.fstree import remove_tree_quietly
 from layerstore.process import run_command
+from layerstore.xattrs import get_xattr, list_xattrs
 
 from . import _mount, _native, _support
 from ._mount import CLASSIC_MAX_LOWERS, KERNEL_MAX_LOWERS, MountAPI, MountError
@@ -195,7 +196,7 @@ class OverlayDriver:
                 raise DriverNotSupported(f"overlay cannot use {self.home} ({self.backing_fs}): {problem}")
             try:
                 os.setxattr(probe, "trusted.layerstore-probe", b"1")
-                if os.getxattr(probe, "trusted.layerstore-probe") != b"1":
+                if get_xattr(probe, "trusted.layerstore-probe") != b"1":
                     raise OSError(errno.EIO, "trusted xattr read back wrong")
             except OSError as exc:
                 raise DriverNotSupported(
@@ -408,11 +409,11 @@ class OverlayDriver:
         os.mkdir(dest, 0o700)
         os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, st.st_mode & 0o7777)
-        for name in os.listxattr(source, follow_symlinks=False):
+        for name in list_xattrs(source):
             if name.startswith(_XATTR_PREFIXES) or name.startswith("user.overlay."):
                 continue
             with contextlib.suppress(OSError):
-                os.setxattr(dest, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
+                os.setxattr(dest, name, get_xattr(source, name), follow_symlinks=False)
 
     @hookimpl
     def remove(self, id: str) -> None:

@@ -15,6 +15,8 @@ import os
 import stat
 from collections.abc import Iterator
 
+from layerstore.xattrs import get_xattr, list_xattrs
+
 __all__ = ["COPY_METHODS", "TreeCopier", "probe_reflink"]
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
@@ -57,14 +59,14 @@ def probe_reflink(directory: str) -> bool:
 
 def _xattrs(path: str | int, follow: bool) -> Iterator[tuple[str, bytes]]:
     try:
-        names = os.listxattr(path, follow_symlinks=follow)
+        names = list_xattrs(path, follow_symlinks=follow)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return
         raise
     for name in names:
         try:
-            yield name, os.getxattr(path, name, follow_symlinks=follow)
+            yield name, get_xattr(path, name, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno != errno.ENODATA:  # removed meanwhile
                 raise

@@ -2,23 +2,35 @@
 
 Layout: layer ``ID`` is the dataset ``<fsname>/ID`` (IDs that are not valid
 dataset name components are stored as ``_<sha256 prefix>``).  A base layer is
-``zfs create``; a child is ``zfs snapshot <parent>@ID`` plus ``zfs clone``
+``zfs create``; a child is ``zfs snapshot <parent>@layerstore-clone-ID`` plus ``zfs clone``
 of that snapshot, and the snapshot is immediately marked for deferred
 destruction (``zfs destroy -d``) so that it disappears with its clone and
 nothing leaks.  Datasets carry ``canmount=noauto`` and a ``mountpoint`` of
 ``<home>/mnt/ID``; `get` is ``zfs mount``, `put` is ``zfs unmount`` (legacy
 mounts need ``mount -t zfs``, which zfs-fuse does not have).  Diffs come
 from the core's generic implementation.
+
+Every object is attributable: a snapshot ``<parent>@layerstore-clone-<child>``
+belongs to the clone ``<fsname>/<child>`` whose origin it is (snapshots with
+other names are the layer user's own), a mount directory
+``<home>/mnt/<name>`` to the dataset ``<fsname>/<name>``, a ``_gc-*``
+dataset is a removal that stayed busy.  Anything else (a snapshot left by a
+create killed before or after its clone, a mount directory whose dataset a
+killed ``destroy`` took) is an orphan: ``check`` lists it, ``gc`` removes
+it.  Creates hold ``<home>/lock`` shared from snapshot to clone; ``gc``
+holds it exclusively, so it never takes a snapshot a live create needs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +60,7 @@ OPTIONS = frozenset({"fsname"})
 STORAGE_OPTIONS = frozenset({"size"})
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 _GARBAGE_PREFIX = "_gc-"
+_CLONE_SNAPSHOT_PREFIX = "layerstore-clone-"
 
 
 def _component(layer_id: str) -> str:
@@ -157,7 +170,16 @@ class ZfsDriver:
                     self._destroy(id, dataset)
                     raise
             return
-        snapshot = f"{self.dataset(parent)}@{_component(id)}"
+        with self._locked(exclusive=False):
+            self._create_clone(id, parent, props, dataset)
+        # zfs-fuse's `zfs clone` mounts the clone despite canmount=noauto; a
+        # layer is mounted only between get and put.
+        target = str(self.mountpoint(id))
+        if is_mounted(target) is not None:
+            self._unmount(id, target)
+
+    def _create_clone(self, id: str, parent: str, props: list[str], dataset: str) -> None:
+        snapshot = f"{self.dataset(parent)}@{_CLONE_SNAPSHOT_PREFIX}{_component(id)}"
         proc = zfs.run(["zfs", "snapshot", snapshot], check=False)
         if proc.returncode != 0 and b"exists" in proc.stderr:
             # Left by a create that was killed before its clone existed (or whose clone is gone).
@@ -175,11 +197,6 @@ class ZfsDriver:
             self._destroy(id, dataset)
             zfs.run(["zfs", "destroy", snapshot], check=False)
             raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
-        # zfs-fuse's `zfs clone` mounts the clone despite canmount=noauto; a
-        # layer is mounted only between get and put.
-        target = str(self.mountpoint(id))
-        if is_mounted(target) is not None:
-            self._unmount(id, target)
 
     @hookimpl
     def get(self, id: str, mount_label: str) -> str:
@@ -265,6 +282,60 @@ class ZfsDriver:
         }
 
     @hookimpl
+    def orphans(self) -> list[str]:
+        """Snapshots no clone owns, mount directories without a dataset, ``_gc-*`` datasets."""
+        return [description for description, _ in self._find_orphans()]
+
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Destroy snapshots no clone owns and ``_gc-*`` datasets; remove empty mount directories without a dataset."""
+        removed = []
+        with self._locked(exclusive=True):
+            for description, remove in self._find_orphans():
+                try:
+                    remove()
+                except (OSError, LayerStoreError):
+                    continue  # still busy or not empty: listed again by the next check
+                removed.append(description)
+        return removed
+
+    def _find_orphans(self) -> list[tuple[str, Callable[[], None]]]:
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name,origin", "-r", "-t", "filesystem", self.fsname], check=False)
+        if proc.returncode != 0:
+            return []
+        origins = {}
+        for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+            name, _, origin = line.partition("\t")
+            origins[name] = origin
+        found: list[tuple[str, Callable[[], None]]] = []
+        for name in origins:
+            if name.rpartition("/")[2].startswith(_GARBAGE_PREFIX):
+                found.append((f"zfs dataset {name} (a removal that stayed busy)", _destroyer(["-r", "-f", name])))
+        proc = zfs.run(["zfs", "list", "-H", "-o", "name", "-r", "-t", "snapshot", self.fsname], check=False)
+        for snapshot in proc.stdout.decode(errors="surrogateescape").splitlines() if proc.returncode == 0 else []:
+            dataset, _, name = snapshot.partition("@")
+            if dataset.rpartition("/")[0] != self.fsname or not name.startswith(_CLONE_SNAPSHOT_PREFIX):
+                continue  # not a layer's dataset, or a snapshot its user took inside a layer
+            if origins.get(f"{self.fsname}/{name.removeprefix(_CLONE_SNAPSHOT_PREFIX)}") != snapshot:
+                found.append((f"zfs snapshot {snapshot} (no layer is cloned from it)", _destroyer([snapshot])))
+        layers = {name.rpartition("/")[2] for name in origins}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.listdir(self.mnt)):
+                path = self.mnt / entry
+                if entry not in layers and is_mounted(str(path)) is None:
+                    found.append((f"zfs mount directory {path} (its dataset is gone)", _rmdir(path)))
+        return found
+
+    @contextlib.contextmanager
+    def _locked(self, *, exclusive: bool) -> Iterator[None]:
+        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @hookimpl
     def cleanup(self) -> None:
         """Destroy datasets left by removals that failed half-way (renamed ``_gc-*``); mounts are the facade's."""
         proc = zfs.run(["zfs", "list", "-H", "-o", "name", "-d", "1", "-t", "filesystem", self.fsname], check=False)
@@ -335,3 +406,16 @@ class ZfsDriver:
             f"zfs: cannot remove layer {id}: dataset {dataset} stays busy ({held}) "
             f"and cannot be renamed aside: {zfs.stderr_of(proc)}"
         )
+
+
+def _destroyer(args: list[str]) -> Callable[[], None]:
+    def destroy() -> None:
+        proc = zfs.run_retrying_busy(["zfs", "destroy", *args])
+        if proc.returncode != 0 and not zfs.missing(proc):
+            raise CommandFailed(proc.args, proc.returncode, proc.stderr.decode(errors="replace"))
+
+    return destroy
+
+
+def _rmdir(path: Path) -> Callable[[], None]:
+    return lambda: os.rmdir(path)

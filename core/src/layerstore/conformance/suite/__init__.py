@@ -17,6 +17,7 @@ from ._references import ReferenceTests
 from ._removal import RemovalTests
 from ._tarsemantics import TarSemanticsTests
 from ._whiteouts import WhiteoutTests
+from ._xattrs import XattrTests
 
 __all__ = ["DriverConformance", "DriverSpec", "MakeDriver"]
 
@@ -32,6 +33,7 @@ class DriverConformance(
     RemovalTests,
     BadInputTests,
     OptionalTests,
+    XattrTests,
     ConformanceBase,
 ):
     """The conformance suite of a storage driver; subclass it as ``Test...`` to run it.

@@ -283,12 +283,21 @@ class TarBuilder:
         self._add(info, data, xattrs)
         return self
 
-    def dir(self, name: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int = MTIME) -> TarBuilder:
+    def dir(
+        self,
+        name: str,
+        *,
+        mode: int = 0o755,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int = MTIME,
+        xattrs: dict[str, bytes] | None = None,
+    ) -> TarBuilder:
         """Add a directory."""
         info = tarfile.TarInfo(name)
         info.type = tarfile.DIRTYPE
         info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, mtime
-        self._add(info)
+        self._add(info, None, xattrs)
         return self
 
     def symlink(self, name: str, target: str, *, uid: int = 0, gid: int = 0) -> TarBuilder:
