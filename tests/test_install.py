@@ -118,7 +118,7 @@ class CopyDriver:
         if parent is None:
             tmp.mkdir()
             os.chmod(tmp, 0o755)
-            os.chown(tmp, *self.id_maps.root_pair())
+            os.chown(tmp, *self.id_maps.root_pair)
         else:
             subprocess.run(["cp", "-a", "--", str(self._dir(parent)), str(tmp)], check=True)
         (tmp.parent / f".parent-{id}").write_text(parent or "")

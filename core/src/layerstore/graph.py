@@ -280,7 +280,7 @@ class Graph:
         for path in (self.root, self._graph, self._tmp, self._locks):
             path.mkdir(mode=0o700, exist_ok=True)
             if not self.id_maps.is_identity:
-                uid, gid = self.id_maps.root_pair()
+                uid, gid = self.id_maps.root_pair
                 os.chown(path, uid, gid)
         self._sweep_staging()
 

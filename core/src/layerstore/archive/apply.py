@@ -58,7 +58,7 @@ class _Extraction:
     ) -> None:
         self.reader = reader
         self.maps = maps
-        self.tree = SafeTree(root, maps.root_pair())
+        self.tree = SafeTree(root, maps.root_pair)
         self.overlay = whiteout_format == "overlay"
         self.overlay_prefix = overlay_prefix
         self.skip_xattrs = tuple({*OVERLAY_XATTR_PREFIXES, overlay_prefix})
@@ -404,7 +404,7 @@ def apply_tar(
     The result is the sum of the sizes of the regular files in the tar
     (hardlinks not counted).  Ownership is mapped through
     ``id_maps.to_host``; parents without entries are created 0755 owned by
-    ``id_maps.root_pair()``.  `whiteout_format` "delete" makes canonical
+    ``id_maps.root_pair``.  `whiteout_format` "delete" makes canonical
     whiteouts remove lower content from `dest`; "overlay" turns them into
     overlayfs whiteouts (0/0 character devices, ``<overlay_xattr_prefix>opaque``
     = ``y``).  The stream is read to its end.  Unsafe, corrupt or truncated

@@ -189,7 +189,7 @@ class BtrfsDriver:
             try:
                 if parent is None:
                     _btrfs.create_subvolume(self._staging, staged.name)
-                    os.chown(staged, *self.id_maps.root_pair())
+                    os.chown(staged, *self.id_maps.root_pair)
                     os.chmod(staged, 0o755)
                 else:
                     _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)

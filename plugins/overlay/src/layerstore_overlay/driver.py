@@ -307,7 +307,7 @@ class OverlayDriver:
             os.mkdir(staging, 0o700)
             diff = os.path.join(staging, "diff")
             if parent is None:
-                uid, gid = self.id_maps.root_pair()
+                uid, gid = self.id_maps.root_pair
                 os.mkdir(diff, 0o755)
                 os.chown(diff, uid, gid)
                 os.chmod(diff, 0o755)  # a layer root is 0755 by contract, whatever the umask

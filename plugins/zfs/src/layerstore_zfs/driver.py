@@ -145,7 +145,7 @@ class ZfsDriver:
         dataset = self.dataset(id)
         if parent is None:
             self._checked(["zfs", "create", *props, dataset], f"create layer {id}")
-            root = self.id_maps.root_pair()
+            root = self.id_maps.root_pair
             if root != (0, 0):
                 try:
                     path = self.get(id, "")

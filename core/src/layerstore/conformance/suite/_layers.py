@@ -28,7 +28,7 @@ class LayerTests:
             st = os.lstat(path)
             assert stat.S_ISDIR(st.st_mode)
             assert stat.S_IMODE(st.st_mode) == 0o755, f"root of a new base layer has mode {st.st_mode:o}, not 755"
-            assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair()
+            assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair
             assert os.listdir(path) == []
         assert driver.changes(layer) == []
         assert driver.diff_size(layer) == 0
@@ -58,7 +58,7 @@ class LayerTests:
                 st = os.lstat(os.path.join(path, implied))
                 assert stat.S_ISDIR(st.st_mode), f"{implied} was not created"
                 assert stat.S_IMODE(st.st_mode) == 0o755, f"implied directory {implied} has mode {st.st_mode:o}"
-                assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair()
+                assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair
             assert sorted(os.listdir(path)) == ["etc", "implied"]
 
     def test_create_existing_layer_raises_layer_exists(self, driver: Driver) -> None:
