@@ -470,11 +470,18 @@ def digest(image: str) -> None:
 @click.option("--root", "suite_root", type=click.Path(file_okay=False, path_type=Path),
               help="A directory on the backend to test in (default: a temporary directory).")
 @click.option("--option", "suite_options", multiple=True, metavar="KEY=VALUE", help="Driver option (repeatable).")
+@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON certification report to this file.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...],
-                pytest_args: tuple[str, ...]) -> None:
-    """Run the driver conformance suite against driver NAME (extra arguments go to pytest)."""
+def conformance(ctx: click.Context, name: str, *, suite_root: Path | None, suite_options: tuple[str, ...],
+                report: Path | None, pytest_args: tuple[str, ...]) -> None:
+    """Certify driver NAME with the conformance suite (extra arguments go to pytest).
+
+    The driver is opened once first; if it cannot be, the reason is printed
+    and the exit is non-zero.  The last line says "certified: ..." or
+    "not certified: ..."; the exit is 0 only when certified.
+    """
     from .config import parse_options
     from .conformance import run_suite
     from .drivers import available_drivers
@@ -485,7 +492,7 @@ def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_op
         raise DriverNotFound(
             f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}"
         )
-    code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args))
+    code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args), report=report)
     ctx.exit(code)
 
 

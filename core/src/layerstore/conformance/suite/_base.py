@@ -26,6 +26,9 @@ from layerstore.errors import (
 from layerstore.idtools import IDMappings
 from layerstore.testing import unavailable
 
+from .._options import command_line_options
+from ..requirements import Requirements
+
 
 @attrs.frozen
 class DriverSpec:
@@ -116,16 +119,6 @@ def _class_attribute(cls: type, name: str) -> Any:
     return value
 
 
-def _command_line_options(config: pytest.Config) -> dict[str, str]:
-    options = {}
-    for raw in config.getoption("--layerstore-option", None) or []:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            pytest.fail(f"--layerstore-option {raw!r}: expected KEY=VALUE", pytrace=False)
-        options[key.strip()] = value
-    return options
-
-
 class ConformanceBase:
     """Fixtures shared by every topic of the suite; `DriverConformance` mixes the topics in.
 
@@ -137,6 +130,8 @@ class ConformanceBase:
     - ``driver_options``: options passed to the driver's factory.
     - ``driver_factory``: a factory ``(home, options, id_maps) -> plugin``
       used instead of the installed entry point.
+    - ``requirements``: a `Requirements` subclass saying what the backend
+      supports (which tests skip, and why).
 
     Fixtures a subclass may override: ``layerstore_root`` (a directory on the
     backend; each test gets a fresh home below it).
@@ -145,6 +140,8 @@ class ConformanceBase:
     driver_name: ClassVar[str | None] = None
     driver_options: ClassVar[Mapping[str, str]] = {}
     driver_factory: ClassVar[DriverFactory | None] = None
+    requirements: ClassVar[type[Requirements]] = Requirements
+    """What the driver meets: subclass `Requirements` to answer for your backend, and set it here."""
 
     @pytest.fixture
     def layerstore_root(self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -173,7 +170,7 @@ class ConformanceBase:
                     "no driver selected: run `pytest --pyargs layerstore.conformance --layerstore-driver NAME` "
                     f"or `layerstore conformance NAME` (installed drivers: {installed})"
                 )
-            options.update(_command_line_options(request.config))
+            options.update(command_line_options(request.config))
         return DriverSpec(name=name, options=options, factory=factory)
 
     @pytest.fixture
@@ -189,6 +186,11 @@ class ConformanceBase:
     def driver(self, make_driver: MakeDriver) -> Driver:
         """The driver under test, opened on a fresh home; its layers are removed after the test."""
         return make_driver()
+
+    @pytest.fixture
+    def layerstore_requirements(self, driver: Driver) -> Requirements:
+        """The test class's `requirements` answered for the driver under test (``.require("root")`` in a test)."""
+        return type(self).requirements(driver)
 
 
 def expect_missing(call: Callable[[], object], what: str) -> None:
