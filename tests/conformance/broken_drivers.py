@@ -15,6 +15,7 @@ from typing import BinaryIO
 from layerstore import CreateOpts, hookimpl
 from layerstore.archive.changes import tree_changes
 from layerstore.archive.export import export_changes
+from layerstore.kit import copy_tree
 from layerstore_vfs import VfsDriver
 
 
@@ -90,3 +91,27 @@ class ExtractsAnywhereDriver(VfsDriver):
                     size += member.size
                 tar.extract(member, self._path(id), filter="fully_trusted")
         return size
+
+
+class BuildsInPlaceDriver(VfsDriver):
+    """create copies the parent straight into the layer's final directory: a kill leaves half a layer."""
+
+    @hookimpl
+    def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
+        """mkdir dir/<id>, then copy into it."""
+        target = self._path(id)
+        os.mkdir(target, 0o755)
+        if parent is not None:
+            copy_tree(self._path(parent), target)
+
+
+class LeaksStagingDriver(VfsDriver):
+    """Like vfs, but its gc hook collects nothing: what a killed create staged stays forever."""
+
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Forget to sweep."""
+        return []
+
+    def _sweep(self) -> list[str]:
+        return []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,10 @@ BROKEN = Path(__file__).with_name("broken_drivers.py")
 
 # The only skips allowed on vfs: capabilities it does not declare.
 VFS_SKIPS = {
-    "driver 'vfs' does not declare capability 'quota'",
-    "driver 'vfs' does not declare capability 'read-only-layers'",
-    "driver 'vfs' does not declare capability 'native-diff'",
-    "driver 'vfs' declares no maximum depth",
+    "requires quota: driver 'vfs' does not declare capability 'quota'",
+    "requires read-only-layers: driver 'vfs' does not declare capability 'read-only-layers'",
+    "requires native-diff: driver 'vfs' does not declare capability 'native-diff'",
+    "requires max-depth: driver 'vfs' declares no maximum depth",
 }
 
 
@@ -49,8 +51,9 @@ def _failed(result: pytest.RunResult) -> set[str]:
 
 
 def test_vfs_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
+    """Everything but the crash tests (those run on a loop filesystem in the vfs environment)."""
     _suite_class(pytester, "vfs")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "not killed")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
     assert outcomes["passed"] >= 40
@@ -114,7 +117,7 @@ def test_misspelt_capability_is_an_error(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "test_mine")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*unknown driver capability 'native_dif'*known capabilities*native-diff*"])
+    result.stdout.fnmatch_lines(["*unknown requirement 'native_dif'; known requirements:*native-diff*"])
 
 
 def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.Pytester) -> None:
@@ -127,7 +130,7 @@ def test_marker_skips_with_reason_naming_capability_and_driver(pytester: pytest.
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "test_mine")
     result.assert_outcomes(skipped=1)
-    assert _skip_reasons(result) == ["driver 'vfs' does not declare capability 'quota'"]
+    assert _skip_reasons(result) == ["requires quota: driver 'vfs' does not declare capability 'quota'"]
 
 
 @pytest.mark.parametrize("ci", [False, True], ids=["dev-machine", "ci"])
@@ -143,13 +146,12 @@ def test_root_only_tests_skip_on_a_dev_machine_and_fail_in_ci(
         monkeypatch.delenv("CI", raising=False)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "test_diff_of_base_layer")
     if ci:
-        result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*driver vfs is required here*this test needs root*"])
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(["*driver vfs is required here*needs root: the suite is not running as root*"])
     else:
         result.assert_outcomes(skipped=1)
         assert _skip_reasons(result) == [
-            "driver vfs cannot run here: this test needs root "
-            "(the tar has device nodes, foreign owners and trusted.* xattrs)"
+            "needs root: the suite is not running as root (device nodes, foreign owners, trusted.* xattrs)"
         ]
 
 
@@ -175,7 +177,7 @@ def test_pyargs_without_driver_says_what_to_do(pytester: pytest.Pytester) -> Non
 
 def test_plugin_registers_options_and_marker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.layerstore_requires(*capabilities)*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.layerstore_requires(*requirements)*"])
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(
         ["*--layerstore-driver=NAME*", "*--layerstore-root=DIR*", "*--layerstore-option=KEY=VALUE*"]
@@ -183,12 +185,14 @@ def test_plugin_registers_options_and_marker(pytester: pytest.Pytester) -> None:
 
 
 def test_command_line_options_reach_the_driver(pytester: pytest.Pytester) -> None:
+    """A misconfigured driver stops the certification before any test, with the one reason."""
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--pyargs", "layerstore.conformance",
         "--layerstore-driver", "vfs", "--layerstore-option", "copy=bogus", "-k", "empty",
     )  # fmt: skip
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*bad value 'bogus' for vfs option 'copy'*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*not certified: bad value 'bogus' for vfs option 'copy'*"])
+    assert "passed" not in result.stdout.str() and "error" not in result.stdout.str().lower().replace("errors", "")
 
 
 def test_run_suite_returns_exit_code(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -203,3 +207,100 @@ def test_run_suite_returns_exit_code(pytester: pytest.Pytester, tmp_path: Path) 
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["*2 passed*"])
     assert root.is_dir() and list(root.iterdir()) == [], "the suite left driver homes behind"
+
+
+@pytest.mark.parametrize(
+    ("driver", "test", "message"),
+    [
+        pytest.param(
+            "BuildsInPlaceDriver",
+            "test_killed_create_leaves_child_whole_or_absent",
+            "*left layer * existing but incomplete (* of 20000 files*build a layer under a private name*",
+            id="builds-in-place",
+        ),
+        pytest.param(
+            "LeaksStagingDriver",
+            "test_killed_create_leaves_child_whole_or_absent",
+            "*gc left *staging* in the driver home*",
+            id="gc-leaves-staging",
+        ),
+    ],
+)
+def test_crash_tests_catch_unsafe_drivers(
+    pytester: pytest.Pytester, ext4_root: Path, driver: str, test: str, message: str
+) -> None:
+    _suite_class(pytester, driver)
+    root = Path(tempfile.mkdtemp(dir=ext4_root))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--layerstore-root", str(root), "-k", test)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_vfs_passes_the_crash_tests(pytester: pytest.Pytester, ext4_root: Path) -> None:
+    _suite_class(pytester, "vfs")
+    root = Path(tempfile.mkdtemp(dir=ext4_root))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--layerstore-root", str(root), "-k", "killed")
+    result.assert_outcomes(passed=3)
+
+
+def _certify(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.run(Path(sys.executable).with_name("layerstore"), "conformance", *args)
+
+
+def test_certification_verdict_and_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result = _certify(pytester, "vfs", "--report", str(report), "--", "-p", "no:cacheprovider",
+                      "-k", "empty or quota or max_depth or depth_limit")  # fmt: skip
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert result.outlines[-1] == "certified: 1 passed, 2 skipped for declared capabilities"
+    result.stdout.fnmatch_lines(
+        [
+            "*layerstore: skipped tests and why*",
+            "*1 skipped: requires max-depth: driver 'vfs' declares no maximum depth",
+            "*1 skipped: requires quota: driver 'vfs' does not declare capability 'quota'",
+        ]
+    )
+    data = json.loads(report.read_text())
+    assert data["driver"] == "vfs" and data["distribution"] == "layerstore-vfs" and data["version"]
+    assert data["certified"] is True and data["capabilities"]["idmap"] is True
+    assert data["capabilities"]["max_depth"] is None
+    outcomes = {t["id"].rpartition("::")[2]: (t["outcome"], t["reason"]) for t in data["tests"]}
+    assert outcomes["test_empty_base_layer"] == ("passed", None)
+    assert outcomes["test_quota"] == ("skipped", "requires quota: driver 'vfs' does not declare capability 'quota'")
+
+
+def test_certification_fails_for_environment_skips(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skips that are not the driver's declared capabilities (here: no root) leave it not certified."""
+    pytester.makepyfile(fake_user="import os\nos.geteuid = lambda: 1000  # the suite believes it is not root\n")
+    monkeypatch.delenv("LAYERSTORE_REQUIRE_DRIVERS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--pyargs", "layerstore.conformance", "--layerstore-driver", "vfs",
+        "-p", "fake_user", "-k", "empty or diff_of_base",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.outlines[-1] == (
+        "not certified: 1 skipped for reasons other than declared capabilities, "
+        "1 passed, 0 skipped for declared capabilities"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--option", "copy=bogus"], "bad value 'bogus' for vfs option 'copy'; choose one of:"),
+        (["--option", "copy=reflink"], "cannot clone files (FICLONE)"),
+        (["--option", "colour=blue"], "unknown option 'colour' for driver vfs; known options: copy"),
+    ],
+    ids=["bad-value", "not-supported", "unknown-option"],
+)
+def test_driver_that_cannot_open_is_not_certified(
+    pytester: pytest.Pytester, tmp_path: Path, args: list[str], reason: str
+) -> None:
+    report = tmp_path / "report.json"
+    result = _certify(pytester, "vfs", "--root", str(tmp_path / "root"), "--report", str(report), *args)
+    assert result.ret == 1
+    assert result.outlines == [], "the suite ran although the driver cannot be opened"
+    assert len(result.errlines) == 1 and reason in result.errlines[0], result.errlines
+    data = json.loads(report.read_text())
+    assert data["certified"] is False and reason in data["not_opened"] and data["tests"] == []

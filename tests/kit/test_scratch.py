@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from layerstore.errors import ConfigError
-from layerstore.kit import ScratchArea, atomic_write, check_options, check_storage_options, is_atomic_temporary
+from layerstore.kit import (
+    ScratchArea,
+    atomic_write,
+    check_options,
+    check_storage_options,
+    is_atomic_temporary,
+    sweep_atomic_temporaries,
+)
 
 
 def test_reserve_and_publish(tmp_path: Path) -> None:
@@ -67,7 +75,19 @@ def test_atomic_write_replaces_in_one_step(tmp_path: Path) -> None:
     atomic_write(target, b"bytes", durable=False)
     assert target.read_bytes() == b"bytes"
     assert os.listdir(tmp_path) == ["file"]
-    assert is_atomic_temporary(".file.tmp-0a1b2c3d") and not is_atomic_temporary("file")
+    assert not is_atomic_temporary("file")
+    stale = tmp_path / f".file.tmp-{_dead_pid()}-0a1b2c3d"
+    live = tmp_path / f".file.tmp-{os.getpid()}-0a1b2c3d"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    assert sweep_atomic_temporaries(tmp_path) == [stale.name]
+    assert sorted(os.listdir(tmp_path)) == sorted(["file", live.name])
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_option_messages_have_one_wording() -> None:

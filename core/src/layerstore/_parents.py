@@ -5,7 +5,7 @@ once for every driver and refuses to remove a layer with children
 (`LayerInUse`) before the driver's ``remove`` hook is called.  Layout::
 
     .layerstore/parents/<h(id)>             "<parent>\\n<id>\\n" ("" as parent for a base layer)
-    .layerstore/children/<h(parent)>/<h(id)>  "<id>\\n": <id> is (being) built on <parent>
+    .layerstore/children/<h(parent)>/<h(id)>  "<id>\\n<parent>\\n": <id> is (being) built on <parent>
 
 (``h`` is the sha256 of the ID, so any opaque ID is a safe file name.)  The
 child mark is written before the driver's ``create`` hook runs and dropped
@@ -42,7 +42,7 @@ class ParentIndex:
         if parent is not None:
             marks = self._children / _h(parent)
             marks.mkdir(parents=True, exist_ok=True)
-            atomic_write(marks / _h(layer_id), f"{layer_id}\n", durable=False)
+            atomic_write(marks / _h(layer_id), f"{layer_id}\n{parent}\n", durable=False)
         atomic_write(self._parents / _h(layer_id), f"{parent or ''}\n{layer_id}\n", durable=False)
 
     def forget(self, layer_id: str) -> None:
@@ -73,12 +73,41 @@ class ParentIndex:
         found = []
         for name in names:
             try:
-                child = (marks / name).read_text().strip()
+                child = (marks / name).read_text().partition("\n")[0]
             except FileNotFoundError:
                 continue
             if child:
                 found.append(child)
         return found
+
+    def directories(self) -> list[Path]:
+        """The directories this index writes files into (for sweeping temporary files)."""
+        return [self._parents, *_subdirs(self._children)]
+
+    def records(self) -> list[tuple[str, str | None]]:
+        """Every (layer, parent) pair recorded or marked, for collecting stale ones."""
+        found: set[tuple[str, str | None]] = set()
+        for directory in (self._parents, *_subdirs(self._children)):
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                try:
+                    text = (directory / name).read_text()
+                except (FileNotFoundError, IsADirectoryError):
+                    continue
+                if name.startswith("."):
+                    continue  # a temporary file of atomic_write
+                if directory == self._parents:
+                    parent, _, rest = text.partition("\n")
+                    layer = rest.partition("\n")[0]
+                else:
+                    layer, _, rest = text.partition("\n")
+                    parent = rest.partition("\n")[0]
+                if layer:
+                    found.add((layer, parent or None))
+        return sorted(found, key=lambda pair: (pair[0], pair[1] or ""))
 
     def drop_mark(self, parent: str, child: str) -> None:
         """Drop one stale child mark (its layer does not exist and nobody is creating it)."""
@@ -86,3 +115,10 @@ class ParentIndex:
         (marks / _h(child)).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             marks.rmdir()
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [directory / name for name in os.listdir(directory)]
+    except FileNotFoundError:
+        return []

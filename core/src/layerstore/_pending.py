@@ -41,6 +41,11 @@ class PendingApplies:
         """True while a mark for `layer_id` exists (in progress, or cut short)."""
         return self._file(layer_id).exists()
 
+    @property
+    def directory(self) -> Path:
+        """Where the marks live."""
+        return self._dir
+
     def marked(self) -> list[str]:
         """Every layer ID with a mark."""
         try:
@@ -49,6 +54,8 @@ class PendingApplies:
             return []
         found = []
         for name in names:
+            if name.startswith("."):
+                continue  # a temporary file of atomic_write
             try:
                 found.append((self._dir / name).read_text().strip())
             except FileNotFoundError:

@@ -43,6 +43,7 @@ from .errors import (
     LayerStoreError,
 )
 from .idtools import IDMappings
+from .kit.atomic import sweep_atomic_temporaries
 
 if TYPE_CHECKING:
     from .change import Change
@@ -290,6 +291,7 @@ class Driver:
             if parent is not None and not self.exists(parent):
                 raise LayerNotFound(f"parent layer {parent} of {id} does not exist in driver {self.name}")
             # The child mark comes first: a concurrent remove of the parent sees it.
+            self._parents.forget(id)  # records a killed create or remove of this ID may have left
             self._parents.record(id, parent)
             try:
                 self.hook.create(id=id, parent=parent, opts=opts if opts is not None else CreateOpts())
@@ -389,6 +391,15 @@ class Driver:
             with self._refs.try_locked(layer_id) as got:
                 if got and layer_id not in self._applying and self._clear_interrupted(layer_id):
                     removed.append(f"layer {layer_id} (apply_diff cut short)")
+        for layer_id, parent in self._parents.records():
+            with self._refs.try_locked(layer_id) as got:
+                if got and not self.hook.exists(id=layer_id):
+                    # Left by a killed create or remove: the layer is not there.
+                    self._parents.forget(layer_id)
+                    if parent is not None:
+                        self._parents.drop_mark(parent, layer_id)
+        for directory in (self._pending.directory, *self._parents.directories()):
+            sweep_atomic_temporaries(directory)
         result = self.hook.gc(live_ids=sorted(set(live_ids)))
         removed += list(result or [])
         return removed

@@ -9,12 +9,27 @@ import pytest
 
 from layerstore import Driver
 from layerstore.conformance import DriverConformance
+from layerstore.conformance.requirements import Requirement, Requirements
+
+
+class CrashTestedElsewhere(Requirements):
+    """The copy-method variants skip the (slow) crash tests: TestVfsConformance runs them."""
+
+    @property
+    def crash_tests(self) -> Requirement:
+        """Not met: the crash tests run once, in TestVfsConformance."""
+        return Requirement("crash-tests", False, "vfs crash safety is tested once, by TestVfsConformance")
 
 
 class TestVfsConformance(DriverConformance):
-    """Every conformance test; the data copy method is chosen automatically (copy_file_range on ext4)."""
+    """Every conformance test on a loop-mounted ext4; the data copy method is chosen automatically (copy_file_range)."""
 
     driver_name = "vfs"
+
+    @pytest.fixture
+    def layerstore_root(self, ext4_mount: Path) -> Path:
+        """Driver homes on the session's ext4."""
+        return Path(tempfile.mkdtemp(dir=ext4_mount))
 
 
 class TestVfsReadWriteCopy(DriverConformance):
@@ -22,6 +37,7 @@ class TestVfsReadWriteCopy(DriverConformance):
 
     driver_name = "vfs"
     driver_options = {"copy": "read"}
+    requirements = CrashTestedElsewhere
 
 
 class TestVfsSendfileCopy(DriverConformance):
@@ -29,12 +45,14 @@ class TestVfsSendfileCopy(DriverConformance):
 
     driver_name = "vfs"
     driver_options = {"copy": "sendfile"}
+    requirements = CrashTestedElsewhere
 
 
 class TestVfsOnBtrfs(DriverConformance):
     """On a loop-mounted btrfs, where children share file data with their parent through reflinks."""
 
     driver_name = "vfs"
+    requirements = CrashTestedElsewhere
 
     @pytest.fixture
     def layerstore_root(self, btrfs_mount: Path) -> Path:

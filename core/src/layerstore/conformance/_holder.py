@@ -25,7 +25,8 @@ from typing import IO, Any
 from layerstore.drivers import Driver, load_driver, open_driver
 
 
-def _factory(spec: str) -> Any:
+def import_factory(spec: str) -> Any:
+    """Import a factory named ``"module:qualname"``."""
     module_name, _, qualname = spec.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
@@ -45,7 +46,7 @@ def main() -> None:
     if spec["factory"] is None:
         driver = load_driver(spec["name"], spec["home"], spec["options"])
     else:
-        driver = open_driver(spec["name"], _factory(spec["factory"]), spec["home"], spec["options"])
+        driver = open_driver(spec["name"], import_factory(spec["factory"]), spec["home"], spec["options"])
     layer = spec["layer"]
     path = driver.get(layer)
     held = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

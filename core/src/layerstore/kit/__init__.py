@@ -6,7 +6,8 @@
 - `remove_tree`: deletes a tree of any depth without recursion.
 - `ScratchArea`: staging with atomic publish, and a trash that survives
   crashes; `ScratchArea.sweep` collects what killed processes left.
-- `atomic_write`: replace a small file in one step.
+- `atomic_write`: replace a small file in one step;
+  `sweep_atomic_temporaries` collects what killed writers left.
 - `check_options`, `check_storage_options`: refuse unknown options with one
   wording (`ConfigError`).
 
@@ -17,7 +18,7 @@ layer: a driver does none of that itself.  See ``docs/driver-guide.md``.
 
 from __future__ import annotations
 
-from .atomic import atomic_write, is_atomic_temporary
+from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
 from .options import check_options, check_storage_options
 from .removetree import remove_tree
@@ -35,4 +36,5 @@ __all__ = [
     "is_atomic_temporary",
     "probe_reflink",
     "remove_tree",
+    "sweep_atomic_temporaries",
 ]

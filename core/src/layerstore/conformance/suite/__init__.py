@@ -10,6 +10,7 @@ from ._badinput import BadInputTests
 from ._base import ConformanceBase, DriverSpec, MakeDriver
 from ._chains import ChainTests
 from ._copies import CopyTests
+from ._crash import CrashTests
 from ._diffs import DiffTests
 from ._layers import LayerTests
 from ._optional import OptionalTests
@@ -30,6 +31,7 @@ class DriverConformance(
     RemovalTests,
     BadInputTests,
     OptionalTests,
+    CrashTests,
     ConformanceBase,
 ):
     """The conformance suite of a storage driver; subclass it as ``Test...`` to run it.
