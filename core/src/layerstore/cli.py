@@ -526,7 +526,9 @@ def gc() -> None:
         click.echo(f"removed orphan layer {layer_id}")
     for name in report.staging:
         click.echo(f"removed staging leftover {name}")
-    if not report.layers and not report.staging:
+    for what in report.driver:
+        click.echo(f"removed {what}")
+    if not report.layers and not report.staging and not report.driver:
         click.echo("nothing to remove")
 
 

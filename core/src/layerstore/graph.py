@@ -88,6 +88,8 @@ class GCReport:
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
+    driver: tuple[str, ...] = ()
+    """What the driver's own ``gc`` hook collected (its staging, trash, layers cut short by a crash)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -808,7 +810,8 @@ class Graph:
         return CheckResult(image_id, True, "ok", expected, actual)
 
     def gc(self) -> GCReport:
-        """Remove leftovers of killed processes: staging entries and driver layers without metadata.
+        """Remove leftovers of killed processes: staging entries, driver layers without metadata, and
+        whatever the driver's own ``gc`` hook collects (`layerstore.Driver.gc`).
 
         Driver layers are found through the staging journal and by looking
         for image-ID names under the driver's home; a layer whose image is
@@ -835,7 +838,8 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging))
+        driver_removed = self.driver.gc(live_ids=self.ids())
+        return GCReport(tuple(removed), tuple(staging), tuple(driver_removed))
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()

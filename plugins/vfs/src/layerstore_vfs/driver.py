@@ -8,7 +8,7 @@ Layout under the driver home::
 
 Creation and removal rename whole directories, so `exists` never sees a
 half-copied or half-deleted layer; what a killed process leaves in
-staging/ or trash/ is swept when the driver opens and by the ``gc`` hook.
+staging/ or trash/ is invisible and swept by the ``gc`` hook (``layerstore gc``).
 The parent index and the "parent of a child" check are the facade's.
 
 diff, apply_diff, changes and diff_size come from `layerstore.naivediff`.
@@ -72,7 +72,6 @@ class VfsDriver:
         if method == "auto":
             method = "reflink" if self.reflink else "copy_file_range"
         self.copy_method = method
-        self._sweep()
 
     # -- the hooks ---------------------------------------------------------
 
