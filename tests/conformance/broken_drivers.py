@@ -115,3 +115,12 @@ class LeaksStagingDriver(VfsDriver):
 
     def _sweep(self) -> list[str]:
         return []
+
+
+class RemoveLeavesFilesDriver(VfsDriver):
+    """remove hides the layer but never deletes its files."""
+
+    @hookimpl
+    def remove(self, id: str) -> None:
+        """Rename the layer to a hidden name and stop there."""
+        os.rename(self._path(id), self.home / f".removed-{id}")

@@ -109,6 +109,15 @@ def test_unsafe_tars_escape_with_the_broken_driver_but_not_with_vfs(pytester: py
     result.stdout.fnmatch_lines(["*the tar wrote outside the layer*"])
 
 
+def test_leftover_layer_is_reported_as_a_leftover_not_an_escape(pytester: pytest.Pytester) -> None:
+    _suite_class(pytester, "RemoveLeavesFilesDriver")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "unsafe and base-truncated]")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*files of layer * are left under the driver home*a leftover, not an escape*"])
+    errors = [line for line in result.outlines if line.startswith("E ")]
+    assert not any("wrote outside the layer" in line for line in errors), errors
+
+
 def test_misspelt_capability_is_an_error(pytester: pytest.Pytester) -> None:
     _suite_class(
         pytester,

@@ -1,8 +1,11 @@
 """layerstore: a store for layered filesystem images with pluggable storage drivers.
 
-Public API (see DESIGN §9): `load_driver`, `available_drivers`, `Driver`,
-`Graph`, `Image`, `Change`, `ChangeKind`, `CreateOpts`, `Capabilities`,
-`IDMap`, `IDMappings`, and `hookimpl` for driver authors.
+Public API: `load_driver`, `available_drivers`, `Driver`, `Graph`, `Image`,
+`Change`, `ChangeKind`, `CreateOpts`, `Capabilities`, `IDMap`, `IDMappings`,
+`hookimpl` for driver authors, and the exception types of
+`layerstore.errors` (`LayerStoreError` and its subclasses).  Driver
+authors also use `layerstore.kit` and `layerstore.conformance`; see
+``docs/driver-guide.md``.
 """
 
 from __future__ import annotations
@@ -14,21 +17,57 @@ if TYPE_CHECKING:
     from .capabilities import Capabilities, CreateOpts
     from .change import Change, ChangeKind
     from .drivers import Driver, available_drivers, load_driver, open_driver
+    from .errors import (
+        AmbiguousID,
+        CommandFailed,
+        ConfigError,
+        CorruptMetadata,
+        DigestMismatch,
+        DriverNotFound,
+        DriverNotSupported,
+        ImageNotFound,
+        InvalidArchive,
+        InvalidDriver,
+        InvalidID,
+        LayerExists,
+        LayerInUse,
+        LayerNotFound,
+        LayerStoreError,
+        LimitExceeded,
+        StorageFull,
+    )
     from .graph import Graph
     from .hookspecs import hookimpl
     from .idtools import IDMap, IDMappings
     from .image import Image
 
 __all__ = [
+    "AmbiguousID",
     "Capabilities",
     "Change",
     "ChangeKind",
+    "CommandFailed",
+    "ConfigError",
+    "CorruptMetadata",
     "CreateOpts",
+    "DigestMismatch",
     "Driver",
+    "DriverNotFound",
+    "DriverNotSupported",
     "Graph",
     "IDMap",
     "IDMappings",
     "Image",
+    "ImageNotFound",
+    "InvalidArchive",
+    "InvalidDriver",
+    "InvalidID",
+    "LayerExists",
+    "LayerInUse",
+    "LayerNotFound",
+    "LayerStoreError",
+    "LimitExceeded",
+    "StorageFull",
     "available_drivers",
     "hookimpl",
     "load_driver",
@@ -52,6 +91,23 @@ _HOMES = {
     "hookimpl": "hookspecs",
     "IDMap": "idtools",
     "IDMappings": "idtools",
+    "AmbiguousID": "errors",
+    "CommandFailed": "errors",
+    "ConfigError": "errors",
+    "CorruptMetadata": "errors",
+    "DigestMismatch": "errors",
+    "DriverNotFound": "errors",
+    "DriverNotSupported": "errors",
+    "ImageNotFound": "errors",
+    "InvalidArchive": "errors",
+    "InvalidDriver": "errors",
+    "InvalidID": "errors",
+    "LayerExists": "errors",
+    "LayerInUse": "errors",
+    "LayerNotFound": "errors",
+    "LayerStoreError": "errors",
+    "LimitExceeded": "errors",
+    "StorageFull": "errors",
     "Image": "image",
 }
 # Submodules that `import layerstore` used to load as a side effect.

@@ -1,4 +1,4 @@
-"""Deep chains of layers and the driver's declared depth limit (DESIGN §8.6)."""
+"""Deep chains of layers and the driver's declared depth limit (docs/driver-guide.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A child starts as an exact copy of its parent, and the two stay independent (DESIGN §8.1)."""
+"""A child starts as an exact copy of its parent, and the two stay independent (docs/driver-guide.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""diff, apply_diff, changes and diff_size, checked with tarfile and os.lstat (DESIGN §4, §8.3-§8.5, §8.11)."""
+"""diff, apply_diff, changes and diff_size, checked with tarfile and os.lstat (docs/driver-guide.md)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from ._support import (
 
 
 def every_kind_tar() -> TarBuilder:
-    """A base layer tar with every member type and attribute of DESIGN §4 (needs root to apply)."""
+    """A base layer tar with every member type and attribute a layer tar carries (needs root to apply)."""
     return (
         TarBuilder()
         .dir("bin", mode=0o755)

@@ -17,7 +17,7 @@ from ._support import MTIME, Mode, TarBuilder, diff_members, file_digest, new_id
 
 
 class LayerTests:
-    """Creating layers and the errors around it (DESIGN §2, §8.1, §8.10)."""
+    """Creating layers and the errors around it (docs/driver-guide.md)."""
 
     def test_empty_base_layer(self, driver: Driver) -> None:
         layer = new_id()

@@ -1,4 +1,4 @@
-"""Removal rules: missing, mounted, parent of a child, children first (DESIGN §8.7)."""
+"""Removal rules: missing, mounted, parent of a child, children first (docs/driver-guide.md)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def set_xattr(path: str, name: str, value: bytes) -> None:
 
 
 def populate_every_kind(root: str, *, base_mtime_ns: int = MTIME * 10**9 + 123_456_789) -> None:
-    """Fill `root` with every file type and attribute of DESIGN §4, with fixed sub-second times.
+    """Fill `root` with every file type and attribute a layer tar carries, with fixed sub-second times.
 
     Needs root privileges (devices, foreign owners, ``trusted.*`` xattrs).
     """
