@@ -590,3 +590,8 @@ def _current_root() -> Path | None:
     if state is None or state._settings is None:
         return None
     return state._settings.root
+
+
+from .cli_new_driver import new_driver  # noqa: E402 - its own module, attached here
+
+cli.add_command(new_driver)
