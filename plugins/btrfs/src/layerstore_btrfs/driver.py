@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import Capabilities, hookimpl
 from layerstore.errors import (
-    ConfigError,
     DriverNotSupported,
     LayerExists,
     LayerInUse,
@@ -38,6 +37,7 @@ from layerstore.errors import (
     LayerStoreError,
     StorageFull,
 )
+from layerstore.kit import atomic_write, check_options, check_storage_options
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 from layerstore.sizes import format_size, parse_size
@@ -68,10 +68,7 @@ class BtrfsDriver:
     """
 
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
-        if options:
-            raise ConfigError(
-                f"btrfs: unknown driver option(s) {', '.join(sorted(options))}; the btrfs driver takes no options"
-            )
+        check_options("btrfs", options, {})
         self.home = Path(home)
         self.id_maps = id_maps
         _check_backing_filesystem(self.home)
@@ -109,13 +106,21 @@ class BtrfsDriver:
                 "(run as root, or mount the filesystem with user_subvol_rm_allowed)"
             ) from None
 
-    def _sweep(self) -> None:
-        """Delete what a killed process left in staging/ and trash/."""
+    def _sweep(self) -> list[str]:
+        """Delete what a killed process left in staging/ and trash/; return what was deleted."""
         with self._locked():
             leftovers = [*self._staging.iterdir(), *self._trash.iterdir()]
+        deleted = []
         for path in leftovers:
             with contextlib.suppress(OSError):
                 self._destroy(path)
+                deleted.append(f"btrfs {path.parent.name} leftover {path.name}")
+        return deleted
+
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Delete what killed processes left in staging/ and trash/."""
+        return self._sweep()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -171,12 +176,7 @@ class BtrfsDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create layer `id`: an empty subvolume, or a writable snapshot of `parent`; apply a ``size`` quota."""
-        unknown = set(opts.storage_opts) - STORAGE_OPTIONS
-        if unknown:
-            raise ConfigError(
-                f"btrfs: unknown storage option(s) {', '.join(sorted(unknown))} for layer {id}; "
-                f"supported: {', '.join(sorted(STORAGE_OPTIONS))}"
-            )
+        check_storage_options("btrfs", id, opts.storage_opts, STORAGE_OPTIONS)
         size = parse_size(opts.storage_opts["size"], what="size option") if "size" in opts.storage_opts else None
         if not _valid_id(id):
             raise LayerStoreError(f"btrfs: invalid layer ID {id!r}")
@@ -195,7 +195,7 @@ class BtrfsDriver:
                     _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)
                 if size is not None:
                     self._limit(staged, size)
-                _write_atomic(self._parents / id, parent or "")
+                atomic_write(self._parents / id, parent or "", durable=False)
                 if opts.read_only:
                     (self._readonly / id).touch()
                 if parent is not None:
@@ -337,12 +337,6 @@ def _os_error(exc: OSError, what: str) -> LayerStoreError:
     if exc.errno in _SPACE_ERRNOS:
         return StorageFull(f"btrfs: {what}: {exc.strerror} ({exc.filename})")
     return LayerStoreError(f"btrfs: {what}: {exc}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _mount_source(path: Path) -> str:

@@ -46,7 +46,6 @@ from layerstore.archive.export import GeneratedStream
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
     CommandFailed,
-    ConfigError,
     CorruptMetadata,
     DriverNotSupported,
     LayerExists,
@@ -55,6 +54,7 @@ from layerstore.errors import (
     LayerStoreError,
     LimitExceeded,
 )
+from layerstore.kit import check_options, check_storage_options
 from layerstore.process import run_command
 
 from . import _mount, _native, _support
@@ -109,16 +109,11 @@ class OverlayDriver:
     """
 
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            known = ", ".join(sorted(OPTIONS))
-            raise ConfigError(f"unknown overlay driver option(s) {', '.join(unknown)}; known options: {known}")
+        check_options("overlay", options, {"mountopt": None, "mount_api": ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC)})
         self.home = str(Path(home).absolute())
         self.id_maps = id_maps
         self.mount_options = [o.strip() for o in options.get("mountopt", "").split(",") if o.strip()]
         wanted_api = options.get("mount_api", "auto")
-        if wanted_api not in ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC):
-            raise ConfigError(f"overlay driver option mount_api={wanted_api!r}: use auto, fsopen or mount")
         if os.geteuid() != 0:
             raise DriverNotSupported("overlay needs root (CAP_SYS_ADMIN) to mount")
         if not _support.kernel_has_overlay():
@@ -224,6 +219,12 @@ class OverlayDriver:
                 _mount.unmount(os.path.join(probe, "merged"))
             shutil.rmtree(probe, ignore_errors=True)
 
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Delete staging and trash directories that killed processes left."""
+        self._remove_leftovers()
+        return []
+
     def _remove_leftovers(self) -> None:
         now = time.time()
         with os.scandir(self.home) as it:
@@ -277,11 +278,7 @@ class OverlayDriver:
         """Create diff/, work/, merged/, the short link and the lower chain of layer `id`."""
         if not self._valid(id):
             raise LayerStoreError(f"invalid layer ID {id!r} for the overlay driver: {LINK_DIR!r} is reserved")
-        if opts.storage_opts:
-            raise ConfigError(
-                f"overlay driver: unsupported storage option(s) {', '.join(sorted(opts.storage_opts))} "
-                f"for layer {id}; the overlay driver takes no per-layer options"
-            )
+        check_storage_options("overlay", id, opts.storage_opts, ())
         if os.path.lexists(self._dir(id)):
             raise LayerExists(f"layer {id} already exists in driver overlay")
         lowers: list[str] = []
