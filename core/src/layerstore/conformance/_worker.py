@@ -13,19 +13,13 @@ from __future__ import annotations
 import json
 import sys
 
-from layerstore.drivers import Driver, load_driver, open_driver
-
-from ._holder import import_factory
+from ._holder import open_from_spec
 
 
 def main() -> None:
     """Run the operation of the spec on stdin (see the module docstring)."""
     spec = json.loads(sys.stdin.readline())
-    driver: Driver
-    if spec["factory"] is None:
-        driver = load_driver(spec["name"], spec["home"], spec["options"])
-    else:
-        driver = open_driver(spec["name"], import_factory(spec["factory"]), spec["home"], spec["options"])
+    driver = open_from_spec(spec)
     op, layer, parent = spec["op"], spec["layer"], spec["parent"]
     print("ready", flush=True)
     if op == "create":

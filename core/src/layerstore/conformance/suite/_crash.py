@@ -108,8 +108,13 @@ def _home_paths(home: Path) -> set[str]:
     return found
 
 
-def _leftovers(home: Path, before: set[str]) -> set[str]:
-    return _home_paths(home) - before
+def _id_reusable_and_nothing_left(driver: Driver, layer: str, live: list[str], before: set[str], what: str) -> None:
+    """`layer` can be created and removed again, and after ``gc`` the home holds what it held `before`."""
+    driver.create(layer)
+    driver.remove(layer)
+    driver.gc(live)
+    left = _home_paths(driver.home) - before
+    assert not left, f"after {what}, gc left {sorted(left)[:5]} in the driver home"
 
 
 class _Crasher:
@@ -197,11 +202,7 @@ class CrashTests:
                 again.remove(child)
             else:
                 assert not finished, f"create of {child} returned, but the layer does not exist"
-            again.create(child)  # the ID is free again
-            again.remove(child)
-            again.gc([parent])
-            left = _leftovers(driver.home, before)
-            assert not left, f"after a create killed after {delay}s, gc left {sorted(left)[:5]} in the driver home"
+            _id_reusable_and_nothing_left(again, child, [parent], before, f"a create killed after {delay}s")
 
     @pytest.mark.layerstore_requires("crash-tests")
     def test_killed_apply_diff_leaves_layer_whole_or_absent(
@@ -224,11 +225,7 @@ class CrashTests:
                 again.remove(layer)
             else:
                 assert not finished, f"apply_diff into {layer} returned, but the layer does not exist"
-            again.create(layer)  # the ID is free again
-            again.remove(layer)
-            again.gc([])
-            left = _leftovers(home, before)
-            assert not left, f"after an apply_diff killed after {delay}s, gc left {sorted(left)[:5]} in the home"
+            _id_reusable_and_nothing_left(again, layer, [], before, f"an apply_diff killed after {delay}s")
 
     @pytest.mark.layerstore_requires("crash-tests")
     def test_killed_remove_leaves_layer_whole_or_absent(
@@ -249,8 +246,4 @@ class CrashTests:
                     "rename a layer out of sight before deleting it"
                 )
                 again.remove(child)
-            again.create(child)  # the ID is free again
-            again.remove(child)
-            again.gc([parent])
-            left = _leftovers(driver.home, before)
-            assert not left, f"after a remove killed after {delay}s, gc left {sorted(left)[:5]} in the driver home"
+            _id_reusable_and_nothing_left(again, child, [parent], before, f"a remove killed after {delay}s")
