@@ -161,7 +161,7 @@ def test_metadata_and_status_report_the_real_subvolume_and_filesystem(btrfs_moun
 
 
 def test_driver_options_and_unknown_storage_options_are_config_errors(btrfs_home: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown option .min_space. for driver btrfs"):
+    with pytest.raises(ConfigError, match="unknown option 'min_space' for driver btrfs"):
         load_driver("btrfs", btrfs_home, {"min_space": "1G"})
     driver = load_driver("btrfs", btrfs_home)
     with pytest.raises(ConfigError, match=r"unknown storage option.*inodes"):
