@@ -112,3 +112,38 @@ def test_failed_copy_leaves_nothing(vfs: Driver, monkeypatch: pytest.MonkeyPatch
     vfs.remove(BASE)  # no child mark was left behind
 
 
+
+
+def _depth(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    try:
+        while "d" in os.listdir(fd):
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            depth += 1
+    finally:
+        os.close(fd)
+    return depth
+
+
+def test_child_of_a_5000_deep_tree_and_its_removal(vfs: Driver) -> None:
+    """No recursion per path level: creating a child copies, and removing deletes, a tree deeper than PATH_MAX."""
+    vfs.create(BASE)
+    with vfs.mounted(BASE) as path:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(5000):
+                os.mkdir("d", dir_fd=fd)
+                child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        finally:
+            os.close(fd)
+    vfs.create(CHILD, BASE)
+    with vfs.mounted(CHILD) as path:
+        assert _depth(path) == 5000
+    vfs.remove(CHILD)
+    vfs.remove(BASE)
+    assert os.listdir(vfs.home / "dir") == [] and os.listdir(vfs.home / "trash") == []
