@@ -52,13 +52,20 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, metho
 
 
 def probe_reflink(directory: str | os.PathLike[str]) -> bool:
-    """Return True if files in `directory` can be cloned with ``FICLONE`` (btrfs, xfs with reflink)."""
+    """Return True if files in `directory` can be cloned with ``FICLONE`` (btrfs, xfs with reflink).
+
+    False too when the probe files cannot be written (a full or read-only
+    filesystem): a driver must still open there, e.g. to remove layers.
+    """
     directory = os.fspath(directory)
     src_path = os.path.join(directory, f".reflink-probe-{os.getpid()}-a")
     dst_path = os.path.join(directory, f".reflink-probe-{os.getpid()}-b")
     try:
-        with open(src_path, "wb") as src:
-            src.write(b"x")
+        try:
+            with open(src_path, "wb") as src:
+                src.write(b"x")
+        except OSError:
+            return False
         src_fd = os.open(src_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             dst_fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
