@@ -313,3 +313,47 @@ def test_driver_that_cannot_open_is_not_certified(
     assert len(result.errlines) == 1 and reason in result.errlines[0], result.errlines
     data = json.loads(report.read_text())
     assert data["certified"] is False and reason in data["not_opened"] and data["tests"] == []
+
+
+def test_third_party_requirements_subclass(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subclass answers for its backend and adds requirements of its own; every skip says why."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("LAYERSTORE_REQUIRE_DRIVERS", raising=False)
+    pytester.makepyfile(
+        test_mine=(
+            "import pytest\n"
+            "from layerstore.conformance import DriverConformance\n"
+            "from layerstore.conformance.requirements import Requirement, Requirements\n"
+            "class Mine(Requirements):\n"
+            "    @property\n"
+            "    def quota(self):\n"
+            "        return Requirement('quota', True)\n"
+            "    @property\n"
+            "    def fast_network(self):\n"
+            "        return Requirement.unless(False, 'fast-network', 'the lab network is slow today')\n"
+            "class TestMine(DriverConformance):\n"
+            "    driver_name = 'vfs'\n"
+            "    requirements = Mine\n"
+            "    @pytest.mark.layerstore_requires('fast-network')\n"
+            "    def test_network(self, driver):\n"
+            "        raise AssertionError('must not run')\n"
+            "    @pytest.mark.layerstore_requires('quota')\n"
+            "    def test_quota_claimed(self, driver):\n"
+            "        pass\n"
+            "class Down(Requirements):\n"
+            "    @property\n"
+            "    def backend(self):\n"
+            "        return Requirement('backend', False, 'the pool is offline', strict=True)\n"
+            "class TestDown(DriverConformance):\n"
+            "    driver_name = 'vfs'\n"
+            "    requirements = Down\n"
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "-k", "TestMine and (network or quota_claimed) or TestDown and empty_base"
+    )
+    result.assert_outcomes(passed=1, skipped=2)
+    assert sorted(_skip_reasons(result)) == [
+        "needs backend: the pool is offline",
+        "requires fast-network: the lab network is slow today",
+    ]

@@ -6,7 +6,8 @@ suite itself (`layerstore.conformance.DriverConformance`) is imported only
 by the test modules that use it.
 
 ``@pytest.mark.layerstore_requires("native-diff", "root", ...)`` on a test
-that uses a `layerstore.Driver` fixture asks the test class's requirements
+that uses a `layerstore.Driver` fixture (and, implicitly, ``backend`` for
+every test of a `DriverConformance` class) asks the test class's requirements
 object (`layerstore.conformance.requirements.Requirements`, or the class
 named by its ``requirements`` attribute) and skips the test with the reason
 (``requires native-diff: driver 'vfs' does not declare capability
@@ -114,7 +115,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     The driver is known only once the test's fixtures are set up, so this
     runs last (their finalizers still run).
     """
-    if item.get_closest_marker(MARKER) is None:
+    cls = getattr(item, "cls", None)
+    suite_test = getattr(cls, "requirements", None) is not None  # a DriverConformance test: needs its backend
+    if item.get_closest_marker(MARKER) is None and not suite_test:
         return
     from .requirements import Requirements, UnknownRequirement
 
@@ -122,14 +125,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         names = required_names(item)
     except ValueError as exc:
         pytest.fail(f"{item.nodeid}: {exc}", pytrace=False)
+    if suite_test:
+        names = ["backend", *names]
     driver = _driver_of(item)
     if driver is None:
+        if not item.get_closest_marker(MARKER):
+            return  # a suite test without a driver (e.g. a pure helper test): nothing to ask
         pytest.fail(
             f"{item.nodeid}: @pytest.mark.{MARKER} needs a test that uses a layerstore.Driver fixture "
             "(such as `driver` of DriverConformance)",
             pytrace=False,
         )
-    cls = getattr(item, "cls", None)
     requirements_class = getattr(cls, "requirements", None) or Requirements
     requirements = requirements_class(driver)
     try:

@@ -150,6 +150,16 @@ class Requirements:
         )
 
     @property
+    def backend(self) -> Requirement:
+        """The driver's backend is reachable for this test (a pool, a service, a device).
+
+        Met by default: the driver opened, so its backend answered.  Override
+        it for a backend that can be present but unusable (a remote service
+        down); it is strict, so such a skip fails where CI requires the driver.
+        """
+        return Requirement("backend", True, strict=True)
+
+    @property
     def crash_tests(self) -> Requirement:
         """The suite may kill a child process that works on the driver (SIGKILL) and reopen the store.
 
