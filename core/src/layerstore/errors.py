@@ -22,12 +22,14 @@ __all__ = [
     "InvalidArchive",
     "InvalidDriver",
     "InvalidID",
+    "InvalidReference",
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
     "LayerStoreError",
     "LimitExceeded",
     "StorageFull",
+    "UnsupportedMediaType",
 ]
 
 
@@ -104,3 +106,11 @@ class CommandFailed(LayerStoreError):
         self.stderr = stderr
         detail = " ".join(stderr.split()) or "no error output"
         super().__init__(f"command failed ({returncode}): {' '.join(self.argv)}: {detail}")
+
+
+class InvalidReference(LayerStoreError):
+    """A string is not a valid image reference (``[registry/]repository[:tag][@digest]``)."""
+
+
+class UnsupportedMediaType(LayerStoreError):
+    """A manifest, config or layer has a media type this version cannot handle; the message names it."""
