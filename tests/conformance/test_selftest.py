@@ -357,3 +357,26 @@ def test_third_party_requirements_subclass(pytester: pytest.Pytester, monkeypatc
         "needs backend: the pool is offline",
         "requires fast-network: the lab network is slow today",
     ]
+
+
+@pytest.mark.parametrize(
+    ("driver", "test", "message"),
+    [
+        ("IgnoresParentDriver", "test_child_is_exact_copy_of_parent", "*missing plain*"),
+        ("FollowsSymlinksDriver", "test_child_is_exact_copy_of_parent", "*link-rel: kind: 'symlink' != 'file'*"),
+        ("LosesOwnersDriver", "test_child_is_exact_copy_of_parent", "*owned: uid: 1234 != 0; gid: 5678 != 0*"),
+        ("LosesTimesDriver", "test_child_is_exact_copy_of_parent", "*plain: mtime_ns: *"),
+        ("LosesHardlinksDriver", "test_child_is_exact_copy_of_parent", "*hard-a: links: ('hard-a', *) != ()*"),
+        ("LosesSpecialFilesDriver", "test_child_is_exact_copy_of_parent", "*missing fifo*"),
+        ("RemoveKeepsLayerDriver", "test_parent_of_a_child_cannot_be_removed", "*layers still exist*"),
+        ("GetNotIdempotentDriver", "test_get_is_idempotent_and_counted", "*a second get returned another path*"),
+    ],
+    ids=lambda value: value if value.endswith("Driver") else "",
+)
+def test_suite_catches_planted_bug_with_a_message_that_points_at_it(
+    pytester: pytest.Pytester, driver: str, test: str, message: str
+) -> None:
+    _suite_class(pytester, driver)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", test)
+    assert test in _failed(result), result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines([message])
