@@ -8,8 +8,12 @@ wrappers registered later; the `Driver` facade is the only caller of hooks.
 The facade adds what every driver needs and no driver should write again:
 checks of the required hooks at load time, reference counting of `get` and
 `put` persisted under the driver home (so that two processes mounting one
-layer do not unmount each other), and serialisation of conflicting
-operations on one layer across threads and processes (``flock``).
+layer do not unmount each other), serialisation of conflicting operations
+on one layer across threads and processes (``flock``), the parent index
+(it sees every ``create(id, parent)``; a layer with children cannot be
+removed: `LayerInUse`), and marks of ``apply_diff`` calls in progress, so
+that one cut short by a crash is reported as a missing layer and collected
+by `Driver.gc`.  All of it lives in ``<home>/.layerstore/``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ implements the hooks below with ``@layerstore.hookimpl``.  Every opened driver
 gets its own pluggy ``PluginManager`` holding that one plugin, the core's
 generic fallbacks (`layerstore.naivediff`, registered ``trylast``) and any
 wrappers; nobody calls hooks directly: the `layerstore.Driver` facade does,
-adding reference counting of `get`/`put` and per-layer serialisation.
+adding reference counting of `get`/`put`, per-layer serialisation, the
+parent index ("layer in use") and crash marks of `apply_diff`.  The whole
+contract, with the helpers of `layerstore.kit` and how to certify a driver,
+is in ``docs/driver-guide.md``.
 
 IDs are opaque strings without ``/`` (image layers use 64 lowercase hex).
 All hooks are ``firstresult``: the first implementation that returns a value
