@@ -76,6 +76,8 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+from .errors import __all__ as _ERROR_NAMES
+
 # Every name is imported on first use: the command line's --help and the
 # pytest plugin need none of them, and a driver needs only a few.
 _HOMES = {
@@ -91,25 +93,13 @@ _HOMES = {
     "hookimpl": "hookspecs",
     "IDMap": "idtools",
     "IDMappings": "idtools",
-    "AmbiguousID": "errors",
-    "CommandFailed": "errors",
-    "ConfigError": "errors",
-    "CorruptMetadata": "errors",
-    "DigestMismatch": "errors",
-    "DriverNotFound": "errors",
-    "DriverNotSupported": "errors",
-    "ImageNotFound": "errors",
-    "InvalidArchive": "errors",
-    "InvalidDriver": "errors",
-    "InvalidID": "errors",
-    "LayerExists": "errors",
-    "LayerInUse": "errors",
-    "LayerNotFound": "errors",
-    "LayerStoreError": "errors",
-    "LimitExceeded": "errors",
-    "StorageFull": "errors",
     "Image": "image",
 }
+# Every exception type of layerstore.errors is exported too, also those added
+# there later (the errors module is small and imports nothing heavy).
+_HOMES.update(dict.fromkeys(_ERROR_NAMES, "errors"))
+__all__ += [name for name in _ERROR_NAMES if name not in __all__]
+
 # Submodules that `import layerstore` used to load as a side effect.
 _SUBMODULES = frozenset({"capabilities", "change", "drivers", "errors", "hookspecs", "idtools"})
 
