@@ -380,3 +380,20 @@ def test_suite_catches_planted_bug_with_a_message_that_points_at_it(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", test)
     assert test in _failed(result), result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([message])
+
+
+def test_misconfigured_subclass_fails_once_not_once_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mine=(
+            "from layerstore.conformance import DriverConformance\n"
+            "class TestMine(DriverConformance):\n"
+            "    driver_name = 'vfs'\n"
+            "    driver_options = {'colour': 'blue'}\n"
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "-k", "empty or missing or status")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 1, result.stdout.str()
+    assert 1 <= result.stdout.str().count("unknown option 'colour' for driver vfs") <= 2  # the error (+ summary line)
+    assert outcomes["skipped"] >= 2
+    assert set(_skip_reasons(result)) == {"needs backend: driver 'vfs' cannot be opened (see the first failure)"}
