@@ -3,9 +3,8 @@
 Layout under the driver home::
 
     subvolumes/<id>           the layer (a subvolume); it exists when this path does
-    parents/<id>              the parent's ID ("" for a base layer)
+    parents/<id>              the parent's ID ("" for a base layer), for `metadata`
     readonly/<id>             marker: made read-only once its diff is applied
-    children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
     staging/                  layers being created (renamed into subvolumes/ when complete)
     trash/                    layers being deleted (renamed out of subvolumes/ first)
     lock                      flock held while layers are created, and while removal moves a layer to trash
@@ -13,7 +12,7 @@ Layout under the driver home::
 A layer therefore appears and disappears with one rename: a crash leaves at
 worst a subvolume in staging/ or trash/, deleted when the driver next opens.
 Snapshots do not depend on their origin in btrfs, but the contract keeps a
-parent until its children are gone, as every driver does.
+parent until its children are gone: the facade refuses that removal.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from layerstore import Capabilities, hookimpl
 from layerstore.errors import (
     DriverNotSupported,
     LayerExists,
-    LayerInUse,
     LayerNotFound,
     LayerStoreError,
     StorageFull,
@@ -74,11 +72,10 @@ class BtrfsDriver:
         _check_backing_filesystem(self.home)
         self._subvolumes = self.home / "subvolumes"
         self._parents = self.home / "parents"
-        self._children = self.home / "children"
         self._staging = self.home / "staging"
         self._trash = self.home / "trash"
         self._readonly = self.home / "readonly"
-        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash, self._readonly):
+        for d in (self._subvolumes, self._parents, self._staging, self._trash, self._readonly):
             d.mkdir(parents=True, exist_ok=True)
         self._probe()
         self._fs_uuid = _btrfs.filesystem_uuid(self.home)
@@ -198,28 +195,19 @@ class BtrfsDriver:
                 atomic_write(self._parents / id, parent or "", durable=False)
                 if opts.read_only:
                     (self._readonly / id).touch()
-                if parent is not None:
-                    marker_dir = self._children / parent
-                    marker_dir.mkdir(exist_ok=True)
-                    (marker_dir / id).touch()
                 os.rename(staged, self._path(id))
             except BaseException as exc:
                 with contextlib.suppress(OSError):
                     self._destroy(staged)
-                self._forget(id, parent)
+                self._forget(id)
                 if isinstance(exc, OSError):
                     raise _os_error(exc, f"cannot create layer {id}") from exc
                 raise
 
-    def _forget(self, id: str, parent: str | None) -> None:
+    def _forget(self, id: str) -> None:
         """Delete the records of layer `id` (call with the lock held)."""
         (self._parents / id).unlink(missing_ok=True)
         (self._readonly / id).unlink(missing_ok=True)
-        if parent:
-            (self._children / parent / id).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (self._children / parent).rmdir()
-        shutil.rmtree(self._children / id, ignore_errors=True)
 
     def _parent_of(self, id: str) -> str | None:
         try:
@@ -227,24 +215,12 @@ class BtrfsDriver:
         except FileNotFoundError:
             return None
 
-    def _children_of(self, id: str) -> list[str]:
-        try:
-            names = os.listdir(self._children / id)
-        except FileNotFoundError:
-            return []
-        # A marker whose layer never appeared was left by a create that was killed.
-        return sorted(name for name in names if self.exists(name))
-
     @hookimpl
     def remove(self, id: str) -> None:
-        """Delete layer `id` and every subvolume created inside it; `LayerInUse` while it has children."""
+        """Delete layer `id` and every subvolume created inside it (the facade refused it while it has children)."""
         with self._locked():
             if not self.exists(id):
                 raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
-            children = self._children_of(id)
-            if children:
-                shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
-                raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
             trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
             try:
                 os.rename(self._path(id), trashed)
@@ -254,7 +230,7 @@ class BtrfsDriver:
                 # Moving a read-only subvolume would rewrite its "..": make it writable first.
                 _btrfs.set_read_only(self._path(id), False)
                 os.rename(self._path(id), trashed)
-            self._forget(id, self._parent_of(id))
+            self._forget(id)
         try:
             self._destroy(trashed)
         except OSError as exc:
