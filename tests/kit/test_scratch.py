@@ -107,3 +107,19 @@ def test_storage_option_messages() -> None:
         check_storage_options("mine", "L", {"inodes": "5", "size": "1G"}, ("size",))
     with pytest.raises(ConfigError, match=r"known storage options: none \(it takes no per-layer options\)"):
         check_storage_options("mine", "L", {"size": "1G"}, ())
+
+
+def test_entries_are_deleted_the_way_the_driver_says(tmp_path: Path) -> None:
+    deleted: list[str] = []
+
+    def delete(path: Path) -> None:
+        deleted.append(path.name.partition(".")[0])
+        os.rmdir(path)
+
+    area = ScratchArea(tmp_path / "trash", delete=delete)
+    (tmp_path / "layer").mkdir()
+    area.discard(tmp_path / "layer", "layer")
+    with pytest.raises(RuntimeError), area.reserve("failed"):
+        raise RuntimeError("half-way")
+    assert deleted == ["layer", "failed"]
+    assert os.listdir(area.directory) == []

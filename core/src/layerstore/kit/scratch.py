@@ -29,7 +29,7 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -66,6 +66,9 @@ class ScratchArea:
 
     directory: Path = attrs.field(converter=Path)
     """Where the entries live (same filesystem as the layers)."""
+    delete: Callable[[Path], None] = remove_tree
+    """How an entry is deleted: a directory tree by default; a driver whose layers are
+    backend objects (a btrfs subvolume) passes its own deletion."""
 
     @contextlib.contextmanager
     def reserve(self, label: str, *, make_dir: bool = True) -> Iterator[ScratchEntry]:
@@ -85,8 +88,8 @@ class ScratchArea:
             yield entry
         finally:
             try:
-                if not entry.published:
-                    remove_tree(path)
+                if not entry.published and os.path.lexists(path):
+                    self.delete(path)
                 # Only once the entry is gone: a lock file left unlocked makes
                 # the next sweep finish the deletion.
                 os.unlink(f"{path}{_LOCK}")
@@ -117,7 +120,7 @@ class ScratchArea:
             elif f"{name}{_LOCK}" not in names:
                 # An entry always has its lock file while its owner lives
                 # (the lock is made first and removed last): this is garbage.
-                remove_tree(self.directory / name)
+                self.delete(self.directory / name)
                 removed.append(name)
         return removed
 
@@ -153,7 +156,8 @@ class ScratchArea:
                 return False  # a live process holds it
             if os.fstat(fd).st_nlink == 0:
                 return False  # its owner finished between our listing and open
-            remove_tree(self.directory / entry)
+            if os.path.lexists(self.directory / entry):
+                self.delete(self.directory / entry)
             os.unlink(lock)
             return True
         finally:
