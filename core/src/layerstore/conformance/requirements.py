@@ -216,4 +216,9 @@ class Requirements:
                 f"but the test {missing.skip_reason}",
                 pytrace=False,
             )
-        pytest.skip(missing.skip_reason)
+        try:
+            # Report the skip at the test, like a skip marker, not at this line.
+            skipped = pytest.skip.Exception(missing.skip_reason, _use_item_location=True)
+        except TypeError:  # a pytest without that keyword
+            skipped = pytest.skip.Exception(missing.skip_reason)
+        raise skipped
