@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +25,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 import click
 
 from . import __version__
+from .counting import CountingReader as _CountingReader
 from .errors import LayerStoreError
+from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
+from .registrycli import registry_commands
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -63,7 +68,7 @@ def _error_line(message: str) -> None:
 def _os_error_message(exc: OSError, root: Path | None = None) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or root or "the store"
-        return f"no space left on device ({where}); free space and retry"
+        return f"no space left on {where}; free space and retry"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {exc.filename or exc}; run as a user who may write the store, or choose --root"
     if exc.filename is not None:
@@ -146,35 +151,6 @@ def _progress(length: int | None, label: str) -> Iterator[Callable[[int], None]]
         yield bar.update
 
 
-class _CountingReader:
-    """Pass-through reader that reports how many bytes were read (for progress bars)."""
-
-    def __init__(self, source: BinaryIO, report: Callable[[int], None]) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._source.closed)
-
-
 def _short(image_id: str | None, full: bool = False) -> str:
     if not image_id:
         return ""
@@ -209,6 +185,12 @@ def cli(ctx: click.Context, root: Path | None, driver: str | None, options: tupl
 
 def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
+
+
+for _command in image_commands():  # load, save, images, tag, untag, rmi
+    cli.add_command(_command)
+for _command in registry_commands():  # pull, push, login, logout
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -308,6 +290,13 @@ def drivers(as_json: bool) -> None:
 @click.argument("file", metavar="FILE|-")
 def import_(parent: str | None, message: str, file: str) -> None:
     """Import a layer tar (plain, gzip, bzip2, xz or zstd) as a new image; print its ID."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LayerStoreError("the --message text is not valid UTF-8; pass UTF-8 text") from None
+    if parent is not None and not parent.strip():
+        raise LayerStoreError("--parent needs an image ID or prefix; leave it out to import a base image")
+    refuse_image_archive(file)
     if file == "-":
         source: BinaryIO = sys.stdin.buffer
         length = None
@@ -316,7 +305,7 @@ def import_(parent: str | None, message: str, file: str) -> None:
         length = os.fstat(source.fileno()).st_size if Path(file).is_file() else None
     try:
         graph = _state().graph
-        parent_id = graph.resolve(parent) if parent else None
+        parent_id = graph.resolve(parent) if parent is not None else None
         with _progress(length, "importing") as update:
             image = graph.create(cast(BinaryIO, _CountingReader(source, update)), comment=message, parent=parent_id)
     finally:
@@ -338,20 +327,12 @@ def export(image: str, output: Path | None) -> None:
     img = graph.get(image)
     with _progress(img.size, "exporting") as update:
         if to_stdout:
-            graph.write_layer(img, sys.stdout.buffer, update)
+            graph.write_layer(img, sys.stdout.buffer, update, name="standard output")
             return
-        target = cast(Path, output)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            try:
-                graph.write_layer(img, fd, update)
-            finally:
-                os.close(fd)
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        from .outfile import open_output
+
+        with open_output(cast(Path, output), graph.output_journal) as fd:
+            graph.write_layer(img, fd, update, name=str(output))
 
 
 def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:
@@ -402,8 +383,9 @@ def ls(tree: bool, as_json: bool, no_trunc: bool) -> None:
 @cli.command()
 @click.argument("image")
 def inspect(image: str) -> None:
-    """Print the metadata of IMAGE as JSON."""
-    _print_json(_state().graph.get(image).to_dict())
+    """Print the metadata of IMAGE (an image name or ID, or a layer) as JSON."""
+    graph = _state().graph
+    _print_json(inspect_image(graph, image) or graph.get(image).to_dict())
 
 
 @cli.command()
@@ -413,27 +395,55 @@ def diff(image: str) -> None:
     state = _state()
     img = state.graph.get(image)
     for change in state.driver.changes(img.id, img.parent):
-        click.echo(str(change))
+        click.echo(f"{str(change)[:2]}{_escaped(change.path)}")
+
+
+def _escaped(path: str) -> str:
+    """`path` on one printable line: backslash, control characters and undecodable bytes as escapes."""
+    if path.isprintable() and "\\" not in path:
+        return path
+    out = []
+    for ch in path:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @cli.command()
 @click.argument("image")
 def mount(image: str) -> None:
-    """Make IMAGE's filesystem visible and print its path (stays mounted until `umount`)."""
+    """Make IMAGE's filesystem (an image's top layer, or a layer) visible and print its path."""
     state = _state()
-    img = state.graph.get(image)
+    img = state.graph.get(image_layer(state.graph, image))
     path = state.driver.get(img.id)
-    state.keep_mounts = True
     click.echo(path)
+    sys.stdout.flush()
+    # Only now does the reference outlive this process (until `umount`): a mount killed before it
+    # told the path leaves nothing held.
+    state.driver.detach(img.id)
 
 
 @cli.command()
+@click.option("-f", "--force", is_flag=True, help="Release every reference, also those of running processes.")
 @click.argument("image")
-def umount(image: str) -> None:
+def umount(force: bool, image: str) -> None:
     """Release one `mount` of IMAGE; the last one unmounts it."""
     state = _state()
-    img = state.graph.get(image)
-    state.driver.put(img.id)
+    img = state.graph.get(image_layer(state.graph, image))
+    if force:
+        state.driver.release_all(img.id)
+    else:
+        state.driver.put(img.id)
 
 
 @cli.command()
@@ -443,11 +453,17 @@ def rm(force: bool, images: tuple[str, ...]) -> None:
     """Delete images (children first: an image with children is refused)."""
     graph = _state().graph
     failed = 0
+    deleted: set[str] = set()
     for name in images:
         try:
             image_id = graph.resolve(name)
+            if image_id in deleted:
+                continue  # named twice (e.g. by ID and by prefix): deleted once
             graph.delete(image_id, force=force)
+            deleted.add(image_id)
         except LayerStoreError as exc:
+            if any(d.startswith(name) for d in deleted):
+                continue  # a prefix of an image this command already deleted
             if len(images) == 1:
                 raise
             _error_line(str(exc))
@@ -503,17 +519,23 @@ def check() -> None:
     ids = graph.ids()
     total = 0
     failed = 0
+    unverified = 0
     with _progress(sum(max(graph.get(i).size, 0) for i in ids) if _interactive() else None, "checking") as update:
         for result in graph.check(progress=update):
             total += 1
             if result.ok:
                 note = "" if result.message == "ok" else result.message
                 click.echo(f"ok      {result.id}  {result.actual or ''}  {note}".rstrip())
+            elif result.unverified:
+                unverified += 1
+                click.echo(f"UNVERIFIED  {result.id}  {' '.join(result.message.split())}")
             else:
                 failed += 1
                 click.echo(f"FAILED  {result.id}  {' '.join(result.message.split())}")
     if failed:
         raise CommandError(f"{failed} of {total} layers failed the check")
+    if unverified:
+        raise CommandError(f"{unverified} of {total} layers could not be verified (not known to be corrupt)")
     if not total:
         click.echo("no images in the store")
 
@@ -528,7 +550,9 @@ def gc() -> None:
         click.echo(f"removed staging leftover {name}")
     for what in report.driver:
         click.echo(f"removed {what}")
-    if not report.layers and not report.staging and not report.driver:
+    for image_id in report.references:
+        click.echo(f"released mount references of dead processes to {image_id}")
+    if not report.layers and not report.staging and not report.references and not report.driver:
         click.echo("nothing to remove")
 
 
@@ -539,9 +563,31 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files and mounts are cleaned up
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. a leftover a sweep could not remove) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            text = " ".join(record.getMessage().split())
+            sys.stderr.write(f"layerstore: warning: {text}\n")
+
+
+def _install_handlers() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminated)
+    root = logging.getLogger()  # drivers log under their own package names
+    if not root.handlers:
+        root.addHandler(_WarningLine(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``layerstore`` command."""
     code = 0
+    _install_handlers()
     try:
         try:
             result = cli.main(args=list(argv) if argv is not None else None, prog_name="layerstore",

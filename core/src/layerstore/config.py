@@ -62,7 +62,7 @@ __all__ = [
 
 AUTO_PRIORITY: tuple[str, ...] = ("overlay", "vfs")
 _FS_DRIVERS = {"btrfs": "btrfs", "zfs": "zfs", "fuse.zfs": "zfs"}
-_TOP_KEYS = frozenset({"driver", "root", "drivers", "uid_maps", "gid_maps"})
+_TOP_KEYS = frozenset({"driver", "root", "runroot", "drivers", "uid_maps", "gid_maps"})
 
 
 def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -80,6 +80,8 @@ class ConfigFile:
     path: Path | None = None
     driver: str | None = None
     root: Path | None = None
+    runroot: Path | None = None
+    """Where mount references live (``$LAYERSTORE_RUNROOT`` wins; see `layerstore.references`)."""
     drivers: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_frozen_tables)
     uid_maps: tuple[IDMap, ...] = ()
     gid_maps: tuple[IDMap, ...] = ()
@@ -168,6 +170,8 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a TOML file is); check the file name") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     unknown = sorted(set(data) - _TOP_KEYS)
@@ -182,6 +186,9 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
     root = data.get("root")
     if root is not None and (not isinstance(root, str) or not root):
         raise ConfigError(f"config file {path}: root must be a non-empty string")
+    runroot = data.get("runroot")
+    if runroot is not None and (not isinstance(runroot, str) or not runroot):
+        raise ConfigError(f"config file {path}: runroot must be a non-empty string")
     drivers: dict[str, Mapping[str, str]] = {}
     tables = data.get("drivers", {})
     if not isinstance(tables, dict):
@@ -202,6 +209,7 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
         path=path,
         driver=driver,
         root=Path(root).expanduser() if root else None,
+        runroot=Path(runroot).expanduser() if runroot else None,
         drivers=drivers,
         uid_maps=_maps(data["uid_maps"], "uid_maps", path) if "uid_maps" in data else (),
         gid_maps=_maps(data["gid_maps"], "gid_maps", path) if "gid_maps" in data else (),
@@ -221,6 +229,8 @@ def resolve_settings(
     cli_options = parse_options(options)
     config_path = find_config_file(config, env)
     config_file = load_config_file(config_path) if config_path is not None else ConfigFile()
+    if driver is not None and not driver.strip():
+        raise ConfigError("--driver needs a driver name; `layerstore drivers` lists the installed ones")
     if driver:
         name, source = driver, "--driver"
     elif env.get("LAYERSTORE_DRIVER"):
@@ -271,7 +281,8 @@ def _load(name: str, settings: Settings) -> Driver:
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        return load_driver(name, home, settings.options_for(name), settings.id_maps)
+        runroot = None if os.environ.get("LAYERSTORE_RUNROOT") else settings.config.runroot
+        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):

@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 
 from .errors import ConfigError
-from .kit.removetree import remove_tree
+from .fstree import remove_tree
 
 __all__ = ["driver_files", "write_driver"]
 

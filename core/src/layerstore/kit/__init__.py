@@ -3,7 +3,7 @@
 - `copy_tree`: a faithful, iterative copy of a layer tree (owners, modes,
   nanosecond times, xattrs, hardlinks, symlinks, fifos, sockets, devices),
   with reflink / ``copy_file_range`` where the filesystem allows.
-- `remove_tree`: deletes a tree of any depth without recursion.
+- `remove_tree`: deletes a tree of any depth without recursion (`layerstore.fstree`).
 - `ScratchArea`: staging with atomic publish, and a trash that survives
   crashes; `ScratchArea.sweep` collects what killed processes left.
 - `atomic_write`: replace a small file in one step;
@@ -18,10 +18,10 @@ layer: a driver does none of that itself.  See ``docs/driver-guide.md``.
 
 from __future__ import annotations
 
+from ..fstree import remove_tree
 from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
 from .options import check_options, check_storage_options
-from .removetree import remove_tree
 from .scratch import ScratchArea, ScratchEntry
 
 __all__ = [

@@ -26,6 +26,7 @@ call `sweep` from their ``gc`` hook.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import attrs
 
-from .removetree import remove_tree
+from ..fstree import remove_tree
 
 __all__ = ["ScratchArea", "ScratchEntry"]
 
@@ -66,7 +67,7 @@ class ScratchArea:
 
     directory: Path = attrs.field(converter=Path)
     """Where the entries live (same filesystem as the layers)."""
-    delete: Callable[[Path], None] = remove_tree
+    delete: Callable[[Path], object] = remove_tree
     """How an entry is deleted: a directory tree by default; a driver whose layers are
     backend objects (a btrfs subvolume) passes its own deletion."""
 
@@ -81,6 +82,12 @@ class ScratchArea:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_fd, path = self._lock_new(label)
+        with self._held(lock_fd, path, make_dir=make_dir) as entry:
+            yield entry
+
+    @contextlib.contextmanager
+    def _held(self, lock_fd: int, path: Path, *, make_dir: bool) -> Iterator[ScratchEntry]:
+        """The body of a reservation whose lock `lock_fd` is held: delete what is left, then the lock."""
         entry = ScratchEntry(path)
         try:
             if make_dir:
@@ -99,10 +106,23 @@ class ScratchArea:
     def discard(self, path: str | os.PathLike[str], label: str) -> None:
         """Make `path` disappear at once (one rename into the area), then delete it.
 
-        If the process dies while deleting, what is left is swept later.
-        Raises `FileNotFoundError` if `path` does not exist.
+        If the process dies while deleting, what is left is swept later.  On a
+        full filesystem, where not even a lock file fits, the entry is renamed
+        in without one (a sweep treats it as garbage, which it is), so that
+        removing still frees space.  Raises `FileNotFoundError` if `path`
+        does not exist.
         """
-        with self.reserve(label, make_dir=False) as entry:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock_fd, reserved = self._lock_new(label)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            unlocked = self.directory / f"{label}.{secrets.token_hex(6)}"
+            os.rename(path, unlocked)
+            self.delete(unlocked)
+            return
+        with self._held(lock_fd, reserved, make_dir=False) as entry:
             os.rename(path, entry.path)
 
     def sweep(self) -> list[str]:

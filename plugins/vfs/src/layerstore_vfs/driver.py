@@ -17,6 +17,7 @@ diff, apply_diff, changes and diff_size come from `layerstore.naivediff`.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from layerstore import Capabilities, hookimpl
 from layerstore.config import backing_filesystem
 from layerstore.errors import DriverNotSupported, LayerExists, LayerNotFound, StorageFull
+from layerstore.fstree import remove_tree_quietly
 from layerstore.kit import (
     COPY_METHODS,
     ScratchArea,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from layerstore import CreateOpts, IDMappings
 
 __all__ = ["VfsDriver"]
+
+_log = logging.getLogger(__name__)
 
 OPTIONS: Mapping[str, tuple[str, ...]] = {"copy": ("auto", *COPY_METHODS)}
 """The driver options of vfs and their allowed values."""
@@ -59,10 +63,12 @@ class VfsDriver:
         self.id_maps = id_maps
         self._layers = self.home / "dir"
         self._staging = ScratchArea(self.home / "staging")
-        self._trash = ScratchArea(self.home / "trash")
-        for directory in (self.home, self._layers):
+        # A removal that cannot delete every file still succeeds (the layer is
+        # gone from view): the rest is a warning, and gc retries it.
+        self._trash = ScratchArea(self.home / "trash", delete=lambda path: remove_tree_quietly(path, _log.warning))
+        for directory in (self.home, self._layers, self._staging.directory, self._trash.directory):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.reflink = probe_reflink(self._layers)
+        self.reflink = probe_reflink(self._layers)  # False on a full filesystem: the store must still open
         method = options.get("copy", "auto")
         if method == "reflink" and not self.reflink:
             raise DriverNotSupported(

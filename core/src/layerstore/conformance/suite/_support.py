@@ -38,6 +38,11 @@ def new_id() -> str:
     return "a" + secrets.token_hex(32)[1:]
 
 
+def is_root() -> bool:
+    """True when the suite runs as root (tests that need it say so with the ``root`` requirement)."""
+    return os.geteuid() == 0
+
+
 class Mode(int):
     """A permission mode that shows itself in octal (``0o4755``) in assertion messages."""
 
