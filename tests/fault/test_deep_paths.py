@@ -11,8 +11,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from .conftest import Store
 
 
