@@ -118,7 +118,7 @@ class CopyDriver:
         if parent is None:
             tmp.mkdir()
             os.chmod(tmp, 0o755)
-            os.chown(tmp, *self.id_maps.root_pair())
+            os.chown(tmp, *self.id_maps.root_pair)
         else:
             subprocess.run(["cp", "-a", "--", str(self._dir(parent)), str(tmp)], check=True)
         (tmp.parent / f".parent-{id}").write_text(parent or "")
@@ -165,8 +165,10 @@ def test_third_party_driver_runs_the_conformance_suite(tmp_path: Path) -> None:
     work = tmp_path / "work"  # no pytest configuration above it but /tmp's
     work.mkdir()
     result = _run(
+        # Not the crash tests: they create tens of thousands of files, too slow on this
+        # root filesystem (test_new_driver certifies a driver with them, on ext4).
         [venv / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q",
-         "--pyargs", "layerstore.conformance", "--layerstore-driver", "thirdparty"],
+         "--pyargs", "layerstore.conformance", "--layerstore-driver", "thirdparty", "-k", "not killed"],
         cwd=work,
     )  # fmt: skip
     out = result.stdout

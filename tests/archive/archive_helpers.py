@@ -22,7 +22,7 @@ def _set(path: Path, *, mode: int | None = None, owner: tuple[int, int] = (0, 0)
 
 
 def build_sample_tree(root: Path, *, devices: bool = True) -> Path:
-    """Every file type and attribute of DESIGN §4 below `root` (created)."""
+    """Every file type and attribute a layer tar carries, below `root` (created)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "etc").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")

@@ -1,4 +1,4 @@
-"""tree_changes rules (DESIGN §8.3), export_changes read back by tarfile, export -> apply round trips."""
+"""tree_changes rules (docs/driver-guide.md), export_changes read back by tarfile, export -> apply round trips."""
 
 from __future__ import annotations
 

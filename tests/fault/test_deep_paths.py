@@ -11,8 +11,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from .conftest import Store
 
 
@@ -109,10 +107,7 @@ def test_rm_of_a_5000_level_tree(store: Store) -> None:
     assert json.loads(store.ok("ls", "--json")) == []
 
 
-def test_import_parent_of_a_deep_layer(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if store.driver == "vfs":
-        request.applymarker(pytest.mark.xfail(reason="the vfs tree copy recurses per level (moving to the kit)",
-                                              strict=False))
+def test_import_parent_of_a_deep_layer(store: Store, tmp_path: Path) -> None:
     base = store.ok("import", "-", input=_deep_tar(1900)).strip()
     child_raw = _deep_tar(3, component="c")
     child = store.ok("import", "--parent", base, "-", input=child_raw).strip()

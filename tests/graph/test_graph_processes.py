@@ -81,15 +81,18 @@ def test_sigkill_mid_import_leaves_no_image_and_no_layer(store_root: Path) -> No
         proc.wait()
         proc.stdin.close()
         assert proc.returncode == -signal.SIGKILL
-        # Before the store is opened again the leftovers are there...
-        assert driver.exists(image_id)
-        # ...opening it sweeps them, and nothing was ever visible.
+        # Before the store is opened again the leftovers are on disk, but the
+        # facade does not show a layer whose apply_diff was cut short...
+        assert (store_root / "vfs" / "dir" / image_id).is_dir()
+        assert not driver.exists(image_id)
+        # ...opening it sweeps the staging, nothing was ever visible, and gc removes the rest.
         graph = Graph(store_root, driver)
         assert not graph.exists(image_id)
         assert graph.map() == {}
         assert not driver.exists(image_id)
         assert os.listdir(staging) == []
         assert graph.gc().layers == ()
+        assert not (store_root / "vfs" / "dir" / image_id).exists()
     finally:
         driver.cleanup()
         if proc.stdout:

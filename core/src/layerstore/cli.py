@@ -486,11 +486,18 @@ def digest(image: str) -> None:
 @click.option("--root", "suite_root", type=click.Path(file_okay=False, path_type=Path),
               help="A directory on the backend to test in (default: a temporary directory).")
 @click.option("--option", "suite_options", multiple=True, metavar="KEY=VALUE", help="Driver option (repeatable).")
+@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON certification report to this file.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_options: tuple[str, ...],
-                pytest_args: tuple[str, ...]) -> None:
-    """Run the driver conformance suite against driver NAME (extra arguments go to pytest)."""
+def conformance(ctx: click.Context, name: str, *, suite_root: Path | None, suite_options: tuple[str, ...],
+                report: Path | None, pytest_args: tuple[str, ...]) -> None:
+    """Certify driver NAME with the conformance suite (extra arguments go to pytest).
+
+    The driver is opened once first; if it cannot be, the reason is printed
+    and the exit is non-zero.  The last line says "certified: ..." or
+    "not certified: ..."; the exit is 0 only when certified.
+    """
     from .config import parse_options
     from .conformance import run_suite
     from .drivers import available_drivers
@@ -501,7 +508,7 @@ def conformance(ctx: click.Context, name: str, suite_root: Path | None, suite_op
         raise DriverNotFound(
             f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}"
         )
-    code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args))
+    code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args), report=report)
     ctx.exit(code)
 
 
@@ -543,10 +550,10 @@ def gc() -> None:
         click.echo(f"removed orphan layer {layer_id}")
     for name in report.staging:
         click.echo(f"removed staging leftover {name}")
+    for what in report.driver:
+        click.echo(f"removed {what}")
     for image_id in report.references:
         click.echo(f"released mount references of dead processes to {image_id}")
-    for description in report.driver:
-        click.echo(f"removed {description}")
     if not report.layers and not report.staging and not report.references and not report.driver:
         click.echo("nothing to remove")
 
@@ -631,3 +638,8 @@ def _current_root() -> Path | None:
     if state is None or state._settings is None:
         return None
     return state._settings.root
+
+
+from .cli_new_driver import new_driver  # noqa: E402 - its own module, attached here
+
+cli.add_command(new_driver)

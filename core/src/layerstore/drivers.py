@@ -8,12 +8,17 @@ wrappers registered later; the `Driver` facade is the only caller of hooks.
 The facade adds what every driver needs and no driver should write again:
 checks of the required hooks at load time, reference counting of `get` and
 `put` across processes (each reference owned by the process that took it and
-reaped when that process dies, see `layerstore.references`), and serialisation of conflicting
-operations on one layer across threads and processes (``flock``).
+reaped when that process dies, see `layerstore.references`), serialisation of conflicting
+operations on one layer across threads and processes (``flock``), the parent
+index (it sees every ``create(id, parent)``; a layer with children cannot be
+removed: `LayerInUse`), and marks of ``apply_diff`` calls in progress, so
+that one cut short by a crash is reported as a missing layer and collected
+by `Driver.gc`.  The parent index and the marks live in ``<home>/.layerstore/``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
@@ -25,6 +30,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import pluggy
 
 from . import hookspecs
+from ._parents import ParentIndex
+from ._pending import PendingApplies
 from .capabilities import Capabilities, CreateOpts
 from .errors import (
     DriverNotFound,
@@ -36,6 +43,7 @@ from .errors import (
     LayerStoreError,
 )
 from .idtools import IDMappings
+from .kit.atomic import sweep_atomic_temporaries
 from .references import ReferenceTable
 
 if TYPE_CHECKING:
@@ -187,6 +195,9 @@ class Driver:
         if os.environ.get(TRACE_ENV):
             _trace_hooks(pm, name)
         self._refs = ReferenceTable(home, runroot)
+        self._parents = ParentIndex(home / _CORE_DIR)
+        self._pending = PendingApplies(home / _CORE_DIR)
+        self._applying: collections.Counter[str] = collections.Counter()
         self._held: dict[str, list[str]] = {}  # this object's references: layer -> reference names
         self._held_lock = threading.Lock()
         caps = pm.hook.capabilities()
@@ -205,11 +216,20 @@ class Driver:
         """Create layer `id` as a copy of `parent` (empty when None).  See `DriverSpec.create`."""
         _check_id(id)
         with self._refs.locked(id):
+            self._clear_interrupted(id)
             if self.hook.exists(id=id):
                 raise LayerExists(f"layer {id} already exists in driver {self.name}")
-            if parent is not None and not self.hook.exists(id=parent):
+            if parent is not None and not self.exists(parent):
                 raise LayerNotFound(f"parent layer {parent} of {id} does not exist in driver {self.name}")
-            self.hook.create(id=id, parent=parent, opts=opts if opts is not None else CreateOpts())
+            # The child mark comes first: a concurrent remove of the parent sees it.
+            self._parents.forget(id)  # records a killed create or remove of this ID may have left
+            self._parents.record(id, parent)
+            try:
+                self.hook.create(id=id, parent=parent, opts=opts if opts is not None else CreateOpts())
+            except BaseException:
+                if not self.hook.exists(id=id):
+                    self._parents.forget(id)
+                raise
 
     def remove(self, id: str, *, force: bool = False) -> None:
         """Remove layer `id`; `LayerInUse` while it is mounted unless `force` (which unmounts it first).
@@ -220,6 +240,7 @@ class Driver:
         """
         with self._refs.locked(id):
             self._require(id)
+            self._refuse_parent_of_children(id)
             self._refs.reap(id)
             count = self._refs.count(id)
             if count and not force:
@@ -231,6 +252,7 @@ class Driver:
                 self.hook.put(id=id)
             self.hook.remove(id=id)
             self._refs.drop_all(id)
+            self._parents.forget(id)
         with self._held_lock:
             self._held.pop(id, None)
 
@@ -324,8 +346,46 @@ class Driver:
             self.put(id)
 
     def exists(self, id: str) -> bool:
-        """Return True if layer `id` exists."""
+        """Return True if layer `id` exists, whole (not cut short by a crash in `apply_diff`)."""
+        if self._pending.is_marked(id) and self._interrupted(id):
+            return False
         return bool(self.hook.exists(id=id))
+
+    def parent(self, id: str) -> str | None:
+        """The layer `id` was created on through this facade (None for a base layer)."""
+        self._require(id)
+        return self._parents.parent(id)
+
+    def children(self, id: str) -> list[str]:
+        """The existing layers created on `id` (stale records of killed processes are dropped)."""
+        self._require(id)
+        with self._refs.locked(id):
+            return self._live_children(id)
+
+    def gc(self, live_ids: Iterable[str] = ()) -> list[str]:
+        """Collect leftovers: layers cut short by a crash, stale records, then the driver's own (its ``gc`` hook).
+
+        `live_ids` are the layers the caller (the image store) still knows;
+        the driver may use them to find orphans of its own.  Returns human
+        descriptions of what was removed.
+        """
+        removed = []
+        for layer_id in self._pending.marked():
+            with self._refs.try_locked(layer_id) as got:
+                if got and layer_id not in self._applying and self._clear_interrupted(layer_id):
+                    removed.append(f"layer {layer_id} (apply_diff cut short)")
+        for layer_id, parent in self._parents.records():
+            with self._refs.try_locked(layer_id) as got:
+                if got and not self.hook.exists(id=layer_id):
+                    # Left by a killed create or remove: the layer is not there.
+                    self._parents.forget(layer_id)
+                    if parent is not None:
+                        self._parents.drop_mark(parent, layer_id)
+        for directory in (self._pending.directory, *self._parents.directories()):
+            sweep_atomic_temporaries(directory)
+        result = self.hook.gc(live_ids=sorted(set(live_ids)))
+        removed += list(result or [])
+        return removed
 
     def diff(self, id: str, parent: str | None = None) -> BinaryIO:
         """Return a stream of the uncompressed tar of `id`'s changes against `parent` (caller closes it)."""
@@ -340,6 +400,9 @@ class Driver:
         """
         with self._refs.locked(id):
             self._require(id)
+            self._pending.mark(id)
+            with self._held_lock:
+                self._applying[id] += 1
             try:
                 size: int = self.hook.apply_diff(id=id, parent=parent, stream=stream)
             except BaseException:
@@ -348,6 +411,12 @@ class Driver:
                 with contextlib.suppress(LayerStoreError, OSError):
                     self.remove(id, force=True)
                 raise
+            finally:
+                with self._held_lock:
+                    self._applying[id] -= 1
+                    if not self._applying[id]:
+                        del self._applying[id]
+                self._pending.clear(id)
             return size
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
@@ -383,22 +452,62 @@ class Driver:
         self.hook.cleanup()
         self._refs.prune()
 
-    def gc(self, live_ids: Iterable[str] = ()) -> list[str]:
-        """Let the driver collect its own leftovers (its ``gc`` hook); return descriptions of what was removed.
-
-        `live_ids` are the layers the caller (the image store) still knows.
-        """
-        result = self.hook.gc(live_ids=sorted(set(live_ids)))
-        return list(result or [])
-
     def orphans(self) -> list[str]:
         """Describe the driver's leftovers that `gc` would remove (its ``orphans`` hook), without removing them."""
         result = self.hook.orphans()
         return list(result or [])
 
     def _require(self, id: str) -> None:
-        if not self.hook.exists(id=id):
+        if not self.exists(id):
             raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
+
+    def _interrupted(self, id: str) -> bool:
+        """True when `id` has a pending mark that no live apply_diff holds (its process was killed)."""
+        with self._held_lock:
+            if id in self._applying:
+                return False
+        with self._refs.try_locked(id) as got:
+            return got and self._pending.is_marked(id)
+
+    def _clear_interrupted(self, id: str) -> bool:
+        """Remove what a killed apply_diff left of `id` (call with its lock held); True if there was any."""
+        if not self._pending.is_marked(id) or id in self._applying:
+            return False
+        if self.hook.exists(id=id):
+            self._refs.reap(id)
+            if self._refs.count(id):
+                self.hook.put(id=id)
+            self.hook.remove(id=id)
+            self._refs.drop_all(id)
+        self._parents.forget(id)
+        self._pending.clear(id)
+        return True
+
+    def _live_children(self, id: str) -> list[str]:
+        live = []
+        for child in self._parents.children(id):
+            if child in self._applying:
+                live.append(child)
+                continue
+            with self._refs.try_locked(child) as got:
+                if not got:
+                    live.append(child)  # being created or changed by another process right now
+                    continue
+                self._clear_interrupted(child)
+                if self.hook.exists(id=child):
+                    live.append(child)
+                else:
+                    self._parents.drop_mark(id, child)  # left by a killed create
+        return live
+
+    def _refuse_parent_of_children(self, id: str) -> None:
+        children = self._live_children(id)
+        if children:
+            shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
+            raise LayerInUse(
+                f"layer {id} is the parent of {len(children)} layer{'s' if len(children) != 1 else ''} "
+                f"({shown}); remove {'them' if len(children) != 1 else 'it'} first"
+            )
 
 
 def _check_id(layer_id: str) -> None:

@@ -99,7 +99,7 @@ class GCReport:
     references: tuple[str, ...] = ()
     """IDs of the images whose mount references held by dead processes were released."""
     driver: tuple[str, ...] = ()
-    """Descriptions of what the driver's ``gc`` hook removed (leaked snapshots, stray subvolumes, ...)."""
+    """What the driver's own ``gc`` hook collected (staging, trash, leaked snapshots, layers cut short)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -295,7 +295,7 @@ class Graph:
         for path in (self.root, self._graph, self._tmp, self._locks):
             path.mkdir(mode=0o700, exist_ok=True)
             if not self.id_maps.is_identity:
-                uid, gid = self.id_maps.root_pair()
+                uid, gid = self.id_maps.root_pair
                 os.chown(path, uid, gid)
         self._sweep_staging()
 
@@ -889,7 +889,8 @@ class Graph:
         return CheckResult(image_id, True, "ok", expected, actual)
 
     def gc(self) -> GCReport:
-        """Remove leftovers of killed processes: staging entries, driver layers without metadata, stale references.
+        """Remove leftovers of killed processes: staging entries, driver layers without metadata, stale
+        references, and whatever the driver's own ``gc`` hook collects (`layerstore.Driver.gc`).
 
         Driver layers are found through the staging journal and by looking
         for image-ID names under the driver's home; a layer whose image is
@@ -919,8 +920,8 @@ class Graph:
             if not progress:
                 break
             pending = still
-        driver_leftovers = self.driver.gc(self._metadata_ids())
-        return GCReport(tuple(removed), tuple(staging), released, tuple(driver_leftovers))
+        driver_removed = self.driver.gc(live_ids=self._metadata_ids())
+        return GCReport(tuple(removed), tuple(staging), released, tuple(driver_removed))
 
     def orphans(self) -> list[str]:
         """Describe the driver's leftovers that `gc` would remove (for `check`), without changing anything."""

@@ -11,7 +11,10 @@ implements the hooks below with ``@layerstore.hookimpl``.  Every opened driver
 gets its own pluggy ``PluginManager`` holding that one plugin, the core's
 generic fallbacks (`layerstore.naivediff`, registered ``trylast``) and any
 wrappers; nobody calls hooks directly: the `layerstore.Driver` facade does,
-adding reference counting of `get`/`put` and per-layer serialisation.
+adding reference counting of `get`/`put`, per-layer serialisation, the
+parent index ("layer in use") and crash marks of `apply_diff`.  The whole
+contract, with the helpers of `layerstore.kit` and how to certify a driver,
+is in ``docs/driver-guide.md``.
 
 IDs are opaque strings without ``/`` (image layers use 64 lowercase hex).
 All hooks are ``firstresult``: the first implementation that returns a value
@@ -57,21 +60,35 @@ class DriverSpec:
 
         Raises `LayerExists` if `id` exists, `LayerNotFound` if `parent` is
         missing, `LimitExceeded` (naming the limit) if the chain would be
-        deeper than the driver's maximum depth.  On failure nothing of `id`
-        remains.  Required.
+        deeper than the driver's maximum depth, `ConfigError` naming an
+        unknown storage option (`layerstore.kit.check_storage_options`).
+        On failure nothing of `id` remains.
+
+        Crash safety: the process may be killed at any instant (the
+        conformance suite does it).  Build the layer under a private name and
+        publish it with one rename (or a snapshot, or another single atomic
+        step; `layerstore.kit.ScratchArea`), so that `exists(id)` is never
+        True for a half-built layer, and let the ``gc`` hook collect what a
+        killed ``create`` left.  The facade records the parent before this
+        hook runs; the driver need not keep a parent index of its own.
+        Required.
         """
 
     @hookspec(firstresult=True)
     def remove(self, id: str) -> None:
         """Delete layer `id` and free its space.
 
-        The facade has already checked that no reference is held; the driver
-        unmounts anything of its own first, removes nesting it finds inside
-        the layer (btrfs subvolumes, zfs snapshots) and never fails with
-        "busy" after the last `put`.  Afterwards `exists(id)` is False, even
-        when removal failed half-way (then the error says what is left).
-        Raises `LayerNotFound` if missing, `LayerInUse` if another layer is
-        built on it.  Required.
+        The facade has already checked that no reference is held and that
+        no layer created through it is built on `id` (it raises `LayerInUse`
+        itself); the driver unmounts anything of its own first, removes
+        nesting it finds inside the layer (btrfs subvolumes, zfs snapshots)
+        and never fails with "busy" after the last `put`.  Afterwards
+        `exists(id)` is False, even when removal failed half-way (then the
+        error says what is left).  Make the layer disappear in one step
+        (rename it into a trash, `layerstore.kit.ScratchArea.discard`) and
+        delete it afterwards, so that a killed ``remove`` leaves the layer
+        whole or gone, and ``gc`` collects the rest.  Raises `LayerNotFound`
+        if missing.  Required.
         """
 
     @hookspec(firstresult=True)
@@ -153,7 +170,14 @@ class DriverSpec:
     def changes(self, id: str, parent: str | None) -> list[Change] | None:
         """Return the paths added, modified and deleted in `id` against `parent`, sorted by path.
 
-        Rules in DESIGN §8.3.  Return None to use the generic implementation.
+        Paths are absolute from the layer root (``/a/b``), never ``/`` itself.
+        `Change.kind` is ADD for a path that is new against the parent view (a
+        path deleted in an intermediate layer and created again is ADD),
+        DELETE once for a removed subtree (not for its children), MODIFY when
+        type, mode, owner, device, size, mtime or ``security.capability``
+        differ (mtimes compare in whole seconds when either side has no
+        sub-second part).  A directory that contains changes is listed as
+        MODIFY before them.  Return None to use the generic implementation.
         Optional.
         """
 
@@ -180,12 +204,16 @@ class DriverSpec:
     def gc(self, live_ids: list[str]) -> list[str] | None:
         """Collect this driver's own leftovers of killed processes; return what was removed.
 
-        Called by ``layerstore gc`` (through `layerstore.Driver.gc`).
-        `live_ids` are the layers the image store knows (a driver may treat
-        other layers as orphans, but must not remove a layer another process
-        is creating right now).  Typical work: staging and trash entries
-        nobody holds, records and temporary files of layers that no longer
-        exist, snapshots and mount directories no layer owns.  Returns human
+        Called by ``layerstore gc`` (through `layerstore.Driver.gc`) while no
+        other operation of this process runs.  `live_ids` are the layers the
+        image store knows (a driver may treat other layers as orphans, but
+        must not remove a layer another process is creating right now).
+        Typical work: `layerstore.kit.ScratchArea.sweep` of the staging and
+        trash areas, temporary files of `layerstore.kit.atomic_write`,
+        records of layers that no longer exist, snapshots and mount
+        directories no layer owns, mounts nobody references.  Must leave
+        nothing that a crashed ``create``, ``apply_diff`` or ``remove`` left
+        behind.  Returns human
         descriptions of what was removed (None or [] for nothing).  Optional.
         """
 

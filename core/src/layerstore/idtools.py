@@ -7,13 +7,14 @@ back.  With no mappings both are the identity.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import attrs
 
 from .errors import InvalidArchive
 
-__all__ = ["IDMap", "IDMappings", "parse_id_maps"]
+__all__ = ["IDMap", "IDMappings", "RootPair", "parse_id_maps"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -76,9 +77,29 @@ class IDMappings:
             _translate(self.gids, gid, to_host=False, kind="gid"),
         )
 
-    def root_pair(self) -> tuple[int, int]:
-        """The host (uid, gid) of the container's root user: owner of new layer roots and implied directories."""
-        return self.to_host(0, 0)
+    @property
+    def root_pair(self) -> RootPair:
+        """The host (uid, gid) of the container's root user: owner of new layer roots and implied directories.
+
+        A property.  Calling it (``root_pair()``, the old spelling) still
+        works for one release and warns with a `DeprecationWarning`.
+        """
+        return RootPair(self.to_host(0, 0))
+
+
+class RootPair(tuple[int, int]):
+    """A host (uid, gid) pair that may still be called, as `IDMappings.root_pair` once was a method."""
+
+    __slots__ = ()
+
+    def __call__(self) -> tuple[int, int]:
+        """Deprecated: `IDMappings.root_pair` is a property now; use it without parentheses."""
+        warnings.warn(
+            "IDMappings.root_pair is a property now: write `id_maps.root_pair`, not `id_maps.root_pair()`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return (self[0], self[1])
 
 
 def parse_id_maps(spec: str) -> tuple[IDMap, ...]:

@@ -85,21 +85,30 @@ class ReferenceTable:
     @contextlib.contextmanager
     def locked(self, layer_id: str) -> Iterator[None]:
         """Hold the lock of `layer_id` (reentrant within a thread, exclusive across threads and processes)."""
+        with self.try_locked(layer_id, blocking=True):
+            yield
+
+    @contextlib.contextmanager
+    def try_locked(self, layer_id: str, *, blocking: bool = False) -> Iterator[bool]:
+        """Like `locked`, but yield False at once instead of waiting when another holder has the lock."""
         held: dict[int, list[int]] = self._local.__dict__.setdefault("held", {})
         stripe = zlib.crc32(layer_id.encode()) % _LOCK_STRIPES
         entry = held.get(stripe)
         if entry is not None:
             entry[1] += 1
             try:
-                yield
+                yield True
             finally:
                 entry[1] -= 1
             return
-        fd = self._lock_stripe(stripe)
+        fd = self._lock_stripe(stripe, blocking=blocking)
+        if fd is None:
+            yield False
+            return
         try:
             held[stripe] = [fd, 1]
             try:
-                yield
+                yield True
             finally:
                 del held[stripe]
                 # Lock files live only while used, so the runroot does not grow with every store ever
@@ -112,8 +121,8 @@ class ReferenceTable:
         finally:
             os.close(fd)
 
-    def _lock_stripe(self, stripe: int) -> int:
-        """Open and flock lock file `stripe`; return its descriptor.
+    def _lock_stripe(self, stripe: int, *, blocking: bool = True) -> int | None:
+        """Open and flock lock file `stripe`; return its descriptor (None: held elsewhere and not `blocking`).
 
         `prune` may unlink a lock file nobody holds, so after locking check
         that the name still leads to the locked file, else start again.
@@ -125,7 +134,11 @@ class ReferenceTable:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except (FileNotFoundError, FileExistsError):  # mkdir racing an rmdir of an emptied directory
                 continue
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

@@ -20,7 +20,9 @@ def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def ext4_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A loop-mounted ext4 for the session that holds xattrs up to 64 KiB (the root filesystem's ext4 does not)."""
+    """A loop-mounted ext4 for the session: xattrs up to 64 KiB (the root filesystem's ext4 has no room
+    for them), and room for the crash tests' tens of thousands of files."""
     workdir = tmp_path_factory.mktemp("vfs-ext4")
-    with loop_filesystem_or_unavailable("vfs", workdir, "ext4", 512, LARGE_XATTRS["ext4"]) as mnt:
+    with loop_filesystem_or_unavailable("vfs", workdir, "ext4", 1024, LARGE_XATTRS["ext4"]) as mnt:
         yield mnt
+

@@ -1,20 +1,18 @@
-"""What is peculiar to vfs: options, its on-disk layout, crash leftovers, the copy methods."""
+"""What is peculiar to vfs: options, its on-disk layout, crash leftovers (the copy itself is tested with the kit)."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
-import socket
-import stat
 from pathlib import Path
 
 import pytest
 
 from layerstore import CreateOpts, Driver, load_driver
-from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse, StorageFull
-from layerstore_vfs import _copy
-from layerstore_vfs._copy import TreeCopier, probe_reflink
+from layerstore.errors import ConfigError, DriverNotSupported, StorageFull
+from layerstore.kit import probe_reflink
+from layerstore_vfs import driver as vfs_driver_module
 
 BASE, CHILD = "b" * 64, "c" * 64
 
@@ -49,64 +47,51 @@ def test_layout_metadata_and_status(vfs: Driver) -> None:
     vfs.create(CHILD, BASE)
     assert vfs.get(CHILD) == str(vfs.home / "dir" / CHILD)
     vfs.put(CHILD)
-    assert vfs.metadata(CHILD) == {"dir": str(vfs.home / "dir" / CHILD), "parent": BASE}
-    assert (vfs.home / "parents" / CHILD).read_text() == BASE
-    assert (vfs.home / "children" / BASE / CHILD).exists()
+    assert vfs.metadata(CHILD) == {"dir": str(vfs.home / "dir" / CHILD)}
+    assert vfs.parent(CHILD) == BASE
     status = dict(vfs.status())
     assert status["Layers"] == "2"
     assert status["Backing Filesystem"] not in ("", "unknown")
     vfs.remove(CHILD)
-    assert not (vfs.home / "children" / BASE).exists()
-    assert not (vfs.home / "parents" / CHILD).exists()
     vfs.remove(BASE)
     assert os.listdir(vfs.home / "dir") == []
 
 
-def test_leftovers_are_removed_at_start_unless_locked(tmp_path: Path) -> None:
+def _stale(area: Path, name: str) -> Path:
+    """A staging or trash entry left by a killed process: its lock file exists, nobody holds it."""
+    entry = area / name
+    (entry / "sub").mkdir(parents=True)
+    (entry / "sub" / "file").write_bytes(b"x")
+    (area / f"{name}.lock").touch()
+    return entry
+
+
+def test_leftovers_are_removed_by_gc_unless_locked(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    load_driver("vfs", home)
-    layers = home / "dir"
-    stale_tmp = layers / f".tmp-{BASE}-0001"
-    stale_trash = layers / f".trash-{CHILD}-0002"
-    busy = layers / f".tmp-{CHILD}-0003"
-    for d in (stale_tmp, stale_trash, busy):
-        (d / "sub").mkdir(parents=True)
-        (d / "sub" / "file").write_bytes(b"x")
-    fd = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
+    driver = load_driver("vfs", home)
+    _stale(home / "staging", f"{BASE}.0001")
+    _stale(home / "trash", f"{CHILD}.0002")
+    busy = _stale(home / "staging", f"{CHILD}.0003")
+    fd = os.open(f"{busy}.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        driver = load_driver("vfs", home)
-        assert sorted(os.listdir(layers)) == [busy.name], "stale leftovers stayed, or a busy one was removed"
         assert not driver.exists(BASE) and not driver.exists(CHILD)
+        assert driver.gc() == [f"vfs staging leftover {BASE}.0001", f"vfs trash leftover {CHILD}.0002"]
+        assert os.listdir(home / "trash") == []
+        assert sorted(os.listdir(home / "staging")) == [busy.name, f"{busy.name}.lock"], "a busy entry was removed"
     finally:
         os.close(fd)
-    load_driver("vfs", home)
-    assert os.listdir(layers) == []
+    assert load_driver("vfs", home).gc() == [f"vfs staging leftover {CHILD}.0003"]
+    assert os.listdir(home / "staging") == []
 
 
 def test_half_removed_layer_does_not_exist(vfs: Driver) -> None:
     vfs.create(BASE)
-    os.rename(vfs.home / "dir" / BASE, vfs.home / "dir" / f".trash-{BASE}-0001")
+    (vfs.home / "trash").mkdir(exist_ok=True)
+    os.rename(vfs.home / "dir" / BASE, vfs.home / "trash" / f"{BASE}.0001")
     assert not vfs.exists(BASE)
-    load_driver("vfs", vfs.home)
-    assert os.listdir(vfs.home / "dir") == []
-
-
-def test_stale_child_mark_does_not_block_removal(vfs: Driver) -> None:
-    vfs.create(BASE)
-    (vfs.home / "children" / BASE).mkdir()
-    (vfs.home / "children" / BASE / CHILD).touch()  # left by a process killed while creating CHILD
-    vfs.remove(BASE)
-    assert not vfs.exists(BASE)
-
-
-def test_child_being_created_blocks_removal_of_its_parent(vfs: Driver) -> None:
-    vfs.create(BASE)
-    (vfs.home / "children" / BASE).mkdir()
-    (vfs.home / "children" / BASE / CHILD).touch()
-    (vfs.home / "dir" / f".tmp-{CHILD}-0001").mkdir()
-    with pytest.raises(LayerInUse, match=CHILD):
-        vfs.remove(BASE)
+    assert vfs.gc() == [f"vfs trash leftover {BASE}.0001"]
+    assert os.listdir(vfs.home / "trash") == []
 
 
 def test_failed_copy_leaves_nothing(vfs: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,47 +99,51 @@ def test_failed_copy_leaves_nothing(vfs: Driver, monkeypatch: pytest.MonkeyPatch
     with vfs.mounted(BASE) as path:
         Path(path, "f").write_bytes(b"data")
 
-    def no_space(self: TreeCopier, src: str, dst: str) -> None:
-        Path(dst, "partial").write_bytes(b"half")
+    def no_space(src: object, dst: object, *, method: str = "") -> None:
+        Path(dst, "partial").write_bytes(b"half")  # type: ignore[arg-type]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(TreeCopier, "copy_tree", no_space)
+    monkeypatch.setattr(vfs_driver_module, "copy_tree", no_space)
     with pytest.raises(StorageFull, match=CHILD):
         vfs.create(CHILD, BASE)
     assert not vfs.exists(CHILD)
     assert os.listdir(vfs.home / "dir") == [BASE]
-    assert not (vfs.home / "parents" / CHILD).exists()
-    assert not (vfs.home / "children" / BASE).exists()
+    assert os.listdir(vfs.home / "staging") == []
+    vfs.remove(BASE)  # no child mark was left behind
 
 
-def _tree(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "big").write_bytes(os.urandom(3 << 20))
-    (src / "small").write_bytes(b"small")
-    (src / "empty").write_bytes(b"")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(src / "sock"))
-    sock.close()
-    return src
 
 
-@pytest.mark.parametrize("method", _copy.COPY_METHODS)
-def test_every_copy_method_copies_data(tmp_path: Path, method: str) -> None:
-    src = _tree(tmp_path)
-    dst = tmp_path / "dst"
-    dst.mkdir()
-    copier = TreeCopier(method)
-    copier.copy_tree(str(src), str(dst))
-    for name in ("big", "small", "empty"):
-        assert (dst / name).read_bytes() == (src / name).read_bytes()
-    assert stat.S_ISSOCK(os.lstat(dst / "sock").st_mode)
-    if method != "reflink" or probe_reflink(str(tmp_path)):
-        assert copier.method == method
-    else:
-        assert copier.method == "copy_file_range", "an unsupported reflink was not demoted once"
+def _depth(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    try:
+        while "d" in os.listdir(fd):
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            depth += 1
+    finally:
+        os.close(fd)
+    return depth
 
 
-def test_unknown_copy_method() -> None:
-    with pytest.raises(ValueError, match="unknown copy method"):
-        TreeCopier("teleport")
+def test_child_of_a_5000_deep_tree_and_its_removal(vfs: Driver) -> None:
+    """No recursion per path level: creating a child copies, and removing deletes, a tree deeper than PATH_MAX."""
+    vfs.create(BASE)
+    with vfs.mounted(BASE) as path:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(5000):
+                os.mkdir("d", dir_fd=fd)
+                child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        finally:
+            os.close(fd)
+    vfs.create(CHILD, BASE)
+    with vfs.mounted(CHILD) as path:
+        assert _depth(path) == 5000
+    vfs.remove(CHILD)
+    vfs.remove(BASE)
+    assert os.listdir(vfs.home / "dir") == [] and os.listdir(vfs.home / "trash") == []

@@ -9,6 +9,16 @@ import pytest
 
 from layerstore import Driver
 from layerstore.conformance import DriverConformance
+from layerstore.conformance.requirements import Requirement, Requirements
+
+
+class CrashTestedElsewhere(Requirements):
+    """The copy-method variants skip the (slow) crash tests: TestVfsConformance runs them."""
+
+    @property
+    def crash_tests(self) -> Requirement:
+        """Not met: the crash tests run once, in TestVfsConformance."""
+        return Requirement("crash-tests", False, "vfs crash safety is tested once, by TestVfsConformance")
 
 
 class _OnExt4(DriverConformance):
@@ -31,6 +41,7 @@ class TestVfsReadWriteCopy(_OnExt4):
 
     driver_name = "vfs"
     driver_options = {"copy": "read"}
+    requirements = CrashTestedElsewhere
 
 
 class TestVfsSendfileCopy(_OnExt4):
@@ -38,12 +49,14 @@ class TestVfsSendfileCopy(_OnExt4):
 
     driver_name = "vfs"
     driver_options = {"copy": "sendfile"}
+    requirements = CrashTestedElsewhere
 
 
 class TestVfsOnBtrfs(DriverConformance):
     """On a loop-mounted btrfs, where children share file data with their parent through reflinks."""
 
     driver_name = "vfs"
+    requirements = CrashTestedElsewhere
 
     @pytest.fixture
     def layerstore_root(self, btrfs_mount: Path) -> Path:

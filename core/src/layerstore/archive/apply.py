@@ -95,7 +95,7 @@ class _Extraction:
         self.reader = reader
         self.maps = maps
         self.overlay = whiteout_format == "overlay"
-        self.tree = SafeTree(root, maps.root_pair(), lowers, f"{overlay_prefix}opaque" if self.overlay else "")
+        self.tree = SafeTree(root, maps.root_pair, lowers, f"{overlay_prefix}opaque" if self.overlay else "")
         self.overlay_prefix = overlay_prefix
         self.skip_xattrs = tuple({*OVERLAY_XATTR_PREFIXES, overlay_prefix})
         self.owners: dict[tuple[int, int], tuple[int, int]] = {}
@@ -568,7 +568,7 @@ def apply_tar(
     The result is the sum of the sizes of the regular files in the tar
     (hardlinks not counted).
     Ownership is mapped through ``id_maps.to_host``; parents without entries
-    are created 0755 owned by ``id_maps.root_pair()``.  `whiteout_format`
+    are created 0755 owned by ``id_maps.root_pair``.  `whiteout_format`
     "delete" makes canonical whiteouts remove lower content from `dest` (the
     layer's full tree); "overlay" turns them into overlayfs whiteouts (0/0
     character devices, ``<overlay_xattr_prefix>opaque`` = ``y``) in `dest`,

@@ -1,4 +1,4 @@
-"""Changes of a layer directory against its parent's, by walking both trees (DESIGN §8.3)."""
+"""Changes of a layer directory against its parent's, by walking both trees (docs/driver-guide.md)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _capability(path: str) -> bytes | None:
 
 
 def same_attrs(new: os.stat_result, old: os.stat_result) -> bool:
-    """True when type, mode, owner, device and mtime (DESIGN §8.3 rule for whole seconds) agree."""
+    """True when type, mode, owner, device and mtime (whole seconds when either side has no sub-second part) agree."""
     return (
         new.st_mode == old.st_mode
         and new.st_uid == old.st_uid

@@ -25,12 +25,20 @@ from typing import IO, Any
 from layerstore.drivers import Driver, load_driver, open_driver
 
 
-def _factory(spec: str) -> Any:
+def import_factory(spec: str) -> Any:
+    """Import a factory named ``"module:qualname"``."""
     module_name, _, qualname = spec.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def open_from_spec(spec: dict[str, Any]) -> Driver:
+    """Open the driver a child-process spec names (``name``, ``factory``, ``home``, ``options``)."""
+    if spec["factory"] is None:
+        return load_driver(spec["name"], spec["home"], spec["options"])
+    return open_driver(spec["name"], import_factory(spec["factory"]), spec["home"], spec["options"])
 
 
 def _reply(out: IO[str], **values: object) -> None:
@@ -41,11 +49,7 @@ def _reply(out: IO[str], **values: object) -> None:
 def main() -> None:
     """Serve the commands on stdin (see the module docstring)."""
     spec = json.loads(sys.stdin.readline())
-    driver: Driver
-    if spec["factory"] is None:
-        driver = load_driver(spec["name"], spec["home"], spec["options"])
-    else:
-        driver = open_driver(spec["name"], _factory(spec["factory"]), spec["home"], spec["options"])
+    driver = open_from_spec(spec)
     layer = spec["layer"]
     path = driver.get(layer)
     held = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -3,9 +3,8 @@
 Layout under the driver home::
 
     subvolumes/<id>           the layer (a subvolume); it exists when this path does
-    parents/<id>              the parent's ID ("" for a base layer)
+    parents/<id>              the parent's ID ("" for a base layer), for `metadata`
     readonly/<id>             marker: made read-only once its diff is applied
-    children/<parent>/<id>    empty marker: <id> was created on <parent> (removal refuses while any is left)
     staging/                  layers being created (renamed into subvolumes/ when complete)
     trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first); the remover
                               holds a flock on the subvolume's root directory until it is gone
@@ -21,7 +20,7 @@ records of a layer whose subvolume is gone, temporary record files and
 unheld scratch entries are orphans that ``gc`` removes and ``check`` lists.
 Opening an existing home writes nothing except that deletion of leftovers.
 Snapshots do not depend on their origin in btrfs, but the contract keeps a
-parent until its children are gone, as every driver does.
+parent until its children are gone: the facade refuses that removal.
 """
 
 from __future__ import annotations
@@ -38,14 +37,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import Capabilities, hookimpl
 from layerstore.errors import (
-    ConfigError,
     DriverNotSupported,
     LayerExists,
-    LayerInUse,
     LayerNotFound,
     LayerStoreError,
     StorageFull,
 )
+from layerstore.kit import atomic_write, check_options, check_storage_options, is_atomic_temporary
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 from layerstore.sizes import format_size, parse_size
@@ -62,7 +60,6 @@ STORAGE_OPTIONS = frozenset({"size"})
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _PROBED = "probed"
-_TMP_PREFIX = ".tmp-"
 
 
 def _valid_id(layer_id: str) -> bool:
@@ -78,16 +75,12 @@ class BtrfsDriver:
     """
 
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
-        if options:
-            raise ConfigError(
-                f"btrfs: unknown driver option(s) {', '.join(sorted(options))}; the btrfs driver takes no options"
-            )
+        check_options("btrfs", options, {})
         self.home = Path(home)
         self.id_maps = id_maps
         _check_backing_filesystem(self.home)
         self._subvolumes = self.home / "subvolumes"
         self._parents = self.home / "parents"
-        self._children = self.home / "children"
         self._staging = self.home / "staging"
         self._trash = self.home / "trash"
         self._readonly = self.home / "readonly"
@@ -103,13 +96,13 @@ class BtrfsDriver:
 
     def _init_home(self) -> None:
         """Make the layout and run the support probe once, under the lock; record that it passed."""
-        for d in (self._subvolumes, self._parents, self._children, self._staging, self._trash, self._readonly):
+        for d in (self._subvolumes, self._parents, self._staging, self._trash, self._readonly):
             d.mkdir(parents=True, exist_ok=True)
         with self._locked():
             if (self.home / _PROBED).is_file():
                 return  # another process initialised the home meanwhile
             self._probe()
-            _write_atomic(self.home / _PROBED, "subvolumes can be created and deleted here\n")
+            atomic_write(self.home / _PROBED, "subvolumes can be created and deleted here\n", durable=False)
 
     def _probe(self) -> None:
         """Create and delete a subvolume in staging/, so that an unprivileged process is told why here.
@@ -164,13 +157,8 @@ class BtrfsDriver:
         found = []
         for directory in (self._parents, self._readonly):
             for entry in directory.iterdir():
-                if entry.name.startswith(_TMP_PREFIX) or not self.exists(entry.name):
+                if is_atomic_temporary(entry.name) or not self.exists(entry.name):
                     found.append(entry)
-        for entry in self._children.iterdir():
-            if not self.exists(entry.name):
-                found.append(entry)
-                continue
-            found += [marker for marker in entry.iterdir() if not self.exists(marker.name)]
         return found
 
     def _unheld_scratch(self) -> list[Path]:
@@ -200,9 +188,6 @@ class BtrfsDriver:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-                if path.parent.parent == self._children:
-                    with contextlib.suppress(OSError):
-                        path.parent.rmdir()  # the parent's marker directory, when this was its last child
                 removed.append(f"btrfs {path.relative_to(self.home)}")
         return removed
 
@@ -260,12 +245,7 @@ class BtrfsDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create layer `id`: an empty subvolume, or a writable snapshot of `parent`; apply a ``size`` quota."""
-        unknown = set(opts.storage_opts) - STORAGE_OPTIONS
-        if unknown:
-            raise ConfigError(
-                f"btrfs: unknown storage option(s) {', '.join(sorted(unknown))} for layer {id}; "
-                f"supported: {', '.join(sorted(STORAGE_OPTIONS))}"
-            )
+        check_storage_options("btrfs", id, opts.storage_opts, STORAGE_OPTIONS)
         size = parse_size(opts.storage_opts["size"], what="size option") if "size" in opts.storage_opts else None
         if not _valid_id(id):
             raise LayerStoreError(f"btrfs: invalid layer ID {id!r}")
@@ -278,37 +258,28 @@ class BtrfsDriver:
             try:
                 if parent is None:
                     _btrfs.create_subvolume(self._staging, staged.name)
-                    os.chown(staged, *self.id_maps.root_pair())
+                    os.chown(staged, *self.id_maps.root_pair)
                     os.chmod(staged, 0o755)
                 else:
                     _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)
                 if size is not None:
                     self._limit(staged, size)
-                _write_atomic(self._parents / id, parent or "")
+                atomic_write(self._parents / id, parent or "", durable=False)
                 if opts.read_only:
                     (self._readonly / id).touch()
-                if parent is not None:
-                    marker_dir = self._children / parent
-                    marker_dir.mkdir(exist_ok=True)
-                    (marker_dir / id).touch()
                 os.rename(staged, self._path(id))
             except BaseException as exc:
                 with contextlib.suppress(OSError):
                     self._destroy(staged)
-                self._forget(id, parent)
+                self._forget(id)
                 if isinstance(exc, OSError):
                     raise _os_error(exc, f"cannot create layer {id}") from exc
                 raise
 
-    def _forget(self, id: str, parent: str | None) -> None:
+    def _forget(self, id: str) -> None:
         """Delete the records of layer `id` (call with the lock held)."""
         (self._parents / id).unlink(missing_ok=True)
         (self._readonly / id).unlink(missing_ok=True)
-        if parent:
-            (self._children / parent / id).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (self._children / parent).rmdir()
-        shutil.rmtree(self._children / id, ignore_errors=True)
 
     def _parent_of(self, id: str) -> str | None:
         try:
@@ -316,24 +287,12 @@ class BtrfsDriver:
         except FileNotFoundError:
             return None
 
-    def _children_of(self, id: str) -> list[str]:
-        try:
-            names = os.listdir(self._children / id)
-        except FileNotFoundError:
-            return []
-        # A marker whose layer never appeared was left by a create that was killed.
-        return sorted(name for name in names if self.exists(name))
-
     @hookimpl
     def remove(self, id: str) -> None:
-        """Delete layer `id` and every subvolume created inside it; `LayerInUse` while it has children."""
+        """Delete layer `id` and every subvolume created inside it (the facade refused it while it has children)."""
         with self._locked():
             if not self.exists(id):
                 raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
-            children = self._children_of(id)
-            if children:
-                shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
-                raise LayerInUse(f"layer {id} is the parent of {len(children)} layer(s) ({shown}); remove those first")
             trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
             claim = _claim(self._path(id), wait=True)  # the same directory once it is renamed into trash/
             if claim is None:
@@ -346,9 +305,9 @@ class BtrfsDriver:
                         raise
                     # A full filesystem: even a rename needs space here, deleting does not.
                     self._destroy(self._path(id))
-                    self._forget(id, self._parent_of(id))
+                    self._forget(id)
                     return
-                self._forget(id, self._parent_of(id))
+                self._forget(id)
             finally:
                 if not os.path.lexists(trashed):
                     os.close(claim)
@@ -446,12 +405,6 @@ def _os_error(exc: OSError, what: str) -> LayerStoreError:
     if exc.errno in _SPACE_ERRNOS:
         return StorageFull(f"btrfs: {what}: {exc.strerror} ({exc.filename})")
     return LayerStoreError(f"btrfs: {what}: {exc}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _claim(entry: Path, *, wait: bool) -> int | None:

@@ -57,6 +57,7 @@ from layerstore.errors import (
 )
 from layerstore.flock import held_flock
 from layerstore.fstree import remove_tree_quietly
+from layerstore.kit import check_options, check_storage_options
 from layerstore.process import run_command
 from layerstore.xattrs import get_xattr, list_xattrs
 
@@ -128,10 +129,7 @@ class OverlayDriver:
     """
 
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            known = ", ".join(sorted(OPTIONS))
-            raise ConfigError(f"unknown overlay driver option(s) {', '.join(unknown)}; known options: {known}")
+        check_options("overlay", options, {"mountopt": None, "mount_api": ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC)})
         self.home = str(Path(home).absolute())
         self.id_maps = id_maps
         self.mount_options = [o.strip() for o in options.get("mountopt", "").split(",") if o.strip()]
@@ -142,8 +140,6 @@ class OverlayDriver:
                 "chooses each layer's directories inside the store; remove them from mountopt"
             )
         wanted_api = options.get("mount_api", "auto")
-        if wanted_api not in ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC):
-            raise ConfigError(f"overlay driver option mount_api={wanted_api!r}: use auto, fsopen or mount")
         if os.geteuid() != 0:
             raise DriverNotSupported("overlay needs root (CAP_SYS_ADMIN) to mount")
         if not _support.kernel_has_overlay():
@@ -249,6 +245,12 @@ class OverlayDriver:
                 _mount.unmount(os.path.join(probe, "merged"))
             remove_tree_quietly(probe, _log.warning)
 
+    @hookimpl
+    def gc(self, live_ids: list[str]) -> list[str]:
+        """Delete staging and trash directories that killed processes left."""
+        self._remove_leftovers()
+        return []
+
     def _remove_leftovers(self) -> None:
         """Delete staging and trash directories of dead processes; never raises (a failure is a warning).
 
@@ -322,11 +324,7 @@ class OverlayDriver:
         """Create diff/, work/, merged/, the short link and the lower chain of layer `id`."""
         if not self._valid(id):
             raise LayerStoreError(f"invalid layer ID {id!r} for the overlay driver: {LINK_DIR!r} is reserved")
-        if opts.storage_opts:
-            raise ConfigError(
-                f"overlay driver: unsupported storage option(s) {', '.join(sorted(opts.storage_opts))} "
-                f"for layer {id}; the overlay driver takes no per-layer options"
-            )
+        check_storage_options("overlay", id, opts.storage_opts, ())
         if os.path.lexists(self._dir(id)):
             raise LayerExists(f"layer {id} already exists in driver overlay")
         lowers: list[str] = []
@@ -358,7 +356,7 @@ class OverlayDriver:
             os.rename(unlocked, staging)
             diff = os.path.join(staging, "diff")
             if parent is None:
-                uid, gid = self.id_maps.root_pair()
+                uid, gid = self.id_maps.root_pair
                 os.mkdir(diff, 0o755)
                 os.chown(diff, uid, gid)
                 os.chmod(diff, 0o755)  # a layer root is 0755 by contract, whatever the umask

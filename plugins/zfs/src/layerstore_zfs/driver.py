@@ -38,13 +38,13 @@ from layerstore import hookimpl
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
     CommandFailed,
-    ConfigError,
     DriverNotSupported,
     LayerInUse,
     LayerNotFound,
     LayerStoreError,
     StorageFull,
 )
+from layerstore.kit import check_options, check_storage_options
 from layerstore.sizes import parse_size
 
 from . import _commands as zfs
@@ -81,11 +81,7 @@ class ZfsDriver:
     """
 
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"zfs: unknown driver option(s) {', '.join(unknown)}; known options: {', '.join(sorted(OPTIONS))}"
-            )
+        check_options("zfs", options, dict.fromkeys(OPTIONS))
         for program in ("zfs", "zpool"):
             if shutil.which(program) is None:
                 raise DriverNotSupported(f"zfs: {program}: command not found (install OpenZFS or zfs-fuse)")
@@ -145,12 +141,7 @@ class ZfsDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create the dataset of `id`: ``zfs create`` for a base layer, snapshot + clone of `parent` otherwise."""
-        unknown = sorted(set(opts.storage_opts) - STORAGE_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"zfs: unknown storage option(s) {', '.join(unknown)} for layer {id}; "
-                f"known: {', '.join(sorted(STORAGE_OPTIONS))}"
-            )
+        check_storage_options("zfs", id, opts.storage_opts, STORAGE_OPTIONS)
         props = ["-o", "canmount=noauto", "-o", f"mountpoint={self.mountpoint(id)}"]
         if "size" in opts.storage_opts:
             quota = parse_size(opts.storage_opts["size"], what=f"zfs size option of layer {id}")
@@ -158,7 +149,7 @@ class ZfsDriver:
         dataset = self.dataset(id)
         if parent is None:
             self._checked(["zfs", "create", *props, dataset], f"create layer {id}")
-            root = self.id_maps.root_pair()
+            root = self.id_maps.root_pair
             if root != (0, 0):
                 try:
                     path = self.get(id, "")
@@ -338,10 +329,16 @@ class ZfsDriver:
     @hookimpl
     def cleanup(self) -> None:
         """Destroy datasets left by removals that failed half-way (renamed ``_gc-*``); mounts are the facade's."""
+        self._destroy_garbage()
+
+    def _destroy_garbage(self) -> list[str]:
         proc = zfs.run(["zfs", "list", "-H", "-o", "name", "-d", "1", "-t", "filesystem", self.fsname], check=False)
+        destroyed = []
         for name in proc.stdout.decode(errors="surrogateescape").splitlines():
             if name.rpartition("/")[2].startswith(_GARBAGE_PREFIX):
                 zfs.run_retrying_busy(["zfs", "destroy", "-r", "-f", name])
+                destroyed.append(name)
+        return destroyed
 
     # -- helpers -----------------------------------------------------------
 

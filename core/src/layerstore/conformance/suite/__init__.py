@@ -10,6 +10,7 @@ from ._badinput import BadInputTests
 from ._base import ConformanceBase, DriverSpec, MakeDriver
 from ._chains import ChainTests
 from ._copies import CopyTests
+from ._crash import CrashTests
 from ._diffs import DiffTests
 from ._layers import LayerTests
 from ._optional import OptionalTests
@@ -34,6 +35,7 @@ class DriverConformance(
     BadInputTests,
     OptionalTests,
     XattrTests,
+    CrashTests,
     ConformanceBase,
 ):
     """The conformance suite of a storage driver; subclass it as ``Test...`` to run it.

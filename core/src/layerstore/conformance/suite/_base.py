@@ -26,6 +26,9 @@ from layerstore.errors import (
 from layerstore.idtools import IDMappings
 from layerstore.testing import unavailable
 
+from .._options import command_line_options
+from ..requirements import Requirements
+
 
 @attrs.frozen
 class DriverSpec:
@@ -34,6 +37,10 @@ class DriverSpec:
     name: str
     options: Mapping[str, str]
     factory: DriverFactory | None
+
+
+_OPEN_FAILURES: set[tuple[str, tuple[tuple[str, str], ...], int]] = set()
+"""Drivers (name, options, factory) that failed to open in this session: the first test says why."""
 
 
 class MakeDriver:
@@ -70,6 +77,12 @@ class MakeDriver:
         except (DriverNotFound, ConfigError, InvalidDriver) as exc:
             if fresh:
                 shutil.rmtree(home, ignore_errors=True)
+            # Fail once with the reason; every later test of the session skips
+            # pointing at that failure instead of repeating it.
+            key = (spec.name, tuple(sorted(opts.items())), id(spec.factory))
+            if key in _OPEN_FAILURES:
+                pytest.skip(f"needs backend: driver {spec.name!r} cannot be opened (see the first failure)")
+            _OPEN_FAILURES.add(key)
             pytest.fail(f"cannot open driver {spec.name!r}: {exc}", pytrace=False)
         created: list[str] = []
         original_create = driver.create
@@ -116,16 +129,6 @@ def _class_attribute(cls: type, name: str) -> Any:
     return value
 
 
-def _command_line_options(config: pytest.Config) -> dict[str, str]:
-    options = {}
-    for raw in config.getoption("--layerstore-option", None) or []:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            pytest.fail(f"--layerstore-option {raw!r}: expected KEY=VALUE", pytrace=False)
-        options[key.strip()] = value
-    return options
-
-
 class ConformanceBase:
     """Fixtures shared by every topic of the suite; `DriverConformance` mixes the topics in.
 
@@ -137,6 +140,8 @@ class ConformanceBase:
     - ``driver_options``: options passed to the driver's factory.
     - ``driver_factory``: a factory ``(home, options, id_maps) -> plugin``
       used instead of the installed entry point.
+    - ``requirements``: a `Requirements` subclass saying what the backend
+      supports (which tests skip, and why).
 
     Fixtures a subclass may override: ``layerstore_root`` (a directory on the
     backend; each test gets a fresh home below it).
@@ -145,6 +150,8 @@ class ConformanceBase:
     driver_name: ClassVar[str | None] = None
     driver_options: ClassVar[Mapping[str, str]] = {}
     driver_factory: ClassVar[DriverFactory | None] = None
+    requirements: ClassVar[type[Requirements]] = Requirements
+    """What the driver meets: subclass `Requirements` to answer for your backend, and set it here."""
 
     @pytest.fixture
     def layerstore_root(self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -173,7 +180,7 @@ class ConformanceBase:
                     "no driver selected: run `pytest --pyargs layerstore.conformance --layerstore-driver NAME` "
                     f"or `layerstore conformance NAME` (installed drivers: {installed})"
                 )
-            options.update(_command_line_options(request.config))
+            options.update(command_line_options(request.config))
         return DriverSpec(name=name, options=options, factory=factory)
 
     @pytest.fixture
@@ -189,6 +196,11 @@ class ConformanceBase:
     def driver(self, make_driver: MakeDriver) -> Driver:
         """The driver under test, opened on a fresh home; its layers are removed after the test."""
         return make_driver()
+
+    @pytest.fixture
+    def layerstore_requirements(self, driver: Driver) -> Requirements:
+        """The test class's `requirements` answered for the driver under test (``.require("root")`` in a test)."""
+        return type(self).requirements(driver)
 
 
 def expect_missing(call: Callable[[], object], what: str) -> None:

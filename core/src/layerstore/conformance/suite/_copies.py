@@ -1,9 +1,11 @@
-"""A child starts as an exact copy of its parent, and the two stay independent (DESIGN §8.1)."""
+"""A child starts as an exact copy of its parent, and the two stay independent (docs/driver-guide.md)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+
+import pytest
 
 from layerstore.drivers import Driver
 
@@ -13,12 +15,9 @@ from ._support import (
     describe_difference,
     new_id,
     populate_every_kind,
-    require_root,
     set_xattr,
     snapshot,
 )
-
-_NEEDS_ROOT = "the tree has device nodes, foreign owners and trusted.* xattrs"
 
 
 def _modify_everything(root: str) -> None:
@@ -48,8 +47,7 @@ def _modify_everything(root: str) -> None:
 
 
 def _full_parent(driver: Driver) -> str:
-    """A layer holding one of every kind of file (skips unless root may create such a tree)."""
-    require_root(driver, _NEEDS_ROOT)
+    """A layer holding one of every kind of file (the tests that use it require root)."""
     return build_layer(driver, fill=populate_every_kind)
 
 
@@ -69,6 +67,7 @@ def _tree(driver: Driver, layer: str) -> dict[str, Node]:
 class CopyTests:
     """Snapshots of a parent."""
 
+    @pytest.mark.layerstore_requires("root")
     def test_child_is_exact_copy_of_parent(self, driver: Driver) -> None:
         parent = _full_parent(driver)
         expected = _tree(driver, parent)
@@ -76,6 +75,7 @@ class CopyTests:
         got = _tree(driver, _child_of(driver, parent))
         assert got == expected, "the child is not a copy of its parent:\n" + describe_difference(expected, got)
 
+    @pytest.mark.layerstore_requires("root")
     def test_child_changes_do_not_show_in_parent(self, driver: Driver) -> None:
         parent = _full_parent(driver)
         before = _tree(driver, parent)
@@ -87,6 +87,7 @@ class CopyTests:
         after = _tree(driver, parent)
         assert after == before, "changes to the child show in the parent:\n" + describe_difference(before, after)
 
+    @pytest.mark.layerstore_requires("root")
     def test_parent_changes_do_not_show_in_child(self, driver: Driver) -> None:
         parent = _full_parent(driver)
         child = _child_of(driver, parent)
@@ -96,6 +97,7 @@ class CopyTests:
         after = _tree(driver, child)
         assert after == before, "changes to the parent show in the child:\n" + describe_difference(before, after)
 
+    @pytest.mark.layerstore_requires("root")
     def test_grandchild_is_copy_of_changed_child(self, driver: Driver) -> None:
         child = _child_of(driver, _full_parent(driver))
         with driver.mounted(child) as path:

@@ -13,11 +13,11 @@ from layerstore.drivers import Driver
 from layerstore.errors import LayerExists, LayerNotFound, LayerStoreError
 
 from ._base import expect_missing
-from ._support import MTIME, TarBuilder, diff_members, file_digest, new_id, sha256
+from ._support import MTIME, Mode, TarBuilder, diff_members, file_digest, new_id, sha256
 
 
 class LayerTests:
-    """Creating layers and the errors around it (DESIGN §2, §8.1, §8.10)."""
+    """Creating layers and the errors around it (docs/driver-guide.md)."""
 
     def test_empty_base_layer(self, driver: Driver) -> None:
         layer = new_id()
@@ -27,8 +27,9 @@ class LayerTests:
         with driver.mounted(layer) as path:
             st = os.lstat(path)
             assert stat.S_ISDIR(st.st_mode)
-            assert stat.S_IMODE(st.st_mode) == 0o755, f"root of a new base layer has mode {st.st_mode:o}, not 755"
-            assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair()
+            mode = stat.S_IMODE(st.st_mode)
+            assert mode == 0o755, f"root of a new base layer has mode {mode:o}, not 755"
+            assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair
             assert os.listdir(path) == []
         assert driver.changes(layer) == []
         assert driver.diff_size(layer) == 0
@@ -48,17 +49,20 @@ class LayerTests:
         assert driver.apply_diff(layer, None, io.BytesIO(data)) == tar.regular_bytes
         with driver.mounted(layer) as path:
             st = os.lstat(os.path.join(path, "etc"))
-            assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o751
+            assert stat.S_ISDIR(st.st_mode), "etc is not a directory"
+            assert Mode(stat.S_IMODE(st.st_mode)) == Mode(0o751)
             st = os.lstat(os.path.join(path, "etc/hostname"))
-            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644
+            assert stat.S_ISREG(st.st_mode), "etc/hostname is not a regular file"
+            assert Mode(stat.S_IMODE(st.st_mode)) == Mode(0o644)
             assert (st.st_uid, st.st_gid, int(st.st_mtime)) == (3, 4, MTIME)
             assert file_digest(os.path.join(path, "etc/hostname")) == sha256(b"box\n")
             assert os.readlink(os.path.join(path, "etc/localtime")) == "/usr/share/zoneinfo/UTC"
             for implied in ("implied", "implied/parent"):
                 st = os.lstat(os.path.join(path, implied))
                 assert stat.S_ISDIR(st.st_mode), f"{implied} was not created"
-                assert stat.S_IMODE(st.st_mode) == 0o755, f"implied directory {implied} has mode {st.st_mode:o}"
-                assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair()
+                mode = stat.S_IMODE(st.st_mode)
+                assert mode == 0o755, f"implied directory {implied} has mode {mode:o}, not 755"
+                assert (st.st_uid, st.st_gid) == driver.id_maps.root_pair
             assert sorted(os.listdir(path)) == ["etc", "implied"]
 
     def test_create_existing_layer_raises_layer_exists(self, driver: Driver) -> None:

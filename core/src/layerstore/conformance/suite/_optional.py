@@ -19,7 +19,7 @@ from layerstore.drivers import Driver
 from layerstore.idtools import IDMap, IDMappings
 
 from ._base import MakeDriver
-from ._support import Member, TarBuilder, build_layer, diff_members, hidden_by_diff, new_id, require_root
+from ._support import Member, Mode, TarBuilder, build_layer, diff_members, hidden_by_diff, new_id
 
 _UID_BASE, _GID_BASE = 100_000, 200_000
 ID_MAPS = IDMappings(uids=(IDMap(0, _UID_BASE, 65536),), gids=(IDMap(0, _GID_BASE, 65536),))
@@ -32,9 +32,8 @@ QUOTA_BYTES = 8 << 20
 class OptionalTests:
     """Capabilities a driver may declare."""
 
-    @pytest.mark.layerstore_requires("idmap")
+    @pytest.mark.layerstore_requires("idmap", "root")
     def test_ownership_under_id_maps(self, driver: Driver, make_driver: MakeDriver) -> None:
-        require_root(driver, "files are owned by mapped IDs")
         mapped = make_driver(id_maps=ID_MAPS)
         base = new_id()
         mapped.create(base)
@@ -53,7 +52,7 @@ class OptionalTests:
                 return st.st_uid, st.st_gid
 
             assert owner(".") == host_root, "the root of a new layer is not owned by the remapped root"
-            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o755
+            assert Mode(stat.S_IMODE(os.lstat(path).st_mode)) == Mode(0o755)
             assert owner("rootfile") == host_root
             assert owner("implied") == host_root, "an implied directory is not owned by the remapped root"
             assert owner("implied/user-file") == (_UID_BASE + 1000, _GID_BASE + 50)

@@ -1,4 +1,4 @@
-"""get/put reference counting within a process, across threads and across processes; cleanup (DESIGN §8.2)."""
+"""get/put reference counting within a process, across threads and across processes; cleanup (docs/driver-guide.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Removal rules: missing, mounted, parent of a child, children first (DESIGN §8.7)."""
+"""Removal rules: missing, mounted, parent of a child, children first (docs/driver-guide.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ class RemovalTests:
         driver.remove(grandchild)
         driver.remove(child)
         driver.remove(parent)
-        assert not any(driver.exists(layer) for layer in (parent, child, grandchild))
+        left = [layer for layer in (parent, child, grandchild) if driver.exists(layer)]
+        assert not left, f"remove returned, but layers still exist: {left}"
 
     def test_mounted_layer_cannot_be_removed(self, driver: Driver) -> None:
         layer = build_layer(driver, tar=TarBuilder().file("f", b"busy\n").bytes())
@@ -44,7 +45,7 @@ class RemovalTests:
             assert f.read() == b"busy\n"
         driver.put(layer)
         driver.remove(layer)  # never "busy" after the last put
-        assert not driver.exists(layer)
+        assert not driver.exists(layer), f"remove returned, but layer {layer} still exists"
         with pytest.raises(LayerNotFound):
             driver.get(layer)
 

@@ -39,16 +39,19 @@ def new_id() -> str:
 
 
 def is_root() -> bool:
-    """True when the suite may create devices, chown and write ``trusted.*`` xattrs."""
+    """True when the suite runs as root (tests that need it say so with the ``root`` requirement)."""
     return os.geteuid() == 0
 
 
-def require_root(driver: Driver, what: str) -> None:
-    """Go on only as root; otherwise skip, or fail where the driver is required (CI: no silent skips)."""
-    from layerstore.testing import unavailable
+class Mode(int):
+    """A permission mode that shows itself in octal (``0o4755``) in assertion messages."""
 
-    if not is_root():
-        unavailable(driver.name, f"this test needs root ({what})")
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"0o{int(self):o}"
+
+    __str__ = __repr__
 
 
 @attrs.frozen
@@ -56,7 +59,7 @@ class Node:
     """What a user can observe of one path in a tree."""
 
     kind: str
-    mode: int
+    mode: int = attrs.field(converter=Mode)
     uid: int
     gid: int
     mtime_ns: int | None
@@ -177,7 +180,7 @@ def set_xattr(path: str, name: str, value: bytes) -> None:
 
 
 def populate_every_kind(root: str, *, base_mtime_ns: int = MTIME * 10**9 + 123_456_789) -> None:
-    """Fill `root` with every file type and attribute of DESIGN §4, with fixed sub-second times.
+    """Fill `root` with every file type and attribute a layer tar carries, with fixed sub-second times.
 
     Needs root privileges (devices, foreign owners, ``trusted.*`` xattrs).
     """
@@ -353,7 +356,7 @@ class Member:
 
     name: str
     kind: str
-    mode: int
+    mode: int = attrs.field(converter=Mode)
     uid: int
     gid: int
     mtime: int

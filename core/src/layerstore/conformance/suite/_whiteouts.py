@@ -1,4 +1,4 @@
-"""Whiteouts of files and opaque directories across three layers (DESIGN §4, §8.4)."""
+"""Whiteouts of files and opaque directories across three layers (docs/driver-guide.md)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,40 @@
+"""The driver author's kit: the plumbing every storage driver needs, written once.
+
+- `copy_tree`: a faithful, iterative copy of a layer tree (owners, modes,
+  nanosecond times, xattrs, hardlinks, symlinks, fifos, sockets, devices),
+  with reflink / ``copy_file_range`` where the filesystem allows.
+- `remove_tree`: deletes a tree of any depth without recursion (`layerstore.fstree`).
+- `ScratchArea`: staging with atomic publish, and a trash that survives
+  crashes; `ScratchArea.sweep` collects what killed processes left.
+- `atomic_write`: replace a small file in one step;
+  `sweep_atomic_temporaries` collects what killed writers left.
+- `check_options`, `check_storage_options`: refuse unknown options with one
+  wording (`ConfigError`).
+
+The facade (`layerstore.Driver`) already tracks parents and refuses to remove
+a layer that has children, counts mounts and serialises operations on one
+layer: a driver does none of that itself.  See ``docs/driver-guide.md``.
+"""
+
+from __future__ import annotations
+
+from ..fstree import remove_tree
+from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
+from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
+from .options import check_options, check_storage_options
+from .scratch import ScratchArea, ScratchEntry
+
+__all__ = [
+    "COPY_METHODS",
+    "ScratchArea",
+    "ScratchEntry",
+    "TreeCopier",
+    "atomic_write",
+    "check_options",
+    "check_storage_options",
+    "copy_tree",
+    "is_atomic_temporary",
+    "probe_reflink",
+    "remove_tree",
+    "sweep_atomic_temporaries",
+]
