@@ -2,29 +2,43 @@
 
 Resolution order (first wins):
 
-- driver name: ``--driver``, ``LAYERSTORE_DRIVER``, the config file's
-  ``driver``, else automatic: btrfs when the root is on btrfs, zfs when on
+- driver name: ``--driver``, ``LAYERSTORE_DRIVER``, ``STORAGE_DRIVER`` (as
+  containers/storage reads it), the config file's ``driver``, else automatic:
+  btrfs when the root is on btrfs, zfs when on
   zfs, then overlay, then vfs -- the first that loads here.  A driver whose
   home already exists under the root is tried first, so a store keeps the
   driver it was created with.
 - store root: ``--root``, ``LAYERSTORE_ROOT``, the config file's ``root``,
   else ``/var/lib/layerstore`` for root and ``$XDG_DATA_HOME/layerstore``
   (``~/.local/share/layerstore``) otherwise.
+- runroot (per-boot state such as mount reference counts): ``LAYERSTORE_RUNROOT``,
+  the config file's ``runroot``, else ``/run/layerstore`` for root and
+  ``$XDG_RUNTIME_DIR/layerstore`` otherwise (``/tmp/layerstore-<uid>`` when
+  that variable is unset).
 - config file: ``--config FILE``, else ``$LAYERSTORE_CONFIG``, else the first
   that exists of ``$XDG_CONFIG_HOME/layerstore/config.toml``
-  (``~/.config/...``) and ``/etc/layerstore/config.toml``.
+  (``~/.config/...``) and ``/etc/layerstore/config.toml``.  A containers
+  ``storage.conf`` or a Docker ``daemon.json`` is read too when named
+  explicitly (see `layerstore.config_compat`); ``/etc/containers/storage.conf``
+  is never read implicitly (its graphroot belongs to Podman).
 
-The file is TOML::
+Our file is TOML::
 
     driver = "overlay"
     root = "/srv/layerstore"
+    runroot = "/run/layerstore"
     uid_maps = "0:100000:65536"
     gid_maps = "0:100000:65536"
 
     [drivers.overlay]
-    mount_program = "..."
+    mountopt = "nodev"
 
-``-o key=value`` options override the file's options of the chosen driver.
+Driver options, lowest priority first: the file's ``[drivers.NAME]`` table,
+``STORAGE_OPTS`` (comma-separated), then ``-o`` flags.  An option written
+``NAME.key=value`` (``overlay.mountopt=nodev``) belongs to driver NAME only;
+a plain ``key=value`` belongs to the selected driver only, never to the
+others.  A ``[drivers.NAME]`` table or ``NAME.`` scope naming a driver that is
+not installed is an error listing the installed drivers.
 """
 
 from __future__ import annotations
@@ -48,21 +62,44 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_PRIORITY",
+    "DRIVER_ALIASES",
+    "ENVIRONMENT",
     "ConfigFile",
     "Settings",
     "backing_filesystem",
+    "canonical_driver_name",
     "default_root",
+    "default_runroot",
     "find_config_file",
     "load_config_file",
     "open_driver_for",
     "open_store",
+    "parse_id_map_value",
     "parse_options",
     "resolve_settings",
 ]
 
 AUTO_PRIORITY: tuple[str, ...] = ("overlay", "vfs")
 _FS_DRIVERS = {"btrfs": "btrfs", "zfs": "zfs", "fuse.zfs": "zfs"}
-_TOP_KEYS = frozenset({"driver", "root", "drivers", "uid_maps", "gid_maps"})
+_TOP_KEYS = frozenset({"driver", "root", "runroot", "drivers", "uid_maps", "gid_maps"})
+DRIVER_ALIASES: Mapping[str, str] = MappingProxyType({"overlay2": "overlay"})
+"""Driver names of Docker and containers/storage that mean one of ours."""
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("LAYERSTORE_ROOT", "store root (like --root)"),
+    ("LAYERSTORE_DRIVER", "storage driver (like --driver)"),
+    ("LAYERSTORE_CONFIG", "config file (like --config)"),
+    ("LAYERSTORE_RUNROOT", "directory of per-boot state (mount reference counts)"),
+    ("STORAGE_DRIVER", "storage driver, after LAYERSTORE_DRIVER (as containers/storage reads it)"),
+    ("STORAGE_OPTS", "comma-separated driver options, below -o (as containers/storage reads it)"),
+    ("LAYERSTORE_DEBUG", "1: show a traceback for internal errors"),
+    ("LAYERSTORE_TRACE_HOOKS", "1: print every driver hook call"),
+)
+"""The environment variables the command reads, with what each one sets (for ``--help``)."""
+
+
+def canonical_driver_name(name: str) -> str:
+    """Our name for a driver name (``overlay2`` is ``overlay``); other names unchanged."""
+    return DRIVER_ALIASES.get(name, name)
 
 
 def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -80,9 +117,15 @@ class ConfigFile:
     path: Path | None = None
     driver: str | None = None
     root: Path | None = None
+    runroot: Path | None = None
     drivers: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_frozen_tables)
+    """Options per driver name (``[drivers.NAME]``; ``[storage.options.NAME]``; scoped ``storage-opts``)."""
+    options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    """Options for the selected driver only (``[storage.options]`` scalars of a storage.conf)."""
     uid_maps: tuple[IDMap, ...] = ()
     gid_maps: tuple[IDMap, ...] = ()
+    format: str = "layerstore"
+    """``layerstore`` (our TOML), ``storage.conf`` or ``daemon.json``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -95,31 +138,79 @@ class Settings:
     driver_source: str
     """Where the driver name came from: ``--driver``, ``LAYERSTORE_DRIVER``, the config file, or ``auto``."""
     cli_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
-    """``-o key=value`` options (override the config file's options of the chosen driver)."""
+    """``-o key=value`` options as given (scoped keys keep their ``NAME.`` prefix)."""
+    env_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    """``STORAGE_OPTS`` options as given (scoped keys keep their ``NAME.`` prefix)."""
     config: ConfigFile = attrs.field(factory=ConfigFile)
+    runroot: Path = attrs.field(factory=lambda: default_runroot())  # noqa: PLW0108 -- defined below
+    """Directory of per-boot state (mount reference counts), on tmpfs so that a reboot resets it."""
 
     @property
     def id_maps(self) -> IDMappings:
         """The configured uid/gid maps."""
         return IDMappings(self.config.uid_maps, self.config.gid_maps)
 
-    def options_for(self, driver_name: str) -> dict[str, str]:
-        """The options of `driver_name`: the config file's table, overridden by ``-o`` options."""
-        options = dict(self.config.drivers.get(driver_name, {}))
-        options.update(self.cli_options)
+    def options_for(self, driver_name: str, *, selected: bool = True) -> dict[str, str]:
+        """The options of `driver_name`, lowest priority first: config file, ``STORAGE_OPTS``, ``-o``.
+
+        Options scoped to another driver (``other.key``) are left out;
+        unscoped ones apply only when `selected` (the driver being opened is
+        the one chosen, not one merely probed).
+        """
+        options: dict[str, str] = {}
+        if selected:
+            options.update(self.config.options)
+        options.update(self.config.drivers.get(driver_name, {}))
+        for given in (self.env_options, self.cli_options):
+            for key, value in given.items():
+                scope, dot, bare = key.partition(".")
+                if not dot:
+                    if selected:
+                        options[key] = value
+                elif canonical_driver_name(scope) == driver_name:
+                    options[bare] = value
         return options
 
+    def check_driver_names(self, installed: Iterable[str]) -> None:
+        """`ConfigError` when a ``[drivers.NAME]`` table or a ``NAME.key`` option names no installed driver."""
+        known = set(installed)
+        named = [(name, f"config file {self.config.path}: [drivers.{name}]") for name in self.config.drivers]
+        for given, what in ((self.env_options, "STORAGE_OPTS"), (self.cli_options, "-o")):
+            for key in given:
+                scope, dot, _ = key.partition(".")
+                if dot:
+                    named.append((canonical_driver_name(scope), f"{what} option {key}"))
+        for name, where in named:
+            if name not in known:
+                raise ConfigError(
+                    f"{where} names driver {name!r}, which is not installed; installed drivers: "
+                    f"{', '.join(sorted(known)) or 'none'}"
+                )
 
-def parse_options(pairs: Iterable[str]) -> dict[str, str]:
-    """Parse ``key=value`` strings; `ConfigError` for one that is not in that form."""
+
+def parse_options(pairs: Iterable[str], *, what: str = "driver option") -> dict[str, str]:
+    """Parse ``key=value`` (or ``driver.key=value``) strings; `ConfigError` for one that is not in that form."""
     result: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"driver option {pair!r} is not in key=value form (e.g. -o size=10G)")
+        scope, dot, bare = key.partition(".")
+        if not sep or not key or (dot and not (scope and bare)):
+            raise ConfigError(
+                f"{what} {pair!r} is not in key=value or driver.key=value form (e.g. -o overlay.mountopt=nodev)"
+            )
         result[key] = value
     return result
+
+
+def default_runroot(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """``/run/layerstore`` for root, else ``$XDG_RUNTIME_DIR/layerstore`` (``/tmp/layerstore-<uid>`` without it)."""
+    env = os.environ if environ is None else environ
+    uid = os.geteuid() if euid is None else euid
+    if uid == 0:
+        return Path("/run/layerstore")
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "layerstore" if runtime else Path(f"/tmp/layerstore-{uid}")
 
 
 def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
@@ -160,16 +251,42 @@ def _maps(value: Any, key: str, path: Path) -> tuple[IDMap, ...]:
         raise ConfigError(f"config file {path}: {key}: {exc}") from None
 
 
+def _path_value(data: Mapping[str, Any], key: str, path: Path) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config file {path}: {key} must be a non-empty string")
+    return Path(value).expanduser()
+
+
+def parse_id_map_value(value: Any, key: str, path: Path) -> tuple[IDMap, ...]:
+    """Maps from a config value: ``"0:100000:65536"`` or a list of such strings; `ConfigError` naming `key`."""
+    return _maps(value, key, path)
+
+
 def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
-    """Read and validate a TOML config file; `ConfigError` (one line naming the file) on any problem."""
+    """Read and validate a config file; `ConfigError` (one line naming the file) on any problem.
+
+    Our TOML format, a containers ``storage.conf`` (a TOML file with a
+    ``[storage]`` table) or a Docker ``daemon.json`` (JSON) are recognised by
+    their content.
+    """
+    from . import config_compat
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if raw.lstrip().startswith(b"{"):
+        return config_compat.parse_daemon_json(raw, path)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if isinstance(data.get("storage"), dict):
+        return config_compat.parse_storage_conf(data, path)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(
@@ -179,9 +296,8 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
     driver = data.get("driver")
     if driver is not None and (not isinstance(driver, str) or not driver):
         raise ConfigError(f"config file {path}: driver must be a non-empty string")
-    root = data.get("root")
-    if root is not None and (not isinstance(root, str) or not root):
-        raise ConfigError(f"config file {path}: root must be a non-empty string")
+    root = _path_value(data, "root", path)
+    runroot = _path_value(data, "runroot", path)
     drivers: dict[str, Mapping[str, str]] = {}
     tables = data.get("drivers", {})
     if not isinstance(tables, dict):
@@ -200,8 +316,9 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
         drivers[name] = MappingProxyType(options)
     return ConfigFile(
         path=path,
-        driver=driver,
-        root=Path(root).expanduser() if root else None,
+        driver=canonical_driver_name(driver) if driver else None,
+        root=root,
+        runroot=runroot,
         drivers=drivers,
         uid_maps=_maps(data["uid_maps"], "uid_maps", path) if "uid_maps" in data else (),
         gid_maps=_maps(data["gid_maps"], "gid_maps", path) if "gid_maps" in data else (),
@@ -219,12 +336,16 @@ def resolve_settings(
     """Combine flags, environment, config file and defaults into `Settings` (see the module docstring)."""
     env = os.environ if environ is None else environ
     cli_options = parse_options(options)
+    env_options = parse_options(filter(None, (o.strip() for o in env.get("STORAGE_OPTS", "").split(","))),
+                                what="STORAGE_OPTS option")
     config_path = find_config_file(config, env)
     config_file = load_config_file(config_path) if config_path is not None else ConfigFile()
     if driver:
         name, source = driver, "--driver"
     elif env.get("LAYERSTORE_DRIVER"):
         name, source = env["LAYERSTORE_DRIVER"], "LAYERSTORE_DRIVER"
+    elif env.get("STORAGE_DRIVER"):
+        name, source = env["STORAGE_DRIVER"], "STORAGE_DRIVER"
     elif config_file.driver:
         name, source = config_file.driver, f"config file {config_file.path}"
     else:
@@ -237,12 +358,20 @@ def resolve_settings(
         store_root = config_file.root
     else:
         store_root = default_root(env)
+    if env.get("LAYERSTORE_RUNROOT"):
+        runroot = Path(env["LAYERSTORE_RUNROOT"])
+    elif config_file.runroot is not None:
+        runroot = config_file.runroot
+    else:
+        runroot = default_runroot(env)
     return Settings(
         root=store_root.expanduser().absolute(),
-        driver=name,
+        driver=canonical_driver_name(name) if name else None,
         driver_source=source,
         cli_options=cli_options,
+        env_options=env_options,
         config=config_file,
+        runroot=runroot.expanduser().absolute(),
     )
 
 
@@ -288,11 +417,12 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
-    if settings.driver is not None:
-        return _load(settings.driver, settings)
     from .drivers import available_drivers
 
     installed = available_drivers()
+    settings.check_driver_names(installed)
+    if settings.driver is not None:
+        return _load(settings.driver, settings)
     if not installed:
         raise DriverNotFound("no storage driver is installed; install one, e.g. `pip install layerstore-vfs`")
     reasons = []

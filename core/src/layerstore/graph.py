@@ -8,7 +8,8 @@ the store root::
     <root>/graph/<id>/checksum           "sha256:<hex>" of the uncompressed layer tar
     <root>/graph/<id>/tar-data.json.gz   tar-split metadata for byte-exact export
     <root>/graph/_tmp/                   staging and trash; swept when a store opens
-    <root>/graph/_locks/<id>             flock files (one per image ID)
+    <root>/graph/_locks/<id>             flock files (one per image ID; removed with the image)
+    <root>/graph/idmaps                  the uid/gid maps the store was created with
 
 An image is visible when ``graph/<id>/json`` exists and the driver has the
 layer.  ``register`` builds everything in a staging directory named
@@ -31,15 +32,17 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from .capabilities import CreateOpts
 from .errors import (
     CorruptMetadata,
     DigestMismatch,
+    IDMapMismatch,
     ImageNotFound,
     LayerInUse,
     LayerStoreError,
@@ -63,6 +66,7 @@ TAR_DATA_FILE = "tar-data.json.gz"
 GRAPH_DIR = "graph"
 TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
+ID_MAPS_FILE = "idmaps"
 _CHUNK = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -84,10 +88,12 @@ class CheckResult:
 
 @attrs.frozen
 class GCReport:
-    """What `Graph.gc` removed: orphan driver layers and leftover staging entries."""
+    """What `Graph.gc` removed: orphan driver layers, leftover staging entries and stale lock files."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
+    locks: tuple[str, ...] = ()
+    """Lock files of images that no longer exist (left by killed processes or older versions)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -282,10 +288,34 @@ class Graph:
             if not self.id_maps.is_identity:
                 uid, gid = self.id_maps.root_pair()
                 os.chown(path, uid, gid)
+        self._check_id_maps()
         self._sweep_staging()
 
     def __repr__(self) -> str:
         return f"<Graph {self.root} driver={self.driver.name}>"
+
+    def _check_id_maps(self) -> None:
+        """Record the ID maps of a new store; refuse to open one created with other maps (`IDMapMismatch`).
+
+        Files are stored with host IDs, so one store holds one mapping (as
+        Docker keeps one root per remapping); mixing two would mix owners.
+        """
+        from .idtools import format_id_maps
+
+        path = self._graph / ID_MAPS_FILE
+        wanted = f"uids {format_id_maps(self.id_maps.uids)}\ngids {format_id_maps(self.id_maps.gids)}\n"
+        try:
+            recorded = path.read_text()
+        except FileNotFoundError:
+            _write_atomic(path, wanted.encode())
+            return
+        if recorded != wanted:
+            have = "; ".join(line.strip() for line in recorded.splitlines() if line.strip())
+            want = "; ".join(line.strip() for line in wanted.splitlines())
+            raise IDMapMismatch(
+                f"store {self.root} was created with ID maps ({have}) but is opened with ({want}); "
+                "open it with the same uid/gid maps, or use another --root for this mapping"
+            )
 
     # -- paths, locks, listing ------------------------------------------------
 
@@ -295,17 +325,37 @@ class Graph:
 
     @contextlib.contextmanager
     def _locked(self, image_id: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
-        fd = os.open(self._locks / image_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        path = self._locks / image_id
+        op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
             except BlockingIOError:
+                os.close(fd)
                 yield False
                 return
+            except BaseException:
+                os.close(fd)
+                raise
+            # Lock files are unlinked (by `_drop_lock_file`) while locked: a lock taken on a
+            # file that is no longer at `path` protects nothing, so take the current one.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
             yield True
         finally:
             os.close(fd)
+
+    def _drop_lock_file(self, image_id: str) -> None:
+        """Remove the lock file of `image_id`; call with its exclusive lock held and the image gone."""
+        with contextlib.suppress(FileNotFoundError):
+            (self._locks / image_id).unlink()
 
     def _has_metadata(self, image_id: str) -> bool:
         return (self._graph / image_id / JSON_FILE).is_file()
@@ -364,6 +414,8 @@ class Graph:
                             self.driver.remove(image_id, force=True)
                 self._remove_path(Path(entry.path))
                 removed.append(entry.name)
+                if not self._has_metadata(image_id) and not self.driver.exists(image_id):
+                    self._drop_lock_file(image_id)
         return removed
 
     @staticmethod
@@ -516,11 +568,13 @@ class Graph:
         config: dict[str, Any] | None = None,
         *,
         parent: str | None = None,
+        storage_opts: Mapping[str, str] | None = None,
     ) -> Image:
         """Create a new image with a fresh ID from `layer_data` (a tar, any compression) and register it.
 
         As in the engine, `container_image` becomes the parent when
-        `container_id` is given; `parent` sets it directly.
+        `container_id` is given; `parent` sets it directly.  `storage_opts`
+        are per-layer driver options, as for `register`.
         """
         from .image import generate_id
 
@@ -539,11 +593,17 @@ class Graph:
         if container_id:
             image.container = container_id
             image.container_config = dict(container_config or {})
-        self.register(image, layer_data)
+        self.register(image, layer_data, storage_opts=storage_opts)
         return image
 
-    def register(self, image: Image, layer_data: BinaryIO | None) -> bool:
+    def register(
+        self, image: Image, layer_data: BinaryIO | None, *, storage_opts: Mapping[str, str] | None = None
+    ) -> bool:
         """Store `image` with its layer read from `layer_data` (plain, gzip, bzip2, xz or zstd tar).
+
+        `storage_opts` are per-layer driver options (``{"size": "10G"}``: a
+        quota on btrfs and zfs); a driver that does not know one refuses it
+        (`ConfigError`) and nothing is stored.
 
         Returns True when this call stored the image and False when it
         already existed (a no-op, also across processes).  Atomic: on any
@@ -560,10 +620,10 @@ class Graph:
                     stack.enter_context(self._locked(image.parent, shared=True))
                     if not self._is_whole(image.parent):
                         raise ImageNotFound(f"parent image {image.parent} of {image_id} is not in the store")
-                self._register_locked(image, layer_data)
+                self._register_locked(image, layer_data, storage_opts or {})
         return True
 
-    def _register_locked(self, image: Image, layer_data: BinaryIO | None) -> None:
+    def _register_locked(self, image: Image, layer_data: BinaryIO | None, storage_opts: Mapping[str, str]) -> None:
         image_id = image.id
         final = self.image_root(image_id)
         # The graph is the source of truth: leftovers of an image that is not
@@ -576,7 +636,7 @@ class Graph:
             self.driver.remove(image_id, force=True)
         staging = self._make_staging(image_id, "new")
         try:
-            self.driver.create(image_id, image.parent)
+            self.driver.create(image_id, image.parent, CreateOpts(storage_opts=storage_opts))
             digest = None
             if layer_data is not None:
                 image.size, digest = self._apply_layer(image, layer_data, staging)
@@ -656,6 +716,7 @@ class Graph:
                 shutil.rmtree(trash, ignore_errors=True)
                 raise
             shutil.rmtree(trash, ignore_errors=True)
+            self._drop_lock_file(image_id)
         with self._retained_lock:
             self._retained.pop(image_id, None)
 
@@ -835,7 +896,25 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging))
+        return GCReport(tuple(removed), tuple(staging), tuple(self._sweep_locks()))
+
+    def _sweep_locks(self) -> list[str]:
+        """Remove lock files of images that do not exist and that no process holds."""
+        try:
+            names = sorted(os.listdir(self._locks))
+        except FileNotFoundError:
+            return []
+        busy = {entry.split(".", 1)[0] for entry in os.listdir(self._tmp)} if self._tmp.is_dir() else set()
+        removed = []
+        for name in names:
+            if name in busy or self._has_metadata(name):
+                continue
+            with self._locked(name, blocking=False) as got:
+                if not got or self._has_metadata(name) or (is_valid_id(name) and self.driver.exists(name)):
+                    continue
+                self._drop_lock_file(name)
+                removed.append(name)
+        return removed
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()
