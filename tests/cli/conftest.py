@@ -40,3 +40,50 @@ def run(cli_env: dict[str, str]) -> Run:
         )
 
     return _run
+
+
+STRICT_DRIVER = """\
+from pathlib import Path
+
+from layerstore import hookimpl
+from layerstore.errors import ConfigError
+
+
+class StrictDriver:
+    def __init__(self, home, options, id_maps):
+        if options:
+            raise ConfigError(f"strictdrv refuses options {sorted(options)}")
+        self.home = Path(home)
+
+    @hookimpl
+    def create(self, id, parent, opts):
+        (self.home / id).mkdir(parents=True)
+
+    @hookimpl
+    def remove(self, id):
+        (self.home / id).rmdir()
+
+    @hookimpl
+    def get(self, id, mount_label):
+        return str(self.home / id)
+
+    @hookimpl
+    def put(self, id):
+        pass
+
+    @hookimpl
+    def exists(self, id):
+        return (self.home / id).is_dir()
+"""
+
+
+@pytest.fixture
+def strict_driver(tmp_path: Path) -> dict[str, str]:
+    """A second installed driver ("strictdrv", found through its entry point) that refuses every option."""
+    site = tmp_path / "strict-site"
+    dist = site / "layerstore_strictdrv-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: layerstore-strictdrv\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[layerstore.drivers]\nstrictdrv = layerstore_strictdrv:StrictDriver\n")
+    (site / "layerstore_strictdrv.py").write_text(STRICT_DRIVER)
+    return {"PYTHONPATH": str(site)}

@@ -143,7 +143,8 @@ class _State:
             from .truncindex import TruncIndex
 
             self.check_driver_name()
-            TruncIndex().get(image)  # the same answer as an empty store: invalid, or no such image
+            with contextlib.suppress(ImageNotFound):
+                TruncIndex().get(image)  # an invalid name is refused as in a store
             raise ImageNotFound(f"no image with ID {image}: there is no store at {self.settings.root} yet")
         return self.graph
 

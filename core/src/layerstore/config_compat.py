@@ -153,6 +153,8 @@ def parse_daemon_json(raw: bytes, path: Path) -> ConfigFile:
             for opt, opt_value in parse_options(value, what=f"config file {path}: storage-opts entry").items():
                 scope, dot, bare = opt.partition(".")
                 if dot:
+                    if canonical_driver_name(scope) not in _OUR_DRIVERS:
+                        raise _no_equivalent(path, f"storage-opts entry {opt}={opt_value}")
                     drivers.setdefault(canonical_driver_name(scope), {})[bare] = opt_value
                 else:
                     options[opt] = opt_value
