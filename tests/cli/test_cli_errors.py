@@ -190,3 +190,11 @@ def test_no_space_left(run: Run, tmp_path: Path, tiny_store: Path) -> None:
     small = tmp_path / "small.tar"
     small.write_bytes(make_tar({"fits": b"small"}))
     ok(run("import", small, env=env))  # the space was given back
+
+
+def test_conformance_without_pytest_is_a_one_line_hint(run: Run, tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "pytest.py").write_text("raise ImportError('pytest hidden by the test')\n")
+    proc = run("conformance", "vfs", env={"PYTHONPATH": str(hide)})
+    assert_one_line_error(proc, "needs pytest", "pip install 'layerstore[conformance]'")

@@ -67,6 +67,8 @@ class BtrfsDriver:
     and `ConfigError` for any driver option (it takes none).
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         if options:
             raise ConfigError(

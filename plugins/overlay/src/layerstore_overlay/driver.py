@@ -108,6 +108,8 @@ class OverlayDriver:
     `ConfigError` for unknown options.
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:

@@ -60,6 +60,8 @@ class VfsDriver:
     ``sendfile``, ``read`` to force a data copy method.
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         for key, value in options.items():
             allowed = _OPTIONS.get(key)
