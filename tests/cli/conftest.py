@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import LAYERSTORE, Run
+from cli_helpers import LAYERSTORE, Run, fake_driver_site
 
 
 @pytest.fixture
@@ -80,10 +80,5 @@ class StrictDriver:
 @pytest.fixture
 def strict_driver(tmp_path: Path) -> dict[str, str]:
     """A second installed driver ("strictdrv", found through its entry point) that refuses every option."""
-    site = tmp_path / "strict-site"
-    dist = site / "layerstore_strictdrv-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: layerstore-strictdrv\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[layerstore.drivers]\nstrictdrv = layerstore_strictdrv:StrictDriver\n")
-    (site / "layerstore_strictdrv.py").write_text(STRICT_DRIVER)
-    return {"PYTHONPATH": str(site)}
+    return fake_driver_site(tmp_path / "strict-site", "strictdrv", "layerstore_strictdrv", STRICT_DRIVER,
+                            "StrictDriver")

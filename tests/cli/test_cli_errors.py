@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import LAYERSTORE, Run, assert_one_line_error, make_tar, ok
+from cli_helpers import LAYERSTORE, Run, assert_one_line_error, fake_driver_site, make_tar, ok
 
 from layerstore import Graph, load_driver
 from layerstore.image import Image, generate_id
@@ -60,17 +60,12 @@ def test_wrong_driver_name(run: Run) -> None:
 @pytest.fixture
 def fake_unsupported_driver(tmp_path: Path) -> dict[str, str]:
     """A driver distribution (found through its entry point) whose factory says it cannot run here."""
-    site = tmp_path / "site"
-    dist = site / "layerstore_fakedrv-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: layerstore-fakedrv\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[layerstore.drivers]\nfakedrv = layerstore_fakedrv:factory\n")
-    (site / "layerstore_fakedrv.py").write_text(
+    source = (
         "from layerstore.errors import DriverNotSupported\n"
         "def factory(home, options, id_maps):\n"
         "    raise DriverNotSupported('fakedrv: needs the frobnicator kernel module (modprobe frob)')\n"
     )
-    return {"PYTHONPATH": str(site)}
+    return fake_driver_site(tmp_path / "site", "fakedrv", "layerstore_fakedrv", source, "factory")
 
 
 def test_unsupported_driver(run: Run, fake_unsupported_driver: dict[str, str], tmp_path: Path) -> None:
