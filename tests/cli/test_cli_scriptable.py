@@ -173,3 +173,27 @@ def test_help_names_environment_and_config_paths(run: Run) -> None:
                  "STORAGE_DRIVER", "STORAGE_OPTS", "LAYERSTORE_DEBUG", "/etc/layerstore/config.toml",
                  "XDG_CONFIG_HOME", "storage.conf", "daemon.json", "exists", "141"):
         assert name in text, name
+
+
+def test_tree_of_a_deep_chain_and_siblings(cli_env: dict[str, str], run: Run) -> None:
+    import io
+
+    from layerstore import Graph, load_driver
+
+    root = Path(cli_env["LAYERSTORE_ROOT"])
+    driver = load_driver("vfs", root / "vfs")
+    try:
+        graph = Graph(root, driver)
+        base = graph.create(None, comment="base")
+        sibling = graph.create(io.BytesIO(make_tar({"s": b"s"})), parent=base.id, comment="sibling")
+        parent = base.id
+        for n in range(1100):  # deeper than Python's recursion limit
+            parent = graph.create(None, parent=parent, comment=f"c{n}").id
+    finally:
+        driver.cleanup()
+    lines = ok(run("ls", "--tree")).splitlines()
+    assert len(lines) == 1102
+    assert lines[0].startswith("└─ " + base.id[:12]) and lines[0].endswith("base")
+    assert lines[1].startswith("   ├─ " + sibling.id[:12]) and lines[1].endswith("sibling")  # created first
+    assert lines[2].startswith("   └─ ") and lines[2].endswith("c0")
+    assert lines[-1].startswith("   " * 1100 + "└─ ") and lines[-1].endswith("c1099")

@@ -501,20 +501,17 @@ def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:
         group.sort(key=lambda i: (i.created, i.id))
 
     # An explicit stack, not recursion: a chain can be thousands of layers deep.
-    stack: list[tuple[Iterator[tuple[int, Image]], int, str]] = [(iter(enumerate(children.get(None, []))), 0, "")]
+    stack: list[tuple[list[Image], int, str]] = [(children.get(None, []), 0, "")]
     while stack:
-        kids, count, prefix = stack[-1]
-        item = next(kids, None)
-        if item is None:
-            stack.pop()
+        kids, n, prefix = stack.pop()
+        if n >= len(kids):
             continue
-        n, img = item
-        siblings = len(children.get(img.parent if img.parent in images else None, []))
-        last = n == siblings - 1
-        branch = "└─ " if last else "├─ "
+        img = kids[n]
+        stack.append((kids, n + 1, prefix))
+        last = n == len(kids) - 1
         comment = f"  {img.comment}" if img.comment else ""
-        yield f"{prefix}{branch}{_short(img.id, full)}  {format_size(img.size)}{comment}"
-        stack.append((iter(enumerate(children.get(img.id, []))), count, prefix + ("   " if last else "│  ")))
+        yield f"{prefix}{'└─ ' if last else '├─ '}{_short(img.id, full)}  {format_size(img.size)}{comment}"
+        stack.append((children.get(img.id, []), 0, prefix + ("   " if last else "│  ")))
 
 
 @cli.command("ls")

@@ -307,7 +307,9 @@ class Graph:
         try:
             recorded = path.read_text()
         except FileNotFoundError:
-            _write_atomic(path, wanted.encode())
+            # Best effort: a store on a read-only or full filesystem still opens for reading.
+            with contextlib.suppress(OSError):
+                _write_atomic(path, wanted.encode())
             return
         if recorded != wanted:
             have = "; ".join(line.strip() for line in recorded.splitlines() if line.strip())
