@@ -197,3 +197,17 @@ def test_tree_of_a_deep_chain_and_siblings(cli_env: dict[str, str], run: Run) ->
     assert lines[1].startswith("   ├─ " + sibling.id[:12]) and lines[1].endswith("sibling")  # created first
     assert lines[2].startswith("   └─ ") and lines[2].endswith("c0")
     assert lines[-1].startswith("   " * 1100 + "└─ ") and lines[-1].endswith("c1099")
+
+
+def test_progress_bar_never_shares_a_line_with_results(run: Run, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    layer = _layer(tmp_path, "a.tar", {"big": os.urandom(4 << 20)})
+    ids = [ok(run("import", "-q", layer)).strip() for _ in range(2)]
+    # `script` gives the command a terminal, so the bar is drawn (util-linux, as on every Debian).
+    proc = subprocess.run(["script", "-qec", f"{LAYERSTORE} check", "/dev/null"], capture_output=True,
+                          env=cli_env, check=False)
+    assert proc.returncode == 0, proc.stdout
+    text = proc.stdout.decode(errors="replace")
+    assert "checking" in text, text  # the bar was there
+    results = [line for line in text.replace("\r\n", "\n").split("\n") if "sha256:" in line and "ok " in line]
+    assert len(results) == 2 and all(line.startswith("ok      ") for line in results), results
+    assert {line.split()[1] for line in results} == set(ids)
