@@ -23,12 +23,14 @@ __all__ = [
     "InvalidArchive",
     "InvalidDriver",
     "InvalidID",
+    "InvalidReference",
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
     "LayerStoreError",
     "LimitExceeded",
     "StorageFull",
+    "UnsupportedMediaType",
 ]
 
 
@@ -109,3 +111,11 @@ class CommandFailed(LayerStoreError):
 
 class IDMapMismatch(ConfigError):
     """A store is opened with uid/gid maps other than those it was created with; the message names both."""
+
+
+class InvalidReference(LayerStoreError):
+    """A string is not a valid image reference (``[registry/]repository[:tag][@digest]``)."""
+
+
+class UnsupportedMediaType(LayerStoreError):
+    """A manifest, config or layer has a media type this version cannot handle; the message names it."""
