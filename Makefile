@@ -11,10 +11,10 @@ PIP    := $(BIN)/python -m pip
 # Debian packages the tests and benchmarks use: the btrfs and zfs backends, tools that
 # make test inputs (GNU tar, bsdtar, compressors), the peers we compare with (tar-split,
 # containers-storage), the image and registry peers (skopeo, umoci, podman, docker-registry),
-# openssl for test certificates, xattr tools, loop devices.
+# openssl for test certificates, apache2-utils (htpasswd) for the registry's bcrypt passwords, xattr tools, loop devices.
 APT_PACKAGES := btrfs-progs zfs-fuse tar-split containers-storage libarchive-tools attr \
                 e2fsprogs util-linux mount tar gzip bzip2 xz-utils zstd debootstrap fuse3 time \
-                skopeo umoci podman docker-registry uidmap openssl
+                skopeo umoci podman docker-registry uidmap openssl apache2-utils
 PLUGINS := vfs overlay btrfs zfs
 TOX_ENVS ?= lint,type,core,vfs,overlay,btrfs,zfs,integration
 

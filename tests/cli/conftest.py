@@ -17,6 +17,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env.update(
         LAYERSTORE_ROOT=str(tmp_path / "store"),
         LAYERSTORE_DRIVER="vfs",
+        LAYERSTORE_RUNROOT=str(tmp_path / "run"),
         XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
         XDG_DATA_HOME=str(tmp_path / "xdg-data"),
     )

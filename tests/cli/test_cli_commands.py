@@ -86,7 +86,7 @@ def test_mount_stays_held_until_umount(run: Run, tmp_path: Path, cli_env: dict[s
     assert sorted(os.listdir(path)) == ["etc", "new", "opt"]
     assert sorted(os.listdir(path / "opt")) == ["y"]
     assert sorted(os.listdir(path / "etc")) == ["b"]
-    driver = load_driver("vfs", Path(cli_env["LAYERSTORE_ROOT"]) / "vfs")
+    driver = load_driver("vfs", Path(cli_env["LAYERSTORE_ROOT"]) / "vfs", runroot=cli_env["LAYERSTORE_RUNROOT"])
     try:
         assert driver.references(child) == 1  # held after the mount process exited
         ok(run("umount", child[:6]))

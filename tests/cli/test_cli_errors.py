@@ -112,10 +112,10 @@ def test_unsafe_tar(run: Run, tmp_path: Path) -> None:
         through = tarfile.TarInfo("link/passwd-owned")
         through.size = 3
         tf.addfile(through, io.BytesIO(b"pwn"))
-    evil.write_bytes(buf.getvalue())
-    assert_one_line_error(run("import", evil), "link")
-    assert not Path("/etc/passwd-owned").exists()
     _store_is_empty(run)
+    evil.write_bytes(buf.getvalue())
+    ok(run("import", evil))  # the link resolves inside the layer: link/x lands in the layer's own etc/
+    assert not Path("/etc/passwd-owned").exists()
 
 
 def test_corrupt_tar(run: Run, tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +39,10 @@ from .cli_support import (
     quiet_option,
     summary,
 )
+from .counting import CountingReader as _CountingReader
 from .errors import ImageNotFound, LayerStoreError
+from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
+from .registrycli import registry_commands
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -73,7 +78,7 @@ def _error_line(message: str) -> None:
 def _os_error_message(exc: OSError, root: Path | None = None) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or root or "the store"
-        return f"no space left on device ({where}); free space and retry"
+        return f"no space left on {where}; free space and retry"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {exc.filename or exc}; run as a user who may write the store, or choose --root"
     if exc.filename is not None:
@@ -173,48 +178,6 @@ class _Group(click.Group):
             raise _BrokenPipe() from None
 
 
-class _CountingReader:
-    """Pass-through reader that reports how many bytes were read (for progress bars)."""
-
-    def __init__(self, source: BinaryIO, report: Callable[[int], None]) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    # Seeking passes through, so that a file keeps the decoders that need random access (python-xz).
-    def seekable(self) -> bool:
-        try:
-            return bool(self._source.seekable())
-        except (AttributeError, OSError, ValueError):
-            return False
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._source.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._source.tell()
-
-    def close(self) -> None:
-        self._source.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._source.closed)
-
-
 def _short(image_id: str | None, full: bool = False) -> str:
     if not image_id:
         return ""
@@ -299,6 +262,12 @@ def cli(ctx: click.Context, root: Path | None, driver: str | None, options: tupl
 
 def _state() -> _State:
     return cast(_State, click.get_current_context().find_object(_State))
+
+
+for _command in image_commands():  # load, save, images, tag, untag, rmi
+    cli.add_command(_command)
+for _command in registry_commands():  # pull, push, login, logout
+    cli.add_command(_command)
 
 
 def _capabilities_record(driver: Driver) -> dict[str, Any]:
@@ -436,7 +405,14 @@ def import_(  # noqa: PLR0917 -- click passes every option
     """Import a layer tar (plain, gzip, bzip2, xz or zstd) as a new image; print its ID."""
     from .config import parse_options
 
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LayerStoreError("the --message text is not valid UTF-8; pass UTF-8 text") from None
+    if parent is not None and not parent.strip():
+        raise LayerStoreError("--parent needs an image ID or prefix; leave it out to import a base image")
     layer_opts = parse_options(storage_opts, what="--storage-opt")
+    refuse_image_archive(file)
     watch = Stopwatch()
     if file == "-":
         source: BinaryIO = sys.stdin.buffer
@@ -446,7 +422,7 @@ def import_(  # noqa: PLR0917 -- click passes every option
         length = os.fstat(source.fileno()).st_size if Path(file).is_file() else None
     try:
         graph = _state().graph
-        parent_id = graph.resolve(parent) if parent else None
+        parent_id = graph.resolve(parent) if parent is not None else None
         with progress(length, "importing") as update:
             image = graph.create(cast(BinaryIO, _CountingReader(source, update)), comment=message, parent=parent_id,
                                  storage_opts=layer_opts)
@@ -475,20 +451,12 @@ def export(image: str, output: Path | None) -> None:
     img = graph.get(image)
     with progress(img.size, "exporting") as update:
         if to_stdout:
-            graph.write_layer(img, sys.stdout.buffer, update)
+            graph.write_layer(img, sys.stdout.buffer, update, name="standard output")
             return
-        target = cast(Path, output)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            try:
-                graph.write_layer(img, fd, update)
-            finally:
-                os.close(fd)
-            os.replace(tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        from .outfile import open_output
+
+        with open_output(cast(Path, output), graph.output_journal) as fd:
+            graph.write_layer(img, fd, update, name=str(output))
 
 
 def _tree_lines(graph: Graph, full: bool) -> Iterator[str]:
@@ -549,10 +517,14 @@ def ls(tree: bool, as_json: bool, quiet: bool, no_trunc: bool) -> None:
 @json_option
 @click.option("--raw", is_flag=True, help="Print the image JSON exactly as stored (Docker v1 keys).")
 def inspect(image: str, as_json: bool, raw: bool) -> None:
-    """Print the metadata of IMAGE as JSON (``--json`` is accepted and changes nothing)."""
+    """Print the metadata of IMAGE (an image name or ID, or a layer) as JSON (``--json`` changes nothing)."""
     graph = _state().graph_for(image)
     if raw:
         click.echo(graph.raw_json(image).decode(errors="replace").rstrip("\n"))
+        return
+    stored = inspect_image(graph, image)
+    if stored is not None:
+        emit_json(stored)
         return
     img = graph.get(image)
     emit_json(image_record(img, _digest_or_none(graph, img.id)))
@@ -570,31 +542,61 @@ def diff(image: str, as_json: bool) -> None:
         emit_json([{"path": c.path, "kind": c.kind.name.lower()} for c in changes])
         return
     for change in changes:
-        click.echo(str(change))
+        click.echo(f"{str(change)[:2]}{_escaped(change.path)}")
+
+
+def _escaped(path: str) -> str:
+    """`path` on one printable line: backslash, control characters and undecodable bytes as escapes."""
+    if path.isprintable() and "\\" not in path:
+        return path
+    out = []
+    for ch in path:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @cli.command()
 @click.argument("image")
 @json_option
 def mount(image: str, as_json: bool) -> None:
-    """Make IMAGE's filesystem visible and print its path (stays mounted until `umount`)."""
+    """Make IMAGE's filesystem (an image's top layer, or a layer) visible and print its path."""
     state = _state()
-    img = state.graph_for(image).get(image)
+    graph = state.graph_for(image)
+    img = graph.get(image_layer(graph, image))
     path = state.driver.get(img.id)
-    state.keep_mounts = True
     if as_json:
         emit_json({"id": img.id, "path": path})
     else:
         click.echo(path)
+    sys.stdout.flush()
+    # Only now does the reference outlive this process (until `umount`): a mount killed before it
+    # told the path leaves nothing held.
+    state.driver.detach(img.id)
 
 
 @cli.command()
+@click.option("-f", "--force", is_flag=True, help="Release every reference, also those of running processes.")
 @click.argument("image")
-def umount(image: str) -> None:
+def umount(force: bool, image: str) -> None:
     """Release one `mount` of IMAGE; the last one unmounts it."""
     state = _state()
-    img = state.graph_for(image).get(image)
-    state.driver.put(img.id)
+    graph = state.graph_for(image)
+    img = graph.get(image_layer(graph, image))
+    if force:
+        state.driver.release_all(img.id)
+    else:
+        state.driver.put(img.id)
 
 
 @cli.command()
@@ -617,11 +619,17 @@ def rm(force: bool, as_json: bool, quiet: bool, images: tuple[str, ...]) -> None
     graph = _state().graph_for(images[0])
     rows: list[dict[str, Any]] = []
     freed = 0
+    deleted: set[str] = set()
     for name in images:
         try:
             img = graph.get(name)
+            if img.id in deleted:
+                continue  # named twice (e.g. by ID and by prefix): deleted once
             graph.delete(img.id, force=force)
+            deleted.add(img.id)
         except LayerStoreError as exc:
+            if any(d.startswith(name) for d in deleted):
+                continue  # a prefix of an image this command already deleted
             if len(images) == 1 and not as_json:
                 raise
             if not as_json:
@@ -713,6 +721,8 @@ def check(as_json: bool, quiet: bool) -> None:
         elif result.ok:
             note = "" if result.message == "ok" else result.message
             click.echo(f"ok      {result.id}  {result.actual or ''}  {note}".rstrip())
+        elif result.unverified:
+            click.echo(f"UNVERIFIED  {result.id}  {' '.join(result.message.split())}")
         else:
             click.echo(f"FAILED  {result.id}  {' '.join(result.message.split())}")
 
@@ -731,14 +741,18 @@ def check(as_json: bool, quiet: bool) -> None:
         if bar_shown:
             for result in results:
                 show(result)
-    failed = sum(1 for r in results if not r.ok)
+    failed = sum(1 for r in results if not r.ok and not r.unverified)
+    unverified = sum(1 for r in results if r.unverified)
     if as_json:
         emit_json([
-            {"id": r.id, "ok": r.ok, "message": r.message, "expected_digest": r.expected, "actual_digest": r.actual}
+            {"id": r.id, "ok": r.ok, "unverified": bool(r.unverified), "message": r.message,
+             "expected_digest": r.expected, "actual_digest": r.actual}
             for r in results
         ])
     if failed:
         raise CommandError(f"{failed} of {len(results)} layers failed the check")
+    if unverified:
+        raise CommandError(f"{unverified} of {len(results)} layers could not be verified (not known to be corrupt)")
     if not results and not as_json and not quiet:
         click.echo("no images in the store")
     summary(f"checked {len(results)} layer{'s' if len(results) != 1 else ''}, {checked_bytes} bytes "
@@ -758,11 +772,13 @@ def gc(as_json: bool, quiet: bool) -> None:
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
     locks: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
     if graph is not None:
         report = graph.gc()
-        layers, staging, locks = report.layers, report.staging, report.locks
+        layers, staging, locks, references = report.layers, report.staging, report.locks, report.references
     if as_json:
-        emit_json({"removed_layers": list(layers), "removed_staging": list(staging), "removed_locks": list(locks)})
+        emit_json({"removed_layers": list(layers), "removed_staging": list(staging), "removed_locks": list(locks),
+                   "released_references": list(references)})
         return
     if quiet:
         emit_ids(layers)
@@ -771,7 +787,9 @@ def gc(as_json: bool, quiet: bool) -> None:
         click.echo(f"removed orphan layer {layer_id}")
     for name in staging:
         click.echo(f"removed staging leftover {name}")
-    if not layers and not staging:
+    for image_id in references:
+        click.echo(f"released mount references of dead processes to {image_id}")
+    if not layers and not staging and not references:
         click.echo("nothing to remove")
     summary(f"gc removed {len(layers)} orphan layers, {len(staging)} staging leftovers, "
             f"{len(locks)} stale lock files, {watch}")
@@ -784,9 +802,31 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files and mounts are cleaned up
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. a leftover a sweep could not remove) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            text = " ".join(record.getMessage().split())
+            sys.stderr.write(f"layerstore: warning: {text}\n")
+
+
+def _install_handlers() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminated)
+    root = logging.getLogger()  # drivers log under their own package names
+    if not root.handlers:
+        root.addHandler(_WarningLine(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``layerstore`` command."""
     code = 0
+    _install_handlers()
     try:
         try:
             result = cli.main(args=list(argv) if argv is not None else None, prog_name="layerstore",

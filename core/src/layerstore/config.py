@@ -55,6 +55,7 @@ import attrs
 from .errors import ConfigError, DriverNotFound, DriverNotSupported, LayerStoreError
 from .idtools import IDMap, IDMappings, parse_id_maps
 from .mountinfo import mount_of
+from .references import default_runroot
 
 if TYPE_CHECKING:
     from .drivers import Driver
@@ -118,6 +119,7 @@ class ConfigFile:
     driver: str | None = None
     root: Path | None = None
     runroot: Path | None = None
+    """Where mount references live (``$LAYERSTORE_RUNROOT`` wins; see `layerstore.references`)."""
     drivers: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_frozen_tables)
     """Options per driver name (``[drivers.NAME]``; ``[storage.options.NAME]``; scoped ``storage-opts``)."""
     options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
@@ -142,7 +144,7 @@ class Settings:
     env_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     """``STORAGE_OPTS`` options as given (scoped keys keep their ``NAME.`` prefix)."""
     config: ConfigFile = attrs.field(factory=ConfigFile)
-    runroot: Path = attrs.field(factory=lambda: default_runroot())  # noqa: PLW0108 -- defined below
+    runroot: Path = attrs.field(factory=default_runroot)
     """Directory of per-boot state (mount reference counts), on tmpfs so that a reboot resets it."""
 
     @property
@@ -204,16 +206,6 @@ def parse_options(pairs: Iterable[str], *, what: str = "driver option") -> dict[
             )
         result[key] = value
     return result
-
-
-def default_runroot(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
-    """``/run/layerstore`` for root, else ``$XDG_RUNTIME_DIR/layerstore`` (``/tmp/layerstore-<uid>`` without it)."""
-    env = os.environ if environ is None else environ
-    uid = os.geteuid() if euid is None else euid
-    if uid == 0:
-        return Path("/run/layerstore")
-    runtime = env.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "layerstore" if runtime else Path(f"/tmp/layerstore-{uid}")
 
 
 def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
@@ -286,8 +278,10 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
         return config_compat.parse_daemon_json(raw, path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a TOML file is); check the file name") from None
     if isinstance(data.get("storage"), dict):
         return config_compat.parse_storage_conf(data, path)
     unknown = sorted(set(data) - _TOP_KEYS)
@@ -343,6 +337,8 @@ def resolve_settings(
                                 what="STORAGE_OPTS option")
     config_path = find_config_file(config, env)
     config_file = load_config_file(config_path) if config_path is not None else ConfigFile()
+    if driver is not None and not driver.strip():
+        raise ConfigError("--driver needs a driver name; `layerstore drivers` lists the installed ones")
     if driver:
         name, source = driver, "--driver"
     elif env.get("LAYERSTORE_DRIVER"):
@@ -361,12 +357,10 @@ def resolve_settings(
         store_root = config_file.root
     else:
         store_root = default_root(env)
-    if env.get("LAYERSTORE_RUNROOT"):
-        runroot = Path(env["LAYERSTORE_RUNROOT"])
-    elif config_file.runroot is not None:
+    if config_file.runroot is not None and not env.get("LAYERSTORE_RUNROOT"):
         runroot = config_file.runroot
     else:
-        runroot = default_runroot(env)
+        runroot = default_runroot(env)  # $LAYERSTORE_RUNROOT, else the default
     return Settings(
         root=store_root.expanduser().absolute(),
         driver=canonical_driver_name(name) if name else None,
@@ -403,7 +397,7 @@ def _load(name: str, settings: Settings) -> Driver:
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        return load_driver(name, home, settings.options_for(name), settings.id_maps)
+        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):

@@ -7,21 +7,17 @@ wrappers registered later; the `Driver` facade is the only caller of hooks.
 
 The facade adds what every driver needs and no driver should write again:
 checks of the required hooks at load time, reference counting of `get` and
-`put` persisted under the driver home (so that two processes mounting one
-layer do not unmount each other), and serialisation of conflicting
+`put` across processes (each reference owned by the process that took it and
+reaped when that process dies, see `layerstore.references`), and serialisation of conflicting
 operations on one layer across threads and processes (``flock``).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import fcntl
-import hashlib
 import os
 import sys
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -31,7 +27,6 @@ import pluggy
 from . import hookspecs
 from .capabilities import Capabilities, CreateOpts
 from .errors import (
-    CorruptMetadata,
     DriverNotFound,
     DriverNotSupported,
     InvalidDriver,
@@ -41,6 +36,7 @@ from .errors import (
     LayerStoreError,
 )
 from .idtools import IDMappings
+from .references import ReferenceTable
 
 if TYPE_CHECKING:
     from .change import Change
@@ -56,7 +52,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "layerstore.drivers"
 TRACE_ENV = "LAYERSTORE_TRACE_HOOKS"
-_CORE_DIR = ".layerstore"  # under a driver home: reference counts and locks; drivers leave it alone
+_CORE_DIR = ".layerstore"  # under a driver home: reserved for the core; drivers leave it alone
 _LOCK_STRIPES = 64
 
 DriverFactory = Callable[[Path, Mapping[str, str], IDMappings], object]
@@ -106,10 +102,13 @@ def load_driver(
     home: str | os.PathLike[str],
     options: Mapping[str, str] | None = None,
     id_maps: IDMappings | None = None,
+    *,
+    runroot: str | os.PathLike[str] | None = None,
 ) -> Driver:
     """Open the installed driver `name` on `home` and return its facade.
 
-    Raises `DriverNotFound` (listing the installed drivers) for an unknown
+    Mount references are kept under `runroot` (default: see
+    `layerstore.references.default_runroot`).  Raises `DriverNotFound` (listing the installed drivers) for an unknown
     name, `DriverNotSupported` with the reason when the driver cannot run
     here, `InvalidDriver` when the driver does not implement the contract.
     """
@@ -120,7 +119,7 @@ def load_driver(
         factory = ep.load()
     except Exception as exc:  # a broken distribution must not crash selection with a traceback
         raise InvalidDriver(f"driver {name!r} failed to import ({ep.value}): {exc}") from exc
-    return open_driver(name, factory, home, options, id_maps)
+    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
 
 
 def open_driver(
@@ -129,6 +128,8 @@ def open_driver(
     home: str | os.PathLike[str],
     options: Mapping[str, str] | None = None,
     id_maps: IDMappings | None = None,
+    *,
+    runroot: str | os.PathLike[str] | None = None,
 ) -> Driver:
     """Open a driver from its factory directly (for tests and drivers not installed as distributions)."""
     home_path = Path(home)
@@ -146,74 +147,7 @@ def open_driver(
         raise
     except (OSError, ValueError) as exc:
         raise DriverNotSupported(f"driver {name!r} cannot start on {home_path}: {exc}") from exc
-    return Driver(name, plugin, home_path, maps)
-
-
-class _ReferenceCounts:
-    """Per-layer reference counts in files under the driver home, guarded by striped flocks."""
-
-    def __init__(self, home: Path) -> None:
-        self._refs = home / _CORE_DIR / "refs"
-        self._locks = home / _CORE_DIR / "locks"
-        self._local = threading.local()
-
-    def _ensure_dirs(self) -> None:
-        self._refs.mkdir(parents=True, exist_ok=True)
-        self._locks.mkdir(parents=True, exist_ok=True)
-
-    def _file(self, layer_id: str) -> Path:
-        # IDs are opaque: hash them so any string is a safe file name.
-        return self._refs / hashlib.sha256(layer_id.encode()).hexdigest()
-
-    @contextlib.contextmanager
-    def locked(self, layer_id: str) -> Iterator[None]:
-        """Hold the lock of `layer_id` (reentrant within a thread, exclusive across threads and processes)."""
-        held: dict[int, list[int]] = self._local.__dict__.setdefault("held", {})
-        stripe = zlib.crc32(layer_id.encode()) % _LOCK_STRIPES
-        entry = held.get(stripe)
-        if entry is not None:
-            entry[1] += 1
-            try:
-                yield
-            finally:
-                entry[1] -= 1
-            return
-        self._ensure_dirs()
-        fd = os.open(self._locks / str(stripe), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held[stripe] = [fd, 1]
-            try:
-                yield
-            finally:
-                del held[stripe]
-        finally:
-            os.close(fd)
-
-    def count(self, layer_id: str) -> int:
-        """Read the count of `layer_id` (call with its lock held)."""
-        try:
-            text = self._file(layer_id).read_text()
-        except FileNotFoundError:
-            return 0
-        try:
-            return int(text.split()[0])
-        except (ValueError, IndexError):
-            raise CorruptMetadata(
-                f"reference count file of layer {layer_id} is unreadable ({self._file(layer_id)}); "
-                "delete it if the layer is not mounted"
-            ) from None
-
-    def set(self, layer_id: str, value: int) -> None:
-        """Write the count of `layer_id` (call with its lock held); zero removes the file."""
-        path = self._file(layer_id)
-        if value <= 0:
-            path.unlink(missing_ok=True)
-            return
-        self._ensure_dirs()
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(f"{value} {layer_id}\n")
-        os.replace(tmp, path)
+    return Driver(name, plugin, home_path, maps, runroot=Path(runroot) if runroot is not None else None)
 
 
 def _trace_hooks(pm: pluggy.PluginManager, driver_name: str) -> None:
@@ -236,7 +170,9 @@ class Driver:
     `load_driver`.
     """
 
-    def __init__(self, name: str, plugin: object, home: Path, id_maps: IDMappings) -> None:
+    def __init__(
+        self, name: str, plugin: object, home: Path, id_maps: IDMappings, *, runroot: Path | None = None
+    ) -> None:
         self.name = name
         self.home = home
         self.id_maps = id_maps
@@ -267,8 +203,8 @@ class Driver:
         pm.register(NaiveDiff(self), name="naivediff")
         if os.environ.get(TRACE_ENV):
             _trace_hooks(pm, name)
-        self._refs = _ReferenceCounts(home)
-        self._held: collections.Counter[str] = collections.Counter()
+        self._refs = ReferenceTable(home, runroot)
+        self._held: dict[str, list[str]] = {}  # this object's references: layer -> reference names
         self._held_lock = threading.Lock()
         caps = pm.hook.capabilities()
         self.capabilities: Capabilities = caps if caps is not None else Capabilities()
@@ -293,9 +229,15 @@ class Driver:
             self.hook.create(id=id, parent=parent, opts=opts if opts is not None else CreateOpts())
 
     def remove(self, id: str, *, force: bool = False) -> None:
-        """Remove layer `id`; `LayerInUse` while it is mounted unless `force` (which unmounts it first)."""
+        """Remove layer `id`; `LayerInUse` while it is mounted unless `force` (which unmounts it first).
+
+        References of processes that died are released first.  When removal
+        fails (a busy mount, say), the layer, its files and its references
+        are left as they were.
+        """
         with self._refs.locked(id):
             self._require(id)
+            self._refs.reap(id)
             count = self._refs.count(id)
             if count and not force:
                 raise LayerInUse(
@@ -304,44 +246,90 @@ class Driver:
                 )
             if count:
                 self.hook.put(id=id)
-                self._refs.set(id, 0)
             self.hook.remove(id=id)
+            self._refs.drop_all(id)
         with self._held_lock:
             self._held.pop(id, None)
 
     def get(self, id: str, mount_label: str = "") -> str:
-        """Mount layer `id` (counted) and return the path of its full filesystem."""
+        """Mount layer `id` (a reference owned by this process) and return the path of its full filesystem."""
         with self._refs.locked(id):
             self._require(id)
-            count = self._refs.count(id)
+            self._refs.reap(id)
+            first = self._refs.count(id) == 0
             path = self.hook.get(id=id, mount_label=mount_label)
             if path is None:
                 raise InvalidDriver(f"driver {self.name!r} returned no path from get({id})")
-            self._refs.set(id, count + 1)
+            try:
+                name = self._refs.add(id)
+            except BaseException:
+                if first:
+                    self.hook.put(id=id)
+                raise
         with self._held_lock:
-            self._held[id] += 1
+            self._held.setdefault(id, []).append(name)
         return str(path)
 
     def put(self, id: str) -> None:
-        """Release one reference to layer `id`; the last one unmounts it.  Harmless when not held."""
-        with self._refs.locked(id):
-            count = self._refs.count(id)
-            if count <= 1:
-                self._refs.set(id, 0)
-                if self.hook.exists(id=id):
-                    self.hook.put(id=id)
-            else:
-                self._refs.set(id, count - 1)
+        """Release one reference to layer `id`; the last one unmounts it.  Harmless when not held.
+
+        The reference released is one this object took, else one detached by
+        `detach` (``layerstore mount``); references of other live processes
+        are never released.
+        """
         with self._held_lock:
-            if self._held.get(id, 0) > 0:
-                self._held[id] -= 1
-                if not self._held[id]:
-                    del self._held[id]
+            names = self._held.get(id)
+            name = names.pop() if names else None
+            if names is not None and not names:
+                del self._held[id]
+        with self._refs.locked(id):
+            self._refs.drop(id, name)
+            self._refs.reap(id)
+            if self._refs.count(id) == 0 and self.hook.exists(id=id):
+                self.hook.put(id=id)
+
+    def detach(self, id: str) -> None:
+        """Let one reference this object took on `id` outlive the process (``layerstore mount``).
+
+        A later `put` from any process (``layerstore umount``) releases it.
+        """
+        with self._held_lock:
+            names = self._held.get(id)
+            if not names:
+                raise LayerStoreError(f"layer {id} is not mounted through this driver object; get it first")
+            name = names.pop()
+            if not names:
+                del self._held[id]
+        with self._refs.locked(id):
+            self._refs.detach(id, name)
 
     def references(self, id: str) -> int:
-        """Return how many references (across processes) hold layer `id` mounted."""
+        """Return how many live references (across processes) hold layer `id` mounted.
+
+        References of dead processes are released on the way; when that
+        leaves none, the layer is unmounted.
+        """
         with self._refs.locked(id):
+            self.release_stale(id)
             return self._refs.count(id)
+
+    def release_stale(self, id: str) -> int:
+        """Release the references to `id` of processes that died; unmount it if none is left.  Return how many."""
+        with self._refs.locked(id):
+            reaped = self._refs.reap(id)
+            if reaped and not self._refs.count(id) and self.hook.exists(id=id):
+                self.hook.put(id=id)
+            return reaped
+
+    def release_all(self, id: str) -> int:
+        """Release every reference to `id`, live or not, and unmount it (``umount --force``); return how many."""
+        with self._refs.locked(id):
+            self._require(id)
+            self.hook.put(id=id)
+            dropped = self._refs.drop_all(id)
+        with self._held_lock:
+            self._held.pop(id, None)
+        return dropped
 
     @contextlib.contextmanager
     def mounted(self, id: str, mount_label: str = "") -> Iterator[str]:
@@ -405,7 +393,7 @@ class Driver:
     def cleanup(self) -> None:
         """Release every reference taken through this object, then let the driver release its resources."""
         with self._held_lock:
-            held = list(self._held.items())
+            held = [(layer_id, len(names)) for layer_id, names in self._held.items()]
         for layer_id, count in held:
             for _ in range(count):
                 self.put(layer_id)

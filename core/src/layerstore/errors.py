@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "AmbiguousID",
+    "AuthenticationFailed",
     "CommandFailed",
     "ConfigError",
     "CorruptMetadata",
@@ -29,6 +30,7 @@ __all__ = [
     "LayerNotFound",
     "LayerStoreError",
     "LimitExceeded",
+    "RegistryError",
     "StorageFull",
     "UnsupportedMediaType",
 ]
@@ -119,3 +121,11 @@ class InvalidReference(LayerStoreError):
 
 class UnsupportedMediaType(LayerStoreError):
     """A manifest, config or layer has a media type this version cannot handle; the message names it."""
+
+
+class RegistryError(LayerStoreError):
+    """A registry could not be reached or answered unexpectedly; the message names the registry and the request."""
+
+
+class AuthenticationFailed(RegistryError):
+    """A registry refused the credentials (or needs some); the message says how to log in."""

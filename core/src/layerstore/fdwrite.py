@@ -36,20 +36,34 @@ def flushed_descriptor(out: BinaryIO | int) -> int | None:
     return fd
 
 
-def write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], object] | None = None) -> int:
+def write_stream(
+    src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], object] | None = None, *, name: str | None = None
+) -> int:
     """Copy all of `src` to `out` (a binary file or a file descriptor); return the number of bytes.
 
     A real file is written through its descriptor, unbuffered, with the blocks
     ``src.read1`` hands out (no copy), and a pipe is first widened to 1 MiB.
-    ``progress(n)`` is called after each block of ``n`` bytes.
+    ``progress(n)`` is called after each block of ``n`` bytes.  An `OSError`
+    of writing carries `name` (what the user calls `out`, e.g. the file name
+    or "standard output") as its ``filename``, so that the error names the
+    output and not the source.
     """
+    try:
+        return _write_stream(src, out, progress)
+    except OSError as exc:
+        if exc.filename is None and name is not None and getattr(exc, "_layerstore_output", False):
+            exc.filename = name
+        raise
+
+
+def _write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], object] | None) -> int:
     read: Callable[[int], bytes] = getattr(src, "read1", src.read)
     fd = flushed_descriptor(out)
     total = 0
     if fd is None:
         assert not isinstance(out, int)
         while chunk := read(CHUNK):
-            out.write(chunk)
+            _write_file(out, chunk)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
@@ -59,8 +73,27 @@ def write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], o
     while chunk := read(CHUNK):
         view = memoryview(chunk)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[_write_fd(fd, view) :]
         total += len(chunk)
         if progress is not None:
             progress(len(chunk))
     return total
+
+
+def _output_error(exc: OSError) -> OSError:
+    exc._layerstore_output = True  # type: ignore[attr-defined]  # tells write errors from read errors
+    return exc
+
+
+def _write_fd(fd: int, data: memoryview) -> int:
+    try:
+        return os.write(fd, data)
+    except OSError as exc:
+        raise _output_error(exc) from None
+
+
+def _write_file(out: BinaryIO, data: bytes) -> None:
+    try:
+        out.write(data)
+    except OSError as exc:
+        raise _output_error(exc) from None

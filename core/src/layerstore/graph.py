@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
+import logging
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,13 +43,17 @@ from .errors import (
     DigestMismatch,
     IDMapMismatch,
     ImageNotFound,
+    InvalidArchive,
     LayerInUse,
     LayerStoreError,
     StorageFull,
 )
+from .flock import held_flock
+from .fstree import remove_tree, remove_tree_quietly
 from .hashing import BackgroundSha256
 from .idtools import IDMap, IDMappings
 from .image import Image, format_created, go_architecture, is_valid_id, validate_id
+from .outfile import JOURNAL_PREFIX, sweep_journal_entry
 from .truncindex import TruncIndex
 
 if TYPE_CHECKING:
@@ -69,6 +72,15 @@ LOCKS_DIR = "_locks"
 ID_MAPS_FILE = "idmaps"
 _CHUNK = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_log = logging.getLogger(__name__)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class DigestNotSet(LayerStoreError):
@@ -84,14 +96,19 @@ class CheckResult:
     message: str
     expected: str | None = None
     actual: str | None = None
+    unverified: bool = False
+    """True when the layer could not be read (no space, I/O error, a mount failed): not known to be corrupt."""
 
 
 @attrs.frozen
 class GCReport:
-    """What `Graph.gc` removed: orphan driver layers, leftover staging entries and stale lock files."""
+    """What `Graph.gc` removed: orphan driver layers, leftover staging entries, references of dead processes,
+    stale lock files."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    """IDs of the images whose mount references held by dead processes were released."""
     locks: tuple[str, ...] = ()
     """Lock files of images that no longer exist (left by killed processes or older versions)."""
 
@@ -233,7 +250,9 @@ class _RawFile:
 
 
 def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
-    """Open members below the layer directory `root_fd` (relative opens: the kernel walks only the member path)."""
+    """Open members below the layer directory `root_fd`, links resolved inside it (see `open_in_root`)."""
+    from .archive.inroot import open_in_root
+
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def open_file(name: str) -> BinaryIO:
@@ -244,7 +263,8 @@ def _layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]
         if not rel or ".." in rel.split("/"):
             raise CorruptMetadata(f"layer {layer_id}: tar-split data names an unsafe file {name!r}")
         try:
-            fd = os.open(rel, flags, dir_fd=root_fd)
+            # Members written through a symbolic link are read back through it, inside the layer.
+            fd = open_in_root(root_fd, rel, flags)
         except (FileNotFoundError, NotADirectoryError):
             raise DigestMismatch(
                 f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
@@ -321,6 +341,11 @@ class Graph:
 
     # -- paths, locks, listing ------------------------------------------------
 
+    @property
+    def output_journal(self) -> Path:
+        """Where commands record temporary output files (see `layerstore.outfile.open_output`)."""
+        return self._tmp
+
     def image_root(self, image_id: str) -> Path:
         """The metadata directory of `image_id` (``<root>/graph/<id>``)."""
         return self._graph / image_id
@@ -328,31 +353,18 @@ class Graph:
     @contextlib.contextmanager
     def _locked(self, image_id: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
         path = self._locks / image_id
-        op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
-            except BlockingIOError:
+                with held_flock(fd, shared=shared, blocking=blocking) as got:
+                    # Lock files are unlinked (by `_drop_lock_file`) while locked: a lock taken on a
+                    # file that is no longer at `path` protects nothing, so take the current one.
+                    if got and not _same_file(fd, path):
+                        continue
+                    yield got
+                    return
+            finally:
                 os.close(fd)
-                yield False
-                return
-            except BaseException:
-                os.close(fd)
-                raise
-            # Lock files are unlinked (by `_drop_lock_file`) while locked: a lock taken on a
-            # file that is no longer at `path` protects nothing, so take the current one.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        try:
-            yield True
-        finally:
-            os.close(fd)
 
     def _drop_lock_file(self, image_id: str) -> None:
         """Remove the lock file of `image_id`; call with its exclusive lock held and the image gone."""
@@ -377,11 +389,18 @@ class Graph:
         return [i for i in self._metadata_ids() if self.driver.exists(i)]
 
     def resolve(self, name: str) -> str:
-        """Return the full ID of the image named by `name` (an ID or a unique prefix).
+        """Return the full ID of the image named by `name` (an ID, a unique prefix, or a ``sha256:`` digest).
+
+        A digest names a layer by its chain ID, its diff digest or a recorded
+        compressed digest (`layerstore.images.layers.resolve_digest`).
 
         `InvalidID` for an empty name or one with spaces, `ImageNotFound`,
         `AmbiguousID` naming the candidates.
         """
+        if name.startswith("sha256:"):
+            from .images.layers import resolve_digest
+
+            return resolve_digest(self, name)
         if is_valid_id(name):
             if self._is_whole(name):
                 return name
@@ -394,39 +413,50 @@ class Graph:
         return path
 
     def _sweep_staging(self) -> list[str]:
-        """Remove staging and trash entries of dead processes, and the driver layers they orphaned."""
+        """Remove staging and trash entries of dead processes, and the driver layers they orphaned.
+
+        Never raises: a leftover that cannot be removed is reported as a
+        warning naming it, and the sweep goes on (a command must not fail
+        because of what a killed one left behind).
+        """
         removed: list[str] = []
         try:
             entries = list(os.scandir(self._tmp))
-        except FileNotFoundError:
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                _log.warning("could not list the staging directory %s: %s", self._tmp, exc.strerror or exc)
             return removed
         for entry in entries:
-            image_id = entry.name.split(".", 1)[0]
-            if not is_valid_id(image_id):
-                # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
-                self._remove_path(Path(entry.path))
-                removed.append(entry.name)
-                continue
-            with self._locked(image_id, blocking=False) as got:
-                if not got:
-                    continue  # a live process is working on this image
-                if not self._has_metadata(image_id):
-                    with contextlib.suppress(LayerStoreError, OSError):
-                        if self.driver.exists(image_id):
-                            self.driver.remove(image_id, force=True)
-                self._remove_path(Path(entry.path))
-                removed.append(entry.name)
-                if not self._has_metadata(image_id) and not self.driver.exists(image_id):
-                    self._drop_lock_file(image_id)
+            try:
+                if self._sweep_entry(entry.name):
+                    removed.append(entry.name)
+            except (LayerStoreError, OSError) as exc:
+                _log.warning("could not remove leftover %s: %s", entry.path, exc)
         return removed
 
+    def _sweep_entry(self, name: str) -> bool:
+        path = self._tmp / name
+        if name.startswith(JOURNAL_PREFIX):
+            return sweep_journal_entry(path)
+        image_id = name.split(".", 1)[0]
+        if not is_valid_id(image_id):
+            # Anonymous leftovers (temporary archives are unlinked at once; these are strays).
+            return self._remove_path(path)
+        with self._locked(image_id, blocking=False) as got:
+            if not got:
+                return False  # a live process is working on this image
+            if not self._has_metadata(image_id):
+                with contextlib.suppress(LayerStoreError, OSError):
+                    if self.driver.exists(image_id):
+                        self.driver.remove(image_id, force=True)
+            removed = self._remove_path(path)
+            if not self._has_metadata(image_id) and not self.driver.exists(image_id):
+                self._drop_lock_file(image_id)
+            return removed
+
     @staticmethod
-    def _remove_path(path: Path) -> None:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    def _remove_path(path: Path) -> bool:
+        return remove_tree_quietly(path, _log.warning)
 
     # -- reading ---------------------------------------------------------------
 
@@ -633,7 +663,7 @@ class Graph:
         if final.exists():
             trash = self._make_staging(image_id, "del")
             os.rename(final, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash, _log.warning)
         if self.driver.exists(image_id):
             self.driver.remove(image_id, force=True)
         staging = self._make_staging(image_id, "new")
@@ -655,23 +685,32 @@ class Graph:
             with contextlib.suppress(LayerStoreError, OSError):
                 if self.driver.exists(image_id):
                     self.driver.remove(image_id, force=True)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree_quietly(staging, _log.warning)
             if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
                 raise StorageFull(
-                    f"no space left on device while importing image {image_id} into {self.root}; "
+                    f"no space left on {self.root} (its filesystem is full) while importing image {image_id}; "
                     "free space and import again"
                 ) from exc
             raise
 
     def _apply_layer(self, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
+        from .archive.aside import setting_aside
         from .archive.compression import decompressed
         from .recording import LayerRecording
 
-        with open(staging / TAR_DATA_FILE, "wb") as meta:
+        # Files the extraction removes again (a later whiteout of them in the same
+        # tar) are kept aside, then moved into the tar-split metadata.
+        with open(staging / TAR_DATA_FILE, "wb") as meta, setting_aside(staging / "aside") as aside:
             plain = decompressed(layer_data)
             try:
                 with contextlib.closing(LayerRecording(plain, meta)) as recording:
-                    size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
+                    try:
+                        size = self.driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
+                    except OverflowError as exc:  # e.g. a base-256 uid of 2^40 reaching chown
+                        raise InvalidArchive(
+                            f"layer of image {image.id} has a number out of range ({exc}): owner IDs must be "
+                            "below 2^32; fix the tar"
+                        ) from None
                     # Everything after the end-of-archive blocks belongs to the
                     # layer's bytes too: finish records and hashes it.
                     digest = recording.finish()
@@ -680,6 +719,11 @@ class Graph:
                     plain.close()
             meta.flush()
             os.fsync(meta.fileno())
+        if aside.kept:
+            from .tarsplit.inline import inline_kept
+
+            inline_kept(staging / TAR_DATA_FILE, aside.kept)
+            remove_tree(aside.directory)
         return size, digest
 
     def delete(self, name: str, force: bool = False) -> None:
@@ -707,17 +751,17 @@ class Graph:
                         f"image {image_id} is mounted ({refs} reference{'s' if refs != 1 else ''}); "
                         f"unmount it (`layerstore umount {image_id[:12]}`) or delete with force"
                     )
-            trash = self._make_staging(image_id, "del")
-            os.rename(self.image_root(image_id), trash / "old")
+            # A plain rename, no new directory: deleting must work on a full filesystem.
+            trash = self._tmp / f"{image_id}.del.{secrets.token_hex(8)}"
+            os.rename(self.image_root(image_id), trash)
             _fsync_dir(self._graph)
             try:
                 if driver_has:
                     self.driver.remove(image_id, force=True)
             except BaseException:
-                os.rename(trash / "old", self.image_root(image_id))
-                shutil.rmtree(trash, ignore_errors=True)
+                os.rename(trash, self.image_root(image_id))
                 raise
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree_quietly(trash, _log.warning)
             self._drop_lock_file(image_id)
         with self._retained_lock:
             self._retained.pop(image_id, None)
@@ -761,7 +805,12 @@ class Graph:
         return self._open_layer(image, verify=True)
 
     def write_layer(
-        self, image: Image | str, out: BinaryIO | int, progress: Callable[[int], object] | None = None
+        self,
+        image: Image | str,
+        out: BinaryIO | int,
+        progress: Callable[[int], object] | None = None,
+        *,
+        name: str | None = None,
     ) -> int:
         """Write the image's layer tar (the bytes of `tar_layer`) to `out`, a binary file or a descriptor.
 
@@ -770,12 +819,13 @@ class Graph:
         copied, and a pipe is widened to 1 MiB first.  ``progress(n)`` is
         called after each block.  Raises what reading `tar_layer` raises
         (`DigestMismatch` naming a changed file, ...); by then part of the tar
-        may have been written.
+        may have been written.  An `OSError` of writing to `out` names `name`
+        (the output as the user knows it) as its ``filename``.
         """
         from .fdwrite import write_stream
 
         with contextlib.closing(self.tar_layer(image)) as stream:
-            return write_stream(stream, out, progress)
+            return write_stream(stream, out, progress, name=name)
 
     def _open_layer(self, image: Image | str, *, verify: bool) -> BinaryIO:
         from .tarsplit import assemble
@@ -860,8 +910,13 @@ class Graph:
                 if layer_stream is not None and layer_stream.digest
                 else ("sha256:" + digest.hexdigest())
             )
-        except (LayerStoreError, OSError) as exc:
+        except (DigestMismatch, CorruptMetadata, InvalidArchive) as exc:
             return CheckResult(image_id, False, str(exc) or type(exc).__name__)
+        except (LayerStoreError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+                reason = f"no space left on {exc.filename or self.root}"
+            return CheckResult(image_id, False, f"could not verify: {reason}", unverified=True)
         if expected is None:
             return CheckResult(image_id, True, "reassembled; no digest recorded to compare", None, actual)
         if actual != expected:
@@ -871,13 +926,14 @@ class Graph:
         return CheckResult(image_id, True, "ok", expected, actual)
 
     def gc(self) -> GCReport:
-        """Remove leftovers of killed processes: staging entries and driver layers without metadata.
+        """Remove leftovers of killed processes: staging entries, driver layers without metadata, stale references.
 
         Driver layers are found through the staging journal and by looking
         for image-ID names under the driver's home; a layer whose image is
         being registered right now (its lock is held) is left alone.
         """
         staging = self._sweep_staging()
+        released = tuple(i for i in self.ids() if self.driver.release_stale(i))
         candidates = sorted(c for c in self._driver_id_names() if not self._has_metadata(c))
         removed: list[str] = []
         pending = [c for c in candidates if self.driver.exists(c)]
@@ -898,7 +954,7 @@ class Graph:
             if not progress:
                 break
             pending = still
-        return GCReport(tuple(removed), tuple(staging), tuple(self._sweep_locks()))
+        return GCReport(tuple(removed), tuple(staging), released, tuple(self._sweep_locks()))
 
     def _sweep_locks(self) -> list[str]:
         """Remove lock files of images that do not exist and that no process holds."""

@@ -125,6 +125,27 @@ class DriverSpec:
         layer.  Reads `stream` to its end.  Returns the sum of the sizes of the
         regular files in the tar.  On failure the layer is left as it was (or
         removed).  Return None to use the generic implementation.  Optional.
+
+        Where entries land (every driver, so that one tar gives one tree):
+        an entry whose own name is absolute or contains ``..`` is refused.
+        Its parent path is resolved inside the layer's full tree (this layer
+        on top of its lower layers), following symbolic links with the layer
+        root as ``/``: absolute targets start again at the layer root, ``..``
+        never climbs above it (``openat2`` with ``RESOLVE_IN_ROOT``).  The
+        entry lands at the resolved place; its own last component is not
+        followed (it replaces what is there).  Hardlink targets, whiteouts
+        and opaque markers resolve the same way.  With ``lib -> usr/lib`` in
+        a lower layer, ``lib/systemd/app.service`` is written to
+        ``usr/lib/systemd/app.service`` and ``lib`` stays a link (merged
+        /usr); with ``abs -> /opt/real``, ``abs/x`` lands in the layer's
+        ``opt/real/x``, never the host's.  Implied directories are created
+        0755 owned by the mapped root.  A driver that keeps layers as upper
+        directories over lower ones (overlay) resolves through the lower
+        layers, creates the upper directories it needs with the lower
+        directories' metadata, and turns an opaque root into whiteouts of
+        every lower top-level entry.  `layerstore.archive.apply.apply_tar`
+        implements all of it (its ``lowers`` argument for upper directories);
+        the conformance suite checks the outcome.
         """
 
     @hookspec(firstresult=True)

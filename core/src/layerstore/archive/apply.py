@@ -4,27 +4,55 @@ Every entry replaces what was at its path (a directory over a directory
 merges), ownership is mapped to host IDs, modes, times and xattrs are kept,
 directory times are restored after their contents, and canonical whiteouts
 either delete lower content ("delete" format, full-copy drivers) or become
-overlayfs whiteouts ("overlay" format).  Unsafe entries are refused with
-`InvalidArchive` naming the entry; nothing is ever written through a
-symbolic link or outside the layer.
+overlayfs whiteouts ("overlay" format).
+
+Where an entry lands (the rule every driver follows): its own name must be
+relative and free of ``..``, else it is refused with `InvalidArchive`.  Its
+parent path is resolved inside the layer's full tree (this layer over its
+lower layers), following symbolic links with the layer root as ``/``:
+absolute targets start again at the layer root and ``..`` never climbs above
+it, like ``openat2(RESOLVE_IN_ROOT)`` or a chroot.  The entry is written at
+the resolved place and its own last component is never followed (it replaces
+what is there).  Hardlink targets, whiteouts and opaque markers resolve the
+same way.  Examples, with a lower layer holding ``lib -> usr/lib`` and
+``abs -> /opt/real``:
+
+- ``lib/systemd/app.service`` is written to ``usr/lib/systemd/app.service``
+  and ``lib`` stays a link (merged /usr);
+- ``abs/x`` lands in ``opt/real/x`` of the layer, never in the host's
+  ``/opt/real`` (missing directories on the way are created 0755);
+- ``lib/.wh.old`` deletes ``usr/lib/old``; ``abs/.wh..wh..opq`` makes
+  ``opt/real`` opaque; a hardlink to ``lib/libc.so`` links
+  ``usr/lib/libc.so``;
+- ``/etc/passwd`` and ``a/../../x`` are refused.
+
+So nothing is ever written, removed, chmod-ed or chown-ed outside the layer,
+whatever a link says.  When an entry destroys content an earlier entry of
+the same archive wrote (a second member of the same path, a whiteout of it,
+or the removal of a link it was written through), that content is copied to
+the open `layerstore.archive.aside.SetAside` first (the byte-exact export
+needs it); without one the entry is refused with `InvalidArchive`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import shutil
 import stat
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..idtools import IDMappings
-from ._safepath import SafeTree, remove_path, split_name
+from ._safepath import SafeTree, is_whiteout_node, remove_path, split_name
+from .aside import current as current_aside
 from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 from .whiteouts import OPAQUE, OVERLAY_OPAQUE_VALUE, OVERLAY_XATTR_PREFIXES, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 __all__ = ["WHITEOUT_FORMATS", "apply_tar"]
 
@@ -54,16 +82,29 @@ class _Extraction:
     """State of one `apply_tar` call."""
 
     def __init__(
-        self, reader: TarReader, root: str, maps: IDMappings, whiteout_format: str, overlay_prefix: str
+        self,
+        reader: TarReader,
+        root: str,
+        maps: IDMappings,
+        whiteout_format: str,
+        overlay_prefix: str,
+        *,
+        lowers: Sequence[str] = (),
     ) -> None:
         self.reader = reader
         self.maps = maps
-        self.tree = SafeTree(root, maps.root_pair())
         self.overlay = whiteout_format == "overlay"
+        self.tree = SafeTree(root, maps.root_pair(), lowers, f"{overlay_prefix}opaque" if self.overlay else "")
         self.overlay_prefix = overlay_prefix
         self.skip_xattrs = tuple({*OVERLAY_XATTR_PREFIXES, overlay_prefix})
         self.owners: dict[tuple[int, int], tuple[int, int]] = {}
         self.created: set[str] = set()
+        # Regular files with content written by this archive, and links its entries
+        # were resolved through: the export reads them back by member name.
+        self.contents: dict[str, tuple[str, int]] = {}
+        self.opaque_root = False
+        self.current = ""
+        self.copied_up: set[str] = set()  # overlay: lower files copied into the upper dir for a hardlink
         self.dir_times: dict[str, tuple[int, int]] = {}
         self.opaque: list[str] = []
         self.umask = _current_umask()
@@ -115,10 +156,41 @@ class _Extraction:
 
     def make_room(self, rel: str, path: str) -> None:
         """Remove whatever is at `path` (an entry replaces it)."""
-        is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+        mode = os.lstat(path).st_mode
+        is_dir = stat.S_ISDIR(mode)
+        self.keep_content(rel, is_dir or stat.S_ISLNK(mode))
         remove_path(path, is_dir)
-        if is_dir:
+        if is_dir or stat.S_ISLNK(mode):
             self.forget(rel)
+
+    def keep_content(self, rel: str, tree: bool) -> None:
+        """Before `rel` goes: keep aside the content this archive wrote there (or below it, or through it: `tree`).
+
+        Without a `SetAside` open, refuse instead: the export would miss it.
+        """
+        if not self.contents:
+            return
+        doomed = [rel] if rel in self.contents else []
+        if tree:
+            below = f"{rel}/"
+            doomed += [r for r in self.contents if r.startswith(below)]
+            links = self.tree.traversed
+            if any(link == rel or link.startswith(below) for link in links):
+                # Names written through the link no longer lead to their files.
+                doomed += [r for r, (name, _) in self.contents.items() if split_name(name) != r.split("/")]
+        if not doomed:
+            return
+        aside = current_aside()
+        if aside is None:
+            name = self.contents[doomed[0]][0]
+            raise InvalidArchive(
+                f"tar entry {self.current!r} would remove {rel!r}, which holds content of the earlier entry "
+                f"{name!r} of the same layer; the layer could not be exported byte for byte, "
+                "so it is refused (remove one of the two entries)"
+            )
+        for doomed_rel in dict.fromkeys(doomed):
+            _, index = self.contents.pop(doomed_rel)
+            aside.keep(index, self.tree.path(doomed_rel))
 
     def plain_dir(self, rel: str) -> bool:
         """Whether a file created in directory `rel` gets exactly the requested mode and our own owner."""
@@ -165,8 +237,13 @@ class _Extraction:
         except FileExistsError:
             self.make_room(rel, path)
             fd = os.open(path, _FILE_FLAGS, create_mode)
+        if entry.size:
+            self.contents[rel] = (entry.name, self.reader.index)
         try:
-            self.reader.copy_to(fd, path)
+            if entry.sparse is None:
+                self.reader.copy_to(fd, path)
+            else:
+                self.reader.copy_sparse_to(fd, entry.sparse, entry.size, path)
             if not plain or owner != self.creds:
                 os.fchown(fd, owner[0], owner[1])
             if not plain:
@@ -184,9 +261,16 @@ class _Extraction:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                self.keep_content(rel, stat.S_ISLNK(mode))
                 os.unlink(path)
+                if stat.S_ISLNK(mode):
+                    self.forget(rel)
                 os.mkdir(path, 0o700)
+                if self.overlay and stat.S_ISCHR(mode):
+                    # It replaces a whiteout of this layer: nothing of the lower directory shows through.
+                    os.setxattr(path, f"{self.overlay_prefix}opaque", OVERLAY_OPAQUE_VALUE, follow_symlinks=False)
         self.tree.dirs.add(rel)
         self._dir_attributes(entry, rel, path)
 
@@ -215,17 +299,20 @@ class _Extraction:
         parts = split_name(target, f"hardlink target of tar entry {name!r}:")
         if not parts:
             raise InvalidArchive(f"tar entry {name!r} is a hardlink to the layer root, which is refused")
-        parent = self.tree.parent(parts, name, create=False)
-        if parent is None:
-            raise InvalidArchive(f"tar entry {name!r} is a hardlink to {target!r}, which does not exist in the layer")
-        target_rel = f"{parent}/{parts[-1]}" if parent else parts[-1]
+        target_rel = self.tree.resolve_path(parts, name)
+        missing = InvalidArchive(f"tar entry {name!r} is a hardlink to {target!r}, which does not exist in the layer")
+        if target_rel is None:
+            raise missing
         target_path = self.tree.path(target_rel)
         try:
             target_st = os.lstat(target_path)
         except FileNotFoundError:
-            raise InvalidArchive(
-                f"tar entry {name!r} is a hardlink to {target!r}, which does not exist in the layer"
-            ) from None
+            copied = self._copy_up_file(target_rel, name)
+            if copied is None:
+                raise missing from None
+            target_st = copied
+        if self.tree.lowers and is_whiteout_node(target_st):
+            raise missing
         if stat.S_ISDIR(target_st.st_mode):
             raise InvalidArchive(f"tar entry {name!r} is a hardlink to the directory {target!r}, which is refused")
         try:
@@ -236,6 +323,36 @@ class _Extraction:
                 return
             self.make_room(rel, path)
             os.link(target_path, path, follow_symlinks=False)
+
+    def _copy_up_file(self, rel: str, name: str) -> os.stat_result | None:
+        """Copy a non-directory that only a lower layer has into the upper directory (overlay); None if absent."""
+        kind, _ = self.tree.kind(rel)
+        if kind is None or kind == "dir" or not self.tree.lowers:
+            return None
+        source = self.tree.lower_path(rel)
+        if source is None:
+            return None
+        parts = rel.split("/")
+        parent = self.tree.parent(parts, name, create=True)
+        dest = self.tree.path(f"{parent}/{parts[-1]}" if parent else parts[-1])
+        st = os.lstat(source)
+        if stat.S_ISREG(st.st_mode):
+            shutil.copyfile(source, dest, follow_symlinks=False)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), dest)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(dest, 0o600)
+        else:
+            os.mknod(dest, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        for key in os.listxattr(source, follow_symlinks=False):
+            if not key.startswith(self.skip_xattrs):
+                os.setxattr(dest, key, os.getxattr(source, key, follow_symlinks=False), follow_symlinks=False)
+        os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        self.copied_up.add(rel)
+        return os.lstat(dest)
 
     def _node(self, entry: TarEntry, rel: str, path: str) -> None:
         kind = entry.kind
@@ -273,10 +390,14 @@ class _Extraction:
             parent = self.tree.parent(parts, name, create=self.overlay)
             if parent is None:
                 return  # the directory does not exist: there is nothing below to hide
-            if self.overlay:
+            if self.overlay and not parent:
+                self.opaque_root = True  # the kernel ignores an opaque upper root: see `hide_lower_root`
+            elif self.overlay:
                 os.setxattr(
                     self.tree.path(parent), f"{self.overlay_prefix}opaque", OVERLAY_OPAQUE_VALUE, follow_symlinks=False
                 )
+                self.tree.forget(parent)
+                self.opaque.append(parent)
             else:
                 self.opaque.append(parent)
             return
@@ -291,17 +412,50 @@ class _Extraction:
         rel = f"{parent}/{hidden}" if parent else hidden
         path = self.tree.path(rel)
         if self.overlay:
+            kind, _ = self.tree.kind(rel)
+            self.keep_content(rel, kind in ("dir", "link"))
             self._retry(lambda p: os.mknod(p, stat.S_IFCHR, 0), rel, path)
             os.chown(path, *self.owner(entry), follow_symlinks=False)
             self.created.add(rel)
+            self.tree.forget(rel)
             return
         try:
-            is_dir = stat.S_ISDIR(os.lstat(path).st_mode)
+            mode = os.lstat(path).st_mode
         except FileNotFoundError:
             return
+        is_dir = stat.S_ISDIR(mode)
+        self.keep_content(rel, is_dir or stat.S_ISLNK(mode))
         remove_path(path, is_dir)
-        if is_dir:
+        if is_dir or stat.S_ISLNK(mode):
             self.forget(rel)
+
+    def hide_lower_root(self) -> None:
+        """Overlay, opaque root: whiteouts for every lower top-level entry, opaque upper directories.
+
+        The kernel ignores the opaque mark on an upper root directory, so this
+        is how the mounted tree comes to show only what this layer holds.
+        """
+        tree = self.tree
+        with os.scandir(tree.root) as it:
+            upper = {e.name: e.is_dir(follow_symlinks=False) for e in it}
+        for name, is_dir in upper.items():
+            if is_dir:
+                os.setxattr(
+                    tree.path(name), f"{self.overlay_prefix}opaque", OVERLAY_OPAQUE_VALUE, follow_symlinks=False
+                )
+        for name in tree.lower_names(""):
+            if name not in upper:
+                path = tree.path(name)
+                os.mknod(path, stat.S_IFCHR, 0)
+                os.chown(path, *tree.owner, follow_symlinks=False)
+
+    def drop_copied_up(self) -> None:
+        """Overlay: remove lower files copied up for hardlinks that an opaque directory now hides (as on vfs)."""
+        tops = ["" if self.opaque_root else None, *self.opaque]
+        for rel in self.copied_up - self.created:
+            if any(top == "" or (top is not None and rel.startswith(f"{top}/")) for top in tops):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.tree.path(rel))
 
     def prune_opaque(self) -> None:
         """Remove from each opaque directory everything this archive did not create."""
@@ -316,19 +470,22 @@ class _Extraction:
             if rel in self.tree.dirs:
                 self._prune(rel, keep)
 
-    def _prune(self, rel: str, keep: set[str]) -> None:
-        with os.scandir(self.tree.path(rel)) as it:
-            children = list(it)
-        for child in children:
-            child_rel = f"{rel}/{child.name}" if rel else child.name
-            is_dir = child.is_dir(follow_symlinks=False)
-            if child_rel in keep:
-                if is_dir:
-                    self._prune(child_rel, keep)
-                continue
-            remove_path(child.path, is_dir)
-            if is_dir:
-                self.forget(child_rel)
+    def _prune(self, top: str, keep: set[str]) -> None:
+        stack = [top]
+        while stack:
+            rel = stack.pop()
+            with os.scandir(self.tree.path(rel)) as it:
+                children = list(it)
+            for child in children:
+                child_rel = f"{rel}/{child.name}" if rel else child.name
+                is_dir = child.is_dir(follow_symlinks=False)
+                if child_rel in keep:
+                    if is_dir:
+                        stack.append(child_rel)
+                    continue
+                remove_path(child.path, is_dir)
+                if is_dir or child.is_symlink():
+                    self.forget(child_rel)
 
     # -- driver ----------------------------------------------------------------
 
@@ -338,6 +495,7 @@ class _Extraction:
         created = self.created
         for entry in self.reader:
             name = entry.name
+            self.current = name
             try:
                 parts = split_name(name)
                 if not parts:
@@ -358,7 +516,11 @@ class _Extraction:
             except OSError as exc:
                 raise _os_error(exc, name) from exc
         try:
-            if self.opaque:
+            if self.copied_up:
+                self.drop_copied_up()
+            if self.opaque_root:
+                self.hide_lower_root()
+            if self.opaque and not self.overlay:
                 self.prune_opaque()
             for rel, times in self.dir_times.items():
                 os.utime(tree.path(rel), ns=times, follow_symlinks=False)
@@ -398,17 +560,26 @@ def apply_tar(
     id_maps: IDMappings | None = None,
     whiteout_format: str = "delete",
     overlay_xattr_prefix: str = "trusted.overlay.",
+    lowers: Sequence[str] = (),
 ) -> int:
     """Extract the uncompressed layer tar `stream` into the existing directory `dest`; return the regular files' size.
 
     The result is the sum of the sizes of the regular files in the tar
-    (hardlinks not counted).  Ownership is mapped through
-    ``id_maps.to_host``; parents without entries are created 0755 owned by
-    ``id_maps.root_pair()``.  `whiteout_format` "delete" makes canonical
-    whiteouts remove lower content from `dest`; "overlay" turns them into
-    overlayfs whiteouts (0/0 character devices, ``<overlay_xattr_prefix>opaque``
-    = ``y``).  The stream is read to its end.  Unsafe, corrupt or truncated
-    input raises `InvalidArchive` naming the entry; a full disk `StorageFull`.
+    (hardlinks not counted).
+    Ownership is mapped through ``id_maps.to_host``; parents without entries
+    are created 0755 owned by ``id_maps.root_pair()``.  `whiteout_format`
+    "delete" makes canonical whiteouts remove lower content from `dest` (the
+    layer's full tree); "overlay" turns them into overlayfs whiteouts (0/0
+    character devices, ``<overlay_xattr_prefix>opaque`` = ``y``) in `dest`,
+    the upper directory over the read-only directories `lowers` (top first):
+    names then resolve through the merged view, upper directories needed
+    below a lower directory are created with its owner, mode and xattrs,
+    a hardlink to a lower file copies it up first, and an opaque root
+    becomes whiteouts of every lower top-level entry.  Names resolve as the
+    module docstring says (symbolic links followed inside the layer, never
+    out of it).  The stream is read to its end.  Unsafe, corrupt or
+    truncated input raises `InvalidArchive` naming the entry; a full disk
+    `StorageFull`.
     """
     if whiteout_format not in WHITEOUT_FORMATS:
         raise ValueError(f"whiteout_format must be one of {', '.join(WHITEOUT_FORMATS)}, not {whiteout_format!r}")
@@ -419,5 +590,5 @@ def apply_tar(
     except FileNotFoundError:
         raise LayerStoreError(f"cannot extract into {root}: it does not exist") from None
     maps = id_maps if id_maps is not None else IDMappings()
-    extraction = _Extraction(TarReader(stream), root, maps, whiteout_format, overlay_xattr_prefix)
+    extraction = _Extraction(TarReader(stream), root, maps, whiteout_format, overlay_xattr_prefix, lowers=lowers)
     return extraction.run()

@@ -73,32 +73,44 @@ def _add_tree(path: str, rel: str, out: list[Change]) -> None:
                     stack.append((entry.path, child))
 
 
-def _compare(new_dir: str, old_dir: str, rel: str, out: list[Change]) -> bool:
-    new_entries = _scan(new_dir)
-    old_entries = _scan(old_dir)
-    start = len(out)
-    for name, new in new_entries.items():
-        child = f"{rel}/{name}"
-        new_path = f"{new_dir}/{name}"
-        old = old_entries.pop(name, None)
-        if old is None:
-            out.append(Change(child, _ADD))
+def _compare(new_root: str, old_root: str, out: list[Change]) -> None:
+    """Append the changes of the tree `new_root` against `old_root`; iterative, so any depth works."""
+    same_dirs: set[str] = set()  # directories on both sides whose own attributes agree
+    stack = [(new_root, old_root, "")]
+    while stack:
+        new_dir, old_dir, rel = stack.pop()
+        new_entries = _scan(new_dir)
+        old_entries = _scan(old_dir)
+        for name, new in new_entries.items():
+            child = f"{rel}/{name}"
+            new_path = f"{new_dir}/{name}"
+            old = old_entries.pop(name, None)
+            if old is None:
+                out.append(Change(child, _ADD))
+                if stat.S_ISDIR(new.st_mode):
+                    _add_tree(new_path, child, out)
+                continue
+            old_path = f"{old_dir}/{name}"
+            modified = _differs(new, old, new_path, old_path)
+            if modified:
+                out.append(Change(child, _MODIFY))
             if stat.S_ISDIR(new.st_mode):
-                _add_tree(new_path, child, out)
-            continue
-        old_path = f"{old_dir}/{name}"
-        modified = _differs(new, old, new_path, old_path)
-        if modified:
-            out.append(Change(child, _MODIFY))
-        if stat.S_ISDIR(new.st_mode):
-            if stat.S_ISDIR(old.st_mode):
-                if _compare(new_path, old_path, child, out) and not modified:
-                    out.append(Change(child, _MODIFY))
-            else:
-                _add_tree(new_path, child, out)
-    for name in old_entries:
-        out.append(Change(f"{rel}/{name}", _DELETE))
-    return len(out) > start
+                if stat.S_ISDIR(old.st_mode):
+                    stack.append((new_path, old_path, child))
+                    if not modified:
+                        same_dirs.add(child)
+                else:
+                    _add_tree(new_path, child, out)
+        for name in old_entries:
+            out.append(Change(f"{rel}/{name}", _DELETE))
+    # A directory that contains changes is itself listed as Modify.  Walking up
+    # stops at a directory already listed: its ancestors were handled with it.
+    for change in list(out):
+        parent = change.path.rpartition("/")[0]
+        while parent in same_dirs:
+            same_dirs.discard(parent)
+            out.append(Change(parent, _MODIFY))
+            parent = parent.rpartition("/")[0]
 
 
 def tree_changes(layer_dir: str | os.PathLike[str], parent_dir: str | os.PathLike[str] | None) -> list[Change]:
@@ -116,7 +128,7 @@ def tree_changes(layer_dir: str | os.PathLike[str], parent_dir: str | os.PathLik
     if parent_dir is None:
         _add_tree(layer, "", out)
     else:
-        _compare(layer, os.fspath(parent_dir).rstrip("/") or "/", "", out)
+        _compare(layer, os.fspath(parent_dir).rstrip("/") or "/", out)
     out.sort(key=_BY_PATH)
     return out
 

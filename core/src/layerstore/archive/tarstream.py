@@ -4,7 +4,9 @@ It parses headers itself (ustar, GNU and old-GNU, v7, pax with global
 headers, GNU long names and links, base-256 numbers) and hands out one
 `TarEntry` at a time; the caller copies the payload of the current entry to a
 file descriptor or leaves it, and the reader skips what was not consumed.
-After the end-of-archive block it reads the stream to its end.  Every
+After the end-of-archive block it reads the stream to its end; an archive
+that ends right after its last entry, without end-of-archive blocks, or with
+a single zero block, is complete too (as Go's ``archive/tar`` reads it).  Every
 malformation is an `InvalidArchive` naming the entry when it is known.
 """
 
@@ -64,6 +66,9 @@ _GNU_LONGNAME = 0x4C  # 'L'
 _GNU_LONGLINK = 0x4B  # 'K'
 _GNU_SPARSE = 0x53  # 'S'
 _GNU_VOLUME = 0x56  # 'V'
+_SPARSE_MAP = b"GNU.sparse.map"
+_SPARSE_PAIR_KEYS = (b"GNU.sparse.offset", b"GNU.sparse.numbytes")
+_MAX_SPARSE_REGIONS = 1 << 20
 _USTAR_MAGIC = b"ustar\x00"
 _GNU_MAGIC = b"ustar  \x00"
 
@@ -75,7 +80,9 @@ class TarEntry:
     HARDLINK, CHARDEV, BLOCKDEV, FIFO.  Names are `str`; bytes that are not
     UTF-8 are kept as surrogate escapes (``os.fsencode`` gives them back).
     Times are nanoseconds since the epoch; `atime_ns` is None when the archive
-    does not carry one.  `xattrs` maps attribute names to raw values.
+    does not carry one.  `xattrs` maps attribute names to raw values.  A
+    sparse regular file has `sparse`, its data regions as (offset, length)
+    pairs, and `size` is its logical size; else `sparse` is None.
     """
 
     __slots__ = (
@@ -90,6 +97,7 @@ class TarEntry:
         "mtime_ns",
         "name",
         "size",
+        "sparse",
         "uid",
         "uname",
         "xattrs",
@@ -110,6 +118,7 @@ class TarEntry:
         self.uname = ""
         self.gname = ""
         self.xattrs: dict[str, bytes] = {}
+        self.sparse: list[tuple[int, int]] | None = None
 
     def __repr__(self) -> str:
         return f"<TarEntry {self.kind} {self.name!r} size={self.size}>"
@@ -195,7 +204,11 @@ def _pax_records(data: bytes, name: str) -> dict[bytes, bytes]:
         key, eq, value = data[space + 1 : stop - 1].partition(b"=")
         if not eq:
             raise InvalidArchive(f"corrupt pax header before entry {name!r}: record without '='")
-        records[key] = value
+        if key in _SPARSE_PAIR_KEYS:  # sparse 0.0 repeats these: keep them all, in order
+            previous = records.get(_SPARSE_MAP)
+            records[_SPARSE_MAP] = value if previous is None else previous + b"," + value
+        else:
+            records[key] = value
         pos = stop
     return records
 
@@ -225,6 +238,8 @@ class TarReader:
         self._pos = 0
         self._end = 0
         self.finished = False
+        # Position of the current member among tar-split's file entries (global headers count).
+        self.index = -1
 
     def __iter__(self) -> Iterator[TarEntry]:
         while True:
@@ -285,6 +300,19 @@ class TarReader:
             pass
         self._pos = self._end = 0
 
+    def copy_sparse_to(self, fd: int, regions: list[tuple[int, int]], size: int, path: str = "") -> None:
+        """Write the current sparse entry's data `regions` at their offsets in `fd`, leaving holes; size it `size`."""
+        padding = self._padding
+        self._padding = 0
+        for offset, length in regions:
+            if length:
+                os.lseek(fd, offset, os.SEEK_SET)
+                self._remaining -= length
+                self._copy(fd, length, path)
+        os.ftruncate(fd, size)
+        self._padding = padding
+        self.skip()
+
     def copy_to(self, fd: int, path: str = "") -> None:
         """Write the payload of the current entry to `fd` (at its position) and consume its padding.
 
@@ -293,6 +321,14 @@ class TarReader:
         left = self._remaining
         padding = self._padding
         self._remaining = self._padding = 0
+        self._copy(fd, left, path)
+        if padding:
+            if self._end - self._pos >= padding:
+                self._pos += padding
+            else:
+                self._discard(padding, f"data of entry {self._current!r}")
+
+    def _copy(self, fd: int, left: int, path: str) -> None:
         view = self._view
         write = os.write
         try:
@@ -315,11 +351,6 @@ class TarReader:
             if exc.errno in _FULL:
                 raise StorageFull(f"no space left writing {path or self._current!r}: {exc.strerror}") from exc
             raise
-        if padding:
-            if self._end - self._pos >= padding:
-                self._pos += padding
-            else:
-                self._discard(padding, f"data of entry {self._current!r}")
 
     def skip(self) -> None:
         """Skip whatever is left of the current entry's payload."""
@@ -363,10 +394,17 @@ class TarReader:
                         "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
                     )
                 if header:
-                    raise InvalidArchive(f"truncated tar archive: the header after entry {last!r} is incomplete")
-                raise InvalidArchive(
-                    f"truncated tar archive: it ends after entry {last!r} without the end-of-archive blocks"
-                )
+                    raise InvalidArchive(
+                        f"truncated tar archive: the header after entry {last!r} is cut after {len(header)} of "
+                        f"{BLOCK} bytes; the archive is incomplete"
+                    )
+                if local is not None or long_name is not None or long_link is not None:
+                    raise InvalidArchive(
+                        f"truncated tar archive: it ends inside the extension headers after entry {last!r}"
+                    )
+                # No end-of-archive blocks: the archive ends with its last entry (Go's reader accepts that).
+                self.finished = True
+                return None
             if header == _ZERO_BLOCK:
                 self.finished = True
                 self._drain()
@@ -414,6 +452,7 @@ class TarReader:
                 continue
             if typeflag == _PAX_GLOBAL:
                 self._global.update(_pax_records(self._payload(size, last), last))
+                self.index += 1  # tar-split counts a global header as a member
                 continue
             if typeflag == _GNU_LONGNAME:
                 long_name = _field_text(self._payload(size, last))
@@ -423,20 +462,21 @@ class TarReader:
                 continue
             if typeflag == _GNU_VOLUME:
                 self._discard(size + (-size) % BLOCK, f"volume header after entry {last!r}")
+                self.index += 1
                 continue
             break
 
         entry = TarEntry()
+        self.index += 1
         if long_name is not None:
             name = long_name
         kind = _KINDS.get(typeflag)
         if kind is None:
-            if typeflag == _GNU_SPARSE:
-                raise InvalidArchive(
-                    f"tar entry {name!r} is a GNU sparse file, which layers do not support; "
-                    "recreate the archive without --sparse"
-                )
-            raise InvalidArchive(f"tar entry {name!r} has unsupported type {chr(typeflag)!r}")
+            if typeflag != _GNU_SPARSE:
+                raise InvalidArchive(f"tar entry {name!r} has unsupported type {chr(typeflag)!r}")
+            kind = REGULAR
+            entry.sparse = self._old_gnu_sparse(header, name)
+            entry.size = _number(header[483:495], "sparse real size", name)
         try:
             # `_number`'s fast path, inlined for the usual octal fields; anything else takes the general one.
             mode = int(header[100:108].rstrip(b" \0"), 8)
@@ -463,11 +503,16 @@ class TarReader:
                 atime = _number(header[345:357], "atime", name)
                 if atime:
                     entry.atime_ns = atime * 1_000_000_000
+        sparse_v1: int | None = None  # logical size of a sparse 1.0 entry (its map opens the data)
+        sparse_size = entry.size
         if self._global or local:
             records = dict(self._global)
             if local:
                 records.update(local)
             name, linkname, size = self._apply_pax(entry, records, name, linkname, size)
+            if any(key.startswith(b"GNU.sparse.") for key in records):
+                name, sparse_v1 = self._pax_sparse(entry, records, name)
+                sparse_size = entry.size
         if kind is REGULAR and name.endswith("/"):
             kind = DIRECTORY  # v7 tar marks directories with a trailing slash only
         entry.kind = kind
@@ -475,10 +520,15 @@ class TarReader:
         entry.linkname = linkname
         if kind is REGULAR or (typeflag == 0x44):
             entry.size = size if kind is REGULAR else 0
+            if entry.sparse is not None or sparse_v1 is not None:
+                entry.size = sparse_size if sparse_v1 is None else sparse_v1
             self._remaining = size
             self._padding = (-size) % BLOCK
         self._last = self._current
         self._current = name
+        if entry.sparse is not None or sparse_v1 is not None:
+            entry.name = name
+            self._sparse(entry, sparse_v1, size)
         return entry
 
     def _apply_pax(
@@ -518,14 +568,85 @@ class TarReader:
                     entry.xattrs[attr] = base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
                 except ValueError:
                     raise InvalidArchive(f"corrupt pax header of entry {name!r}: bad xattr {attr!r}") from None
-            elif key.startswith(b"GNU.sparse."):
-                raise InvalidArchive(
-                    f"tar entry {name!r} is a GNU sparse file, which layers do not support; "
-                    "recreate the archive without --sparse"
-                )
         if "\0" in name or "\0" in linkname:
             raise InvalidArchive(f"tar entry {name!r} has a NUL byte in its name or link target")
         return name, linkname, size
+
+    def _old_gnu_sparse(self, header: bytes, name: str) -> list[tuple[int, int]]:
+        """The regions of an old-GNU sparse header ('S') and its extension blocks."""
+        regions: list[tuple[int, int]] = []
+        block, start, count, extended = header, 386, 4, header[482]
+        while True:
+            for i in range(count):
+                field = block[start + 24 * i : start + 24 * i + 24]
+                if not field[0]:
+                    break
+                regions.append((_number(field[:12], "sparse offset", name), _number(field[12:], "sparse size", name)))
+            if not extended:
+                return regions
+            if len(regions) > _MAX_SPARSE_REGIONS:
+                raise InvalidArchive(f"tar entry {name!r} has too many sparse regions")
+            block = self._read_exact(BLOCK, f"sparse header of entry {name!r}")
+            start, count, extended = 0, 21, block[504]
+
+    def _pax_sparse(self, entry: TarEntry, records: dict[bytes, bytes], name: str) -> tuple[str, int | None]:
+        """Apply the GNU.sparse records (formats 0.0, 0.1 and 1.0); return the name and, for 1.0, the real size."""
+        real_name = records.get(b"GNU.sparse.name")
+        if real_name:
+            name = _text(real_name)
+        major = records.get(b"GNU.sparse.major")
+        if major is not None:
+            if major != b"1" or records.get(b"GNU.sparse.minor", b"0") != b"0":
+                raise InvalidArchive(f"tar entry {name!r} uses an unknown sparse format {major!r}")
+            return name, self._pax_int(records.get(b"GNU.sparse.realsize", b"0"), "sparse real size", name)
+        numbers = records.get(_SPARSE_MAP, b"")
+        values = [self._pax_int(v, "sparse map", name) for v in numbers.split(b",")] if numbers else []
+        if len(values) % 2:
+            raise InvalidArchive(f"corrupt sparse map of tar entry {name!r}: an odd number of values")
+        entry.sparse = list(zip(values[::2], values[1::2], strict=True))
+        entry.size = self._pax_int(records.get(b"GNU.sparse.size", b"0"), "sparse size", name)
+        return name, None
+
+    def _sparse(self, entry: TarEntry, v1_size: int | None, packed: int) -> None:
+        """Read a 1.0 map from the data; check that the regions fit the data and the logical size."""
+        name = entry.name
+        if v1_size is not None:
+            entry.sparse = self._sparse_v1_map(name)
+        regions = entry.sparse or []
+        end = 0
+        total = 0
+        for offset, length in regions:
+            if offset < end or length < 0:
+                raise InvalidArchive(f"corrupt sparse map of tar entry {name!r}: regions overlap or go backwards")
+            end = offset + length
+            total += length
+        if end > entry.size or total != self._remaining:
+            raise InvalidArchive(
+                f"corrupt sparse map of tar entry {name!r}: {total} bytes of regions for {self._remaining} of data "
+                f"and a size of {entry.size} (packed {packed})"
+            )
+
+    def _sparse_v1_map(self, name: str) -> list[tuple[int, int]]:
+        """Read the decimal map that opens a sparse 1.0 entry's data (whole blocks), consuming it."""
+        text = b""
+        numbers: list[int] = []
+        wanted: int | None = None
+        while wanted is None or len(numbers) < 1 + 2 * wanted:
+            if self._remaining < BLOCK:
+                raise InvalidArchive(f"corrupt sparse map of tar entry {name!r}: it does not fit its data")
+            text += self._read_exact(BLOCK, f"sparse map of entry {name!r}")
+            self._remaining -= BLOCK
+            lines = text.split(b"\n")
+            text = lines.pop()
+            for line in lines:
+                numbers.append(self._pax_int(line, "sparse map", name))
+            text = b"" if not text.strip(b"\0") else text
+            wanted = numbers[0] if numbers else None
+            if wanted is not None and wanted > _MAX_SPARSE_REGIONS:
+                raise InvalidArchive(f"tar entry {name!r} has too many sparse regions")
+            lines = []
+        values = numbers[1 : 1 + 2 * wanted]
+        return list(zip(values[::2], values[1::2], strict=True))
 
     @staticmethod
     def _pax_int(value: bytes, what: str, name: str) -> int:

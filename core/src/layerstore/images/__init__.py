@@ -4,21 +4,34 @@
 ``docker.io/library/alpine:latest``), `descriptor` holds the media types,
 descriptors and platforms of the OCI image spec, and `transport` defines the
 `ImageSource` / `ImageDestination` protocols that archives, OCI layouts and
-registries implement.
+registries implement.  `ImageStore` keeps images (manifest, config, layer
+chain) and their names on top of a `Graph`; `layers` has the chain IDs and
+the recorded blob forms of each layer; `oci_layout` and `docker_archive` are
+the two archive formats.
 """
 
 from __future__ import annotations
 
 from .descriptor import Descriptor, Platform
+from .layers import LayerBlob, chain_id, chain_ids
+from .oci_layout import OciLayoutDestination, OciLayoutSource
 from .reference import Reference, parse_reference
+from .store import ImageStore, StoredImage
 from .transport import ImageDestination, ImageSource, TransferProgress
 
 __all__ = [
     "Descriptor",
     "ImageDestination",
     "ImageSource",
+    "ImageStore",
+    "LayerBlob",
+    "OciLayoutDestination",
+    "OciLayoutSource",
     "Platform",
     "Reference",
+    "StoredImage",
     "TransferProgress",
+    "chain_id",
+    "chain_ids",
     "parse_reference",
 ]

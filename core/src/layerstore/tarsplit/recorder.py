@@ -12,6 +12,15 @@ walks those bytes block by block and writes tar-split entries:
   applied), with the content size and CRC-64 (size 0 and no CRC for members
   without content: directories, links, devices, fifos);
 - a global pax header (``g``) is a member of its own, as in Go;
+- a member whose path an earlier member already had gets no file entry (Go's
+  tar-split allows one per path): its header and content stay in the
+  segments; the importer keeps the earlier member's content aside and moves
+  it into the metadata too (`layerstore.tarsplit.inline`);
+- the content of a member that layer extraction never writes to disk
+  (whiteouts ``.wh.*`` and opaque markers with content, AUFS metadata below
+  ``.wh..wh.*``, GNU dump-directory listings and volume labels) stays in the segments, and its
+  file entry has no size: export reproduces it without reading the layer,
+  and Go's tar-split reassembles it the same way;
 - at the end, one segment with the last padding and the end-of-archive zero
   blocks, then everything after them in segments of at most 1 MiB.
 
@@ -21,8 +30,11 @@ differences: header-only members (links, directories, ...) whose size field is
 not zero are recorded with size 0, because they have no content to read back
 (Go records the field and then cannot reassemble them); a single zero block
 ends the archive, whatever follows it is kept as trailing bytes (Go refuses
-such archives); sparse members are refused, because tar-split cannot rebuild
-them (Go records the expanded content and reassembles a different archive).
+such archives); a sparse member's data (old GNU, pax 0.0, 0.1 and 1.0, as
+bsdtar writes them too) stays in the segments with a size-less file entry,
+because a file entry would make Go's tar-split write the expanded file
+instead (Go records the expanded content and reassembles a different
+archive), while the segments reassemble the original bytes everywhere.
 
 File content is never held in memory: it is only checksummed (native CRC) as it
 passes.  Memory is bounded by the largest extension header (1 MiB) plus one
@@ -71,6 +83,8 @@ _SPECIAL: Final = 2  # extension header data: kept and parsed
 _PAD: Final = 3  # padding to the next block boundary
 _END: Final = 4  # after the first zero block: is the next one zero too?
 _TRAILING: Final = 5  # after the end of the archive
+_INLINE: Final = 6  # content kept in the metadata: a member extraction does not write to disk
+_SPARSE_EXT: Final = 7  # extension blocks of an old-GNU sparse header
 
 _TYPE_PAX: Final = ord("x")
 _TYPE_PAX_GLOBAL: Final = ord("g")
@@ -78,6 +92,10 @@ _TYPE_GNU_LONGNAME: Final = ord("L")
 _TYPE_GNU_LONGLINK: Final = ord("K")
 _TYPE_GNU_SPARSE: Final = ord("S")
 _TYPE_REGA: Final = 0
+_TYPE_GNU_DUMPDIR: Final = ord("D")
+_TYPE_GNU_VOLUME: Final = ord("V")
+_WHITEOUT: Final = b".wh."
+_WHITEOUT_META: Final = b".wh..wh."
 _SPARSE_PAX_PREFIX: Final = b"GNU.sparse."
 _ZERO_BLOCK: Final = bytes(BLOCK)
 
@@ -109,6 +127,8 @@ class _Parser:
         self._pax: dict[bytes, bytes] | None = None
         self._seen: set[bytes] = set()
         self._trailing = bytearray()
+        self._sparse_name = b""
+        self._sparse_size = 0
 
     # -- errors -----------------------------------------------------------
 
@@ -143,6 +163,24 @@ class _Parser:
                 pos, whole = self._fill_block(data, pos, end)
                 if whole is not None:
                     self._header_block(whole)
+            elif state == _SPARSE_EXT:
+                pos, whole = self._fill_block(data, pos, end)
+                if whole is not None:
+                    self._pending += whole
+                    if len(self._pending) > _MAX_PENDING:
+                        raise self._invalid("too many sparse extension blocks")
+                    if not whole[504]:
+                        self._end_of_sparse_header()
+            elif state == _INLINE:
+                take = min(self._remaining, end - pos)
+                self._pending += data[pos : pos + take]
+                pos += take
+                self._offset += take
+                self._remaining -= take
+                if len(self._pending) >= TRAILING_CHUNK:
+                    self._flush_pending()
+                if not self._remaining:
+                    self._expect_padding(-self._member_size % BLOCK)
             elif state in (_PAD, _SPECIAL):
                 # Padding and extension header data are kept verbatim for the next segment.
                 take = min(self._remaining, end - pos)
@@ -234,18 +272,23 @@ class _Parser:
             else:
                 self._end_of_special()
             return
-        if typeflag == _TYPE_GNU_SPARSE:
-            raise self._invalid(f"{_display(header.name)!r} is a sparse file, which tar-split cannot reassemble")
         name = header.name
         size = header.size
+        sparse = typeflag == _TYPE_GNU_SPARSE
+        if sparse and block[482]:
+            self._sparse_name = name
+            self._sparse_size = size
+            self._state = _SPARSE_EXT  # extension blocks of the sparse map follow
+            return
         pax = self._pax
         if pax is not None:
-            if any(key.startswith(_SPARSE_PAX_PREFIX) for key in pax):
-                raise self._invalid(f"{_display(name)!r} is a sparse file, which tar-split cannot reassemble")
             if pax.get(b"path"):
                 name = pax[b"path"]
             if pax.get(b"size"):
                 size = int(pax[b"size"])
+            if any(key.startswith(_SPARSE_PAX_PREFIX) for key in pax):
+                sparse = True
+                name = pax.get(b"GNU.sparse.name") or name
         if self._long_name:
             name = self._long_name
         self._long_name = b""
@@ -255,7 +298,18 @@ class _Parser:
             size = 0
         elif size < 0:
             raise self._invalid(f"{_display(name)!r} has negative size {size}")
-        self._start_member(name, size)
+        inline = sparse or typeflag in (_TYPE_GNU_DUMPDIR, _TYPE_GNU_VOLUME) or _not_extracted(name)
+        self._start_member(name, size, inline=inline)
+
+    def _end_of_sparse_header(self) -> None:
+        """The last extension block of an old-GNU sparse member: its data follows, kept inline."""
+        name = self._long_name or self._sparse_name
+        size = self._sparse_size
+        self._long_name = b""
+        self._pax = None
+        self._extended = False
+        self._state = _HEADER
+        self._start_member(name, size, inline=True)
 
     def _end_of_special(self) -> None:
         data = bytes(self._pending[self._special_start :])
@@ -282,15 +336,31 @@ class _Parser:
         self._start_member(name, 0)
         self._expect_padding(self._pad_after)
 
-    def _start_member(self, name: bytes, size: int) -> None:
+    def _start_member(self, name: bytes, size: int, *, inline: bool = False) -> None:
         key = clean_name(name)
-        if key in self._seen:
-            raise self._invalid(
-                f"duplicate member {_display(name)!r}; tar-split cannot represent archives that repeat a path"
-            )
-        self._seen.add(key)
         self._flush_pending()
-        if size:
+        if key in self._seen:
+            # A path repeated: tar-split allows one file entry per path, and the
+            # file on disk is the last member's, so a repeat has no file entry
+            # and its content stays in the segments.
+            if size:
+                self._member_name = name
+                self._member_size = size
+                self._remaining = size
+                self._state = _INLINE
+            else:
+                self._state = _HEADER
+            return
+        self._seen.add(key)
+        if size and inline:
+            # Extraction does not write this content anywhere: it travels in the
+            # segments, and the file entry has no size (nothing to read back).
+            self._writer.add_file(name)
+            self._member_name = name
+            self._member_size = size
+            self._remaining = size
+            self._state = _INLINE
+        elif size:
             self._member_name = name
             self._member_size = size
             self._crc = 0
@@ -313,7 +383,7 @@ class _Parser:
             raise self._invalid("truncated header block")
         if state != _DATA and self._extended:
             raise self._invalid("extension header is not followed by a member (truncated archive)")
-        if state == _DATA:
+        if state in (_DATA, _INLINE):
             raise self._invalid(
                 f"{_display(self._member_name)!r} is truncated: {self._remaining} of {self._member_size} bytes missing"
             )
@@ -326,6 +396,14 @@ class _Parser:
         if self._trailing:
             self._writer.add_segment(bytes(self._trailing))
             self._trailing.clear()
+
+
+def _not_extracted(name: bytes) -> bool:
+    """Whether layer extraction leaves this member's content off the disk (whiteouts, opaque markers, AUFS metadata)."""
+    if _WHITEOUT not in name:
+        return False
+    parts = [p for p in name.split(b"/") if p and p != b"."]
+    return bool(parts) and (parts[-1].startswith(_WHITEOUT) or any(p.startswith(_WHITEOUT_META) for p in parts))
 
 
 class TarSplitRecorder(io.RawIOBase):

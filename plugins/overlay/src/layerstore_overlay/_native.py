@@ -140,41 +140,81 @@ def drop_hidden_whiteouts(root: str, prefixes: Sequence[str]) -> None:
 
 
 def walk(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> Iterator[Entry]:
-    """Yield the changes of the layer whose own directory is `upper` against the view of `lowers` (top-down)."""
-    yield from _walk_dir(upper, "", _Lower(list(lowers)), hidden=False, prefixes=prefixes)
+    """Yield the changes of the layer whose own directory is `upper` against the view of `lowers` (top-down).
+
+    Iterative (an explicit stack of directories), so any depth works.
+    """
+    root = _Frame(upper, "", _Lower(list(lowers)), hidden=False, head=None)
+    stack = [root]
+    while stack:
+        frame = stack[-1]
+        sub = frame.advance(prefixes)
+        if sub is not None:
+            stack.append(sub)
+            continue
+        stack.pop()
+        if stack:
+            stack[-1].finish_child(frame)
+    yield from root.out
 
 
-def _walk_dir(path: str, rel: str, lower: _Lower, *, hidden: bool, prefixes: Sequence[str]) -> Iterator[Entry]:
-    """Changes inside one upper directory; `hidden`: the current layer hides all lower contents here."""
-    with os.scandir(path) as it:
-        entries = sorted(((e.name, e.path) for e in it), key=lambda t: os.fsencode(t[0]))
-    present: set[str] = set()
-    for name, child in entries:
-        st = os.lstat(child)
-        child_rel = f"{rel}/{name}" if rel else name
-        if is_whiteout(st):
-            if not hidden:
-                found, _ = lower.lookup(name, prefixes)
-                if found is not None:
-                    yield Entry(child_rel, ChangeKind.DELETE, None, st, whiteout=True)
-            continue
-        present.add(name)
-        found, child_lower = lower.lookup(name, prefixes)
-        kind = ChangeKind.ADD if found is None else ChangeKind.MODIFY
-        if not stat.S_ISDIR(st.st_mode):
-            yield Entry(child_rel, kind, child, st)
-            continue
-        opaque = hidden or _has_opaque(child, prefixes)
-        lower_names = child_lower.names(prefixes) if opaque and found is not None else []
-        inner = list(_walk_dir(child, child_rel, child_lower, hidden=opaque, prefixes=prefixes))
-        if kind == ChangeKind.ADD or inner or lower_names or found is None or not same_attrs(st, found):
-            marker = bool(lower_names) and not hidden
-            yield Entry(child_rel, kind, child, st, opaque_marker=marker)
-            yield from inner
-    if hidden:
-        for name in sorted(lower.names(prefixes), key=os.fsencode):
-            if name not in present:
-                yield Entry(f"{rel}/{name}" if rel else name, ChangeKind.DELETE, None, None)
+class _Frame:
+    """One upper directory being walked: its remaining entries and the changes found so far."""
+
+    __slots__ = ("changed", "entries", "head", "hidden", "lower", "out", "path", "present", "rel")
+
+    def __init__(self, path: str, rel: str, lower: _Lower, *, hidden: bool, head: Entry | None) -> None:
+        with os.scandir(path) as it:
+            names = sorted((e.name for e in it), key=os.fsencode, reverse=True)
+        self.entries = names  # popped from the end: byte order
+        self.path = path
+        self.rel = rel
+        self.lower = lower
+        self.hidden = hidden
+        self.head = head
+        """The entry of this directory itself, kept only if it or its contents changed."""
+        self.changed = False
+        """This directory's own entry differs from the parent's view (else only changes inside count)."""
+        self.present: set[str] = set()
+        self.out: list[Entry] = []
+
+    def advance(self, prefixes: Sequence[str]) -> _Frame | None:
+        """Handle entries until a subdirectory needs walking (returned); None when this directory is done."""
+        while self.entries:
+            name = self.entries.pop()
+            child = f"{self.path}/{name}"
+            st = os.lstat(child)
+            child_rel = f"{self.rel}/{name}" if self.rel else name
+            if is_whiteout(st):
+                if not self.hidden:
+                    found, _ = self.lower.lookup(name, prefixes)
+                    if found is not None:
+                        self.out.append(Entry(child_rel, ChangeKind.DELETE, None, st, whiteout=True))
+                continue
+            self.present.add(name)
+            found, child_lower = self.lower.lookup(name, prefixes)
+            kind = ChangeKind.ADD if found is None else ChangeKind.MODIFY
+            if not stat.S_ISDIR(st.st_mode):
+                self.out.append(Entry(child_rel, kind, child, st))
+                continue
+            opaque = self.hidden or _has_opaque(child, prefixes)
+            lower_names = child_lower.names(prefixes) if opaque and found is not None else []
+            changed = kind == ChangeKind.ADD or bool(lower_names) or found is None or not same_attrs(st, found)
+            head = Entry(child_rel, kind, child, st, opaque_marker=bool(lower_names) and not self.hidden)
+            sub = _Frame(child, child_rel, child_lower, hidden=opaque, head=head)
+            sub.changed = changed
+            return sub
+        if self.hidden:
+            for name in sorted(self.lower.names(prefixes), key=os.fsencode):
+                if name not in self.present:
+                    self.out.append(Entry(f"{self.rel}/{name}" if self.rel else name, ChangeKind.DELETE, None, None))
+        return None
+
+    def finish_child(self, child: _Frame) -> None:
+        """Take the changes of the finished subdirectory `child` (with its own entry when anything changed)."""
+        if child.head is not None and (child.changed or child.out):
+            self.out.append(child.head)
+            self.out.extend(child.out)
 
 
 def changes(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> list[Change]:

@@ -32,11 +32,11 @@ import base64
 import contextlib
 import errno
 import io
+import logging
 import os
 import secrets
-import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -55,6 +55,8 @@ from layerstore.errors import (
     LayerStoreError,
     LimitExceeded,
 )
+from layerstore.flock import held_flock
+from layerstore.fstree import remove_tree_quietly
 from layerstore.process import run_command
 
 from . import _mount, _native, _support
@@ -76,10 +78,26 @@ OPTIONS: dict[str, str] = {
     "mount_api": "auto (default), fsopen (new mount API, lowerdir+) or mount (classic mount(8))",
 }
 _XATTR_PREFIXES = ("trusted.overlay.",)
+_DIRECTORY_OPTIONS = frozenset({"upperdir", "lowerdir", "workdir", "lowerdir+", "datadir+"})
 FROZEN_PREFIX = "frozen-"
 KIDS_DIR = "kids"
 _SHORT_LEN = 26
+_log = logging.getLogger(__name__)
 _STALE_STAGING = 3600.0  # seconds after which a staging dir is surely a crashed create's leftover
+
+
+@contextlib.contextmanager
+def _dir_lock(path: str, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on the directory `path` (the inode: it stays locked across renames).
+
+    Yields False instead of waiting when `blocking` is False and another holds it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with held_flock(fd, blocking=blocking) as got:
+            yield got
+    finally:
+        os.close(fd)
 
 
 def _short_name() -> str:
@@ -118,6 +136,12 @@ class OverlayDriver:
         self.home = str(Path(home).absolute())
         self.id_maps = id_maps
         self.mount_options = [o.strip() for o in options.get("mountopt", "").split(",") if o.strip()]
+        named = sorted({o.partition("=")[0] for o in self.mount_options} & _DIRECTORY_OPTIONS)
+        if named:
+            raise ConfigError(
+                f"overlay driver option mountopt must not name directories ({', '.join(named)}): the driver "
+                "chooses each layer's directories inside the store; remove them from mountopt"
+            )
         wanted_api = options.get("mount_api", "auto")
         if wanted_api not in ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC):
             raise ConfigError(f"overlay driver option mount_api={wanted_api!r}: use auto, fsopen or mount")
@@ -224,18 +248,38 @@ class OverlayDriver:
         finally:
             with contextlib.suppress(OSError):
                 _mount.unmount(os.path.join(probe, "merged"))
-            shutil.rmtree(probe, ignore_errors=True)
+            remove_tree_quietly(probe, _log.warning)
 
     def _remove_leftovers(self) -> None:
+        """Delete staging and trash directories of dead processes; never raises (a failure is a warning).
+
+        ``.tmp-*`` (staging) and ``.trash-*`` directories are flocked by their
+        owner from the moment they have that name, so a free lock means the
+        owner is gone.  ``.new-*`` (a staging directory in the instant before it
+        is locked) and ``.probe-*`` are removed only when old.
+        """
         now = time.time()
-        with os.scandir(self.home) as it:
-            for e in it:
-                if e.name.startswith(".trash-"):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                elif e.name.startswith((".tmp-", ".probe-")):
-                    with contextlib.suppress(OSError):
-                        if now - e.stat(follow_symlinks=False).st_mtime > _STALE_STAGING:
-                            shutil.rmtree(e.path, ignore_errors=True)
+        try:
+            with os.scandir(self.home) as it:
+                names = [e.name for e in it if e.name.startswith((".trash-", ".tmp-", ".new-", ".probe-"))]
+        except OSError as exc:
+            _log.warning("could not list %s: %s", self.home, exc.strerror or exc)
+            return
+        for name in names:
+            path = os.path.join(self.home, name)
+            if name.startswith((".new-", ".probe-")):
+                with contextlib.suppress(OSError):
+                    if now - os.lstat(path).st_mtime > _STALE_STAGING:
+                        remove_tree_quietly(path, _log.warning)
+                continue
+            try:
+                with _dir_lock(path, blocking=False) as got:
+                    if got:
+                        remove_tree_quietly(path, _log.warning)
+            except FileNotFoundError:
+                continue  # its owner finished meanwhile
+            except OSError as exc:
+                _log.warning("could not remove leftover %s: %s", path, exc.strerror or exc)
 
     # -- layout helpers ----------------------------------------------------
 
@@ -302,11 +346,17 @@ class OverlayDriver:
                     f"({self.mount_api} mount) allows at most {self.max_lowers} (a chain of "
                     f"{self.max_lowers + 1} layers); flatten the image (export and re-import it as one layer)"
                 )
-        staging = os.path.join(self.home, f".tmp-{secrets.token_hex(8)}")
+        token = secrets.token_hex(8)
+        staging = os.path.join(self.home, f".tmp-{token}")
         link_path = ""
         kid_entry = ""
+        stack = contextlib.ExitStack()
         try:
-            os.mkdir(staging, 0o700)
+            # Locked before it gets the name the sweep looks at.
+            unlocked = os.path.join(self.home, f".new-{token}")
+            os.mkdir(unlocked, 0o700)
+            stack.enter_context(_dir_lock(unlocked))
+            os.rename(unlocked, staging)
             diff = os.path.join(staging, "diff")
             if parent is None:
                 uid, gid = self.id_maps.root_pair()
@@ -349,8 +399,10 @@ class OverlayDriver:
             if link_path:
                 with contextlib.suppress(OSError):
                     os.unlink(link_path)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree_quietly(staging, _log.warning)
             raise
+        finally:
+            stack.close()
 
     def _copy_root(self, source: str, dest: str) -> None:
         """Make `dest` a directory with the mode, owner and xattrs of `source` (the parent's root)."""
@@ -381,7 +433,41 @@ class OverlayDriver:
             shorts.update({e.name: e.name[len(FROZEN_PREFIX) :] for e in it if e.name.startswith(FROZEN_PREFIX)})
         parent = self._parent_of(id)
         trash = os.path.join(self.home, f".trash-{secrets.token_hex(8)}")
-        os.rename(layer, trash)
+        with _dir_lock(layer):  # held from before the trash name exists until it is gone
+            os.rename(layer, trash)
+            self._forget_removed(id, parent, shorts)
+            # The layer is gone once renamed; files that resist are a leftover for the sweeps, not a failure.
+            remove_tree_quietly(trash, _log.warning)
+        if parent is not None and self.exists(parent):
+            self._drop_unused_frozen(parent)
+
+    def _drop_unused_frozen(self, id: str) -> None:
+        """Delete the frozen states of `id`'s diff/ that no child stacks on any more (and their short links)."""
+        layer = self._dir(id)
+        used = {short for _, short in self._kids(id)}
+        try:
+            with os.scandir(layer) as it:
+                frozen = [e.name for e in it if e.name.startswith(FROZEN_PREFIX)]
+        except FileNotFoundError:
+            return
+        for name in frozen:
+            short = name[len(FROZEN_PREFIX) :]
+            if short in used:
+                continue
+            link_path = os.path.join(self.home, LINK_DIR, short)
+            with contextlib.suppress(OSError):
+                if os.readlink(link_path) == f"../{id}/{name}":
+                    os.unlink(link_path)
+            trash = os.path.join(self.home, f".trash-{secrets.token_hex(8)}")
+            try:
+                with _dir_lock(os.path.join(layer, name)):
+                    os.rename(os.path.join(layer, name), trash)
+                    remove_tree_quietly(trash, _log.warning)
+            except OSError as exc:
+                _log.warning("could not remove the unused frozen copy %s/%s: %s", layer, name, exc.strerror or exc)
+
+    def _forget_removed(self, id: str, parent: str | None, shorts: dict[str, str]) -> None:
+        """Drop the kids entry and the short links of layer `id`, just renamed away."""
         if parent is not None:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._dir(parent), KIDS_DIR, id))
@@ -392,12 +478,6 @@ class OverlayDriver:
             with contextlib.suppress(OSError):
                 if os.readlink(link_path) == f"../{id}/{name}":
                     os.unlink(link_path)
-        try:
-            shutil.rmtree(trash)
-        except OSError as exc:
-            raise LayerStoreError(
-                f"layer {id} is removed but its files could not all be deleted ({exc}); delete {trash} by hand"
-            ) from None
 
     def _heal_links(self, id: str, lowers: list[str]) -> None:
         """Recreate missing ``l/<short>`` links of the chain below `id` from each layer's ``link`` file."""
@@ -470,11 +550,15 @@ class OverlayDriver:
         if not old or not any(short == old for _, short in self._kids(id)):
             return
         diff = os.path.join(layer, "diff")
+        # Copies of a freeze that was killed (the caller holds this layer's lock: none is in progress).
+        with os.scandir(layer) as it:
+            for stale in [e.path for e in it if e.name.startswith(".diff-copy-")]:
+                remove_tree_quietly(stale, _log.warning)
         copy = os.path.join(layer, f".diff-copy-{secrets.token_hex(6)}")
         try:
             run_command(["cp", "-a", "--reflink=auto", "--", diff, copy])
         except CommandFailed as exc:
-            shutil.rmtree(copy, ignore_errors=True)
+            remove_tree_quietly(copy, _log.warning)
             raise LayerStoreError(
                 f"layer {id} has children and must be copied before it changes, but the copy failed: {exc}"
             ) from None
@@ -585,9 +669,12 @@ class OverlayDriver:
         self._freeze(id)
         # A base layer is never mounted (get returns diff/ itself), so kernel
         # whiteouts there would show as device files: delete instead.
-        fmt = "overlay" if self._lowers(id) else "delete"
+        lowers = self._lowers(id)
+        fmt = "overlay" if lowers else "delete"
         diff = os.path.join(self._dir(id), "diff")
-        size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt)
+        # Names resolve through the lower layers too (links there are followed inside the layer).
+        lower_dirs = [os.path.join(self.home, entry) for entry in lowers]
+        size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt, lowers=lower_dirs)
         if fmt == "overlay":
             _native.drop_hidden_whiteouts(diff, _XATTR_PREFIXES)
         return int(size)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -38,8 +39,11 @@ from layerstore.errors import (
     LayerNotFound,
     StorageFull,
 )
+from layerstore.fstree import remove_tree_quietly
 
 from ._copy import COPY_METHODS, TreeCopier, probe_reflink
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from layerstore import CreateOpts, IDMappings
@@ -76,7 +80,10 @@ class VfsDriver:
         self._children = self.home / "children"
         for directory in (self.home, self._layers, self._parents, self._children):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.reflink = probe_reflink(str(self._layers))
+        try:
+            self.reflink = probe_reflink(str(self._layers))
+        except OSError:  # no room for the probe files (a full disk): opening the store must still work
+            self.reflink = False
         method = options.get("copy", "auto")
         if method == "reflink" and not self.reflink:
             raise DriverNotSupported(
@@ -149,7 +156,7 @@ class VfsDriver:
             trash = self._layers / f"{_TRASH}{id}-{secrets.token_hex(4)}"
             os.rename(path, trash)
             self._forget(id, self._parent_of(id))
-            shutil.rmtree(trash)
+            remove_tree_quietly(trash, _log.warning)  # renamed away: removed; the sweeps retry leftovers
         finally:
             os.close(fd)
 
@@ -255,7 +262,7 @@ class VfsDriver:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # another process is still working on it
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree_quietly(path, _log.warning)
             finally:
                 os.close(fd)
 

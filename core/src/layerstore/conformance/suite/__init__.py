@@ -15,6 +15,7 @@ from ._layers import LayerTests
 from ._optional import OptionalTests
 from ._references import ReferenceTests
 from ._removal import RemovalTests
+from ._tarsemantics import TarSemanticsTests
 from ._whiteouts import WhiteoutTests
 
 __all__ = ["DriverConformance", "DriverSpec", "MakeDriver"]
@@ -26,6 +27,7 @@ class DriverConformance(
     ChainTests,
     DiffTests,
     WhiteoutTests,
+    TarSemanticsTests,
     ReferenceTests,
     RemovalTests,
     BadInputTests,

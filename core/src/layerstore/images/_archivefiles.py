@@ -1,0 +1,253 @@
+"""Reading files of an image archive that is a directory or a tar, and writing either, atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import posixpath
+import secrets
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from ..errors import InvalidArchive, LayerStoreError
+
+__all__ = ["ArchiveReader", "ArchiveWriter", "open_reader"]
+
+_CHUNK = 1 << 20
+
+
+class ArchiveReader:
+    """Named files of an image archive: a directory, or a tar (members streamed from the file, not copied)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tar: tarfile.TarFile | None = None
+        self._members: dict[str, tarfile.TarInfo] = {}
+        if not path.is_dir():
+            try:
+                self._tar = tarfile.open(path, "r:")  # noqa: SIM115 -- closed by close()
+                for member in self._tar:
+                    name = member.name
+                    while name.startswith("./"):
+                        name = name[2:]
+                    self._members[name.rstrip("/")] = member
+            except (tarfile.TarError, EOFError) as exc:
+                self.close()
+                raise InvalidArchive(f"{path}: not a readable tar archive ({exc})") from None
+
+    def exists(self, name: str) -> bool:
+        """True when the archive has a regular file `name`."""
+        if self._tar is None:
+            return (self.path / name).is_file()
+        try:
+            self._member(name)
+        except InvalidArchive:
+            return False
+        return True
+
+    def names(self) -> list[str]:
+        """Every regular file name (tar) or top-level entry (directory)."""
+        if self._tar is None:
+            return sorted(os.listdir(self.path))
+        return sorted(n for n, m in self._members.items() if m.isfile())
+
+    def size(self, name: str) -> int:
+        """The size of file `name`."""
+        if self._tar is None:
+            return (self.path / name).stat().st_size
+        return self._member(name).size
+
+    def _member(self, name: str) -> tarfile.TarInfo:
+        """The regular file member `name`, following links inside the archive (``<id>/layer.tar`` often is one)."""
+        current = name
+        for _ in range(16):
+            member = self._members.get(current)
+            if member is None:
+                break
+            if member.isfile():
+                return member
+            if member.issym():
+                current = posixpath.normpath(posixpath.join(posixpath.dirname(current), member.linkname))
+            elif member.islnk():
+                current = posixpath.normpath(member.linkname)
+            else:
+                break
+        raise InvalidArchive(f"{self.path}: {name} is missing from the archive")
+
+    def open(self, name: str) -> BinaryIO:
+        """A stream of file `name`; `InvalidArchive` when it is missing."""
+        if self._tar is None:
+            if ".." in name.split("/") or name.startswith("/"):
+                raise InvalidArchive(f"{self.path}: unsafe file name {name!r}")
+            try:
+                return open(self.path / name, "rb")
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise InvalidArchive(f"{self.path}: {name} is missing from the layout") from None
+        stream = self._tar.extractfile(self._member(name))
+        if stream is None:
+            raise InvalidArchive(f"{self.path}: {name} is not a regular file")
+        return cast(BinaryIO, _TruncationChecked(cast(BinaryIO, stream), self.path, name))
+
+    def read(self, name: str, limit: int = 4 << 20) -> bytes:
+        """The bytes of a small file (`InvalidArchive` when larger than `limit`)."""
+        with contextlib.closing(self.open(name)) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise InvalidArchive(f"{self.path}: {name} is larger than {limit} bytes")
+        return data
+
+    def close(self) -> None:
+        """Close the tar file; idempotent."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
+
+class _TruncationChecked(io.RawIOBase):
+    """A tar member stream whose premature end is an `InvalidArchive` naming the member."""
+
+    def __init__(self, stream: BinaryIO, path: Path, name: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._what = f"{path}: {name}"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+        try:
+            data = self._stream.read(len(view))
+        except (tarfile.TarError, OSError) as exc:
+            raise InvalidArchive(f"{self._what}: the archive is truncated or corrupt ({exc})") from None
+        view[: len(data)] = data
+        return len(data)
+
+
+def open_reader(path: Path) -> ArchiveReader:
+    """An `ArchiveReader` of `path`, with one-line errors for what is not there."""
+    if not path.exists():
+        raise InvalidArchive(f"{path}: no such file or directory")
+    return ArchiveReader(path)
+
+
+class ArchiveWriter:
+    """Writes an archive as a directory or a tar next to `path`, and moves it into place on `commit`.
+
+    Until then nothing exists at `path`; `abort` removes everything written.
+    A tar member needs its size first: blobs of unknown size are spooled to
+    an anonymous temporary file beside the output.
+    """
+
+    def __init__(self, path: Path, *, as_dir: bool) -> None:
+        self.path = path
+        self.as_dir = as_dir
+        if as_dir and path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise LayerStoreError(f"{path} exists and is not an empty directory; choose a new output directory")
+        if not as_dir and path.is_dir():
+            raise LayerStoreError(f"{path} is a directory; the archive is a file (or use --format oci-dir)")
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            raise LayerStoreError(f"{parent}: no such directory for the output")
+        self._tmp = parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+        self._tar: tarfile.TarFile | None = None
+        self._files: set[str] = set()
+        if as_dir:
+            self._tmp.mkdir()
+        else:
+            self._tar = tarfile.open(self._tmp, "w:", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def has(self, name: str) -> bool:
+        """True when `name` was written already."""
+        return name in self._files
+
+    def write(self, name: str, stream: BinaryIO, size: int | None = None) -> None:
+        """Write file `name` from `stream` (to EOF; `size` bytes exactly when given)."""
+        if self._tar is None:
+            target = self._tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(stream, out, _CHUNK)
+        elif size is None:
+            with tempfile.TemporaryFile(dir=self._tmp.parent) as spool:
+                shutil.copyfileobj(stream, spool, _CHUNK)
+                size = spool.tell()
+                spool.seek(0)
+                self._add(name, spool, size)
+        else:
+            self._add(name, stream, size)
+        self._files.add(name)
+
+    def write_hashed(self, stream: BinaryIO, name_of: Callable[[str], str]) -> tuple[str, int]:
+        """Write `stream` under the name `name_of(digest)`, its digest computed while writing.
+
+        Returns (digest, size); a blob whose name was written already is dropped.
+        """
+        hasher = hashlib.sha256()
+        size = 0
+        with tempfile.NamedTemporaryFile(dir=self._tmp if self._tar is None else self._tmp.parent,
+                                         prefix=".upload-", delete=False) as spool:
+            try:
+                while chunk := stream.read(_CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    spool.write(chunk)
+                digest = "sha256:" + hasher.hexdigest()
+                name = name_of(digest)
+                if name not in self._files:
+                    if self._tar is None:
+                        target = self._tmp / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.rename(spool.name, target)
+                    else:
+                        spool.flush()
+                        spool.seek(0)
+                        self._add(name, cast(BinaryIO, spool), size)
+                    self._files.add(name)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(spool.name)
+        return digest, size
+
+    def _add(self, name: str, stream: BinaryIO, size: int) -> None:
+        if self._tar is None:
+            return
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = 0o644
+        self._tar.addfile(info, stream)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a small file (replacing an earlier one in a directory)."""
+        self.write(name, io.BytesIO(data), len(data))
+
+    def commit(self) -> None:
+        """Finish the archive and move it to `path`."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            with open(self._tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self._tmp, self.path)
+        else:
+            if self.path.is_dir():
+                self.path.rmdir()  # empty, checked when we started
+            os.rename(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Remove everything written; idempotent."""
+        if self._tar is not None:
+            with contextlib.suppress(Exception):
+                self._tar.close()
+            self._tar = None
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()

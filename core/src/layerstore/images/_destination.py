@@ -1,0 +1,62 @@
+"""What the archive destinations share: blobs written under names derived from their digests, atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from ._archivefiles import ArchiveWriter
+from ._streams import VerifyingReader
+from .descriptor import Descriptor
+
+__all__ = ["BlobFileDestination"]
+
+
+class BlobFileDestination:
+    """Base of the archive destinations: a blob is a file named by `blob_name`; nothing appears before `commit`."""
+
+    def __init__(self, path: Path, *, as_dir: bool, description: str) -> None:
+        self._writer = ArchiveWriter(path, as_dir=as_dir)
+        self._description = description
+        self._committed = False
+
+    def blob_name(self, digest: str, media_type: str) -> str:
+        """The file name of a blob in the archive."""
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:
+        """The format and the path (``oci:<path>``, ``docker-archive:<path>``)."""
+        return self._description
+
+    @property
+    def location(self) -> str | None:
+        """None: a new archive holds no blobs of earlier saves."""
+        return None
+
+    def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
+        """True when this save wrote the blob already."""
+        return self._writer.has(self.blob_name(descriptor.digest, descriptor.media_type))
+
+    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
+        """Write a blob under its name, verified against `expected` when given (its digest computed otherwise)."""
+        if expected is not None:
+            checked = VerifyingReader(stream, expected.digest, expected.size, f"blob {expected.digest}")
+            self._writer.write(self.blob_name(expected.digest, media_type), cast(BinaryIO, checked), expected.size)
+            checked.drain()
+            return expected
+        digest, size = self._writer.write_hashed(stream, lambda d: self.blob_name(d, media_type))
+        return Descriptor(media_type=media_type, digest=digest, size=size)
+
+    def _finish(self, files: dict[str, bytes]) -> None:
+        """Write the format's index files and move the archive into place."""
+        for name, data in files.items():
+            self._writer.write_bytes(name, data)
+        self._writer.commit()
+        self._committed = True
+
+    def close(self) -> None:
+        """Without `commit`, remove everything written."""
+        if not self._committed:
+            self._writer.abort()

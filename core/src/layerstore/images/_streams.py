@@ -1,0 +1,116 @@
+"""Stream helpers of the image transports: digest-verifying readers and on-the-fly compressors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zlib
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from ..errors import DigestMismatch
+
+__all__ = ["CompressingReader", "VerifyingReader", "sha256_of"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(data: bytes) -> str:
+    """``sha256:<hex>`` of `data`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class VerifyingReader(io.RawIOBase):
+    """Reads a blob and checks its size and sha256 against what a descriptor promised.
+
+    More bytes than promised fail at once; a short stream or another digest
+    fails at EOF (`DigestMismatch` naming `what`).  `report(n)` is called for
+    every chunk read.
+    """
+
+    def __init__(self, source: BinaryIO, digest: str, size: int, what: str,
+                 report: Callable[[int], object] | None = None) -> None:
+        super().__init__()
+        self._source = source
+        self._digest = digest
+        self._size = size
+        self._what = what
+        self._report = report
+        self._hash = hashlib.sha256()
+        self._count = 0
+        self.verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        if not data:
+            self._check_end()
+            return 0
+        n = len(data)
+        self._count += n
+        if self._count > self._size:
+            raise DigestMismatch(f"{self._what}: more than the {self._size} bytes its descriptor states")
+        self._hash.update(data)
+        view[:n] = data
+        if self._report is not None:
+            self._report(n)
+        return n
+
+    def _check_end(self) -> None:
+        if self.verified:
+            return
+        actual = "sha256:" + self._hash.hexdigest()
+        if self._count != self._size:
+            raise DigestMismatch(
+                f"{self._what}: {self._count} bytes where its descriptor states {self._size} (truncated or wrong)"
+            )
+        if actual != self._digest:
+            raise DigestMismatch(f"{self._what}: content is {actual}, not {self._digest} as its descriptor states")
+        self.verified = True
+
+    def drain(self) -> None:
+        """Read what is left and verify (a decompressor may stop before the end of the blob)."""
+        while self.read(_CHUNK):
+            pass
+        self._check_end()
+
+
+class CompressingReader(io.RawIOBase):
+    """Reads `source` compressed with gzip (deterministic: no name, no time) or zstd."""
+
+    def __init__(self, source: BinaryIO, kind: str) -> None:
+        super().__init__()
+        self._source = source
+        if kind == "gzip":
+            z = zlib.compressobj(6, zlib.DEFLATED, 31)
+            self._compress: Callable[[bytes], bytes] = z.compress
+            self._flush: Callable[[], bytes] = z.flush
+        elif kind == "zstd":
+            import zstandard
+
+            c = zstandard.ZstdCompressor(level=3, write_content_size=False).compressobj()
+            self._compress, self._flush = c.compress, c.flush
+        else:
+            raise ValueError(f"unknown compression {kind!r}")
+        self._pending = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending and not self._eof:
+            data = self._source.read(_CHUNK)
+            if data:
+                self._pending = self._compress(data)
+            else:
+                self._pending = self._flush()
+                self._eof = True
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n

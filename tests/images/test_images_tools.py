@@ -1,0 +1,216 @@
+"""Images in and out, checked with independent tools: umoci and skopeo build the inputs, skopeo, umoci and
+podman read what layerstore saves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from images_helpers import NAME, TAG, Podman, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
+
+from layerstore.errors import ImageNotFound
+from layerstore.images import ImageStore, Platform
+from layerstore.images.archives import open_destination, open_sources
+from layerstore.images.store import StoredImage
+
+
+def load(store: ImageStore, path: Path) -> StoredImage:
+    sources = open_sources(path)
+    try:
+        assert len(sources) == 1
+        return store.load(sources[0], names=[NAME])
+    finally:
+        for source in sources:
+            source.close()
+
+
+def mounted_snapshot(store: ImageStore, image: StoredImage) -> dict[str, tuple[object, ...]]:
+    layer = image.top_layer
+    assert layer is not None
+    root = Path(store.graph.driver.get(layer))
+    try:
+        return snapshot(root)
+    finally:
+        store.graph.driver.put(layer)
+
+
+@pytest.mark.parametrize("form", ["umoci", "skopeo-oci", "skopeo-docker"])
+def test_load_matches_umoci_unpack(form: str, images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    image = load(store, images[form])
+    config = skopeo_config(f"oci:{images['umoci']}:{TAG}")
+    assert list(image.diff_ids) == config["rootfs"]["diff_ids"]
+    assert len(image.layers) == 2
+    for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
+        assert store.graph.get_digest(layer) == diff_id
+    assert "sha256:" + image.id == skopeo_inspect(f"oci:{images['umoci']}:{TAG}", config=True)
+    assert store.images()[0].names == (NAME,)
+    expected = snapshot(unpack(images["umoci"], TAG, scratch / "unpacked"))
+    assert mounted_snapshot(store, image) == expected
+
+
+def test_every_form_is_one_image(images: dict[str, Path], store: ImageStore) -> None:
+    first = load(store, images["umoci"])
+    layers = set(store.graph.ids())
+    for form in ("skopeo-oci", "skopeo-docker"):
+        again = load(store, images[form])
+        assert again.id == first.id
+        assert set(store.graph.ids()) == layers  # every layer reused
+
+
+@pytest.mark.parametrize(("fmt", "compress"), [("docker-archive", "none"), ("oci", "none"), ("oci-dir", "none"),
+                                               ("oci-dir", "gzip"), ("oci", "zstd")])
+def test_saved_archives_are_read_by_the_tools(fmt: str, compress: str, images: dict[str, Path],
+                                              store: ImageStore, scratch: Path) -> None:
+    image = load(store, images["skopeo-docker"])
+    out = scratch / f"saved-{fmt}"
+    store.save([NAME], open_destination(out, fmt), compress=compress)
+    transport = {"docker-archive": f"docker-archive:{out}", "oci": f"oci-archive:{out}:{TAG}",
+                 "oci-dir": f"oci:{out}:{TAG}"}[fmt]
+    assert skopeo_config(transport)["rootfs"]["diff_ids"] == list(image.diff_ids)
+    assert skopeo_inspect(transport)["Digest"].startswith("sha256:")
+    if compress == "zstd":
+        # Debian's umoci and skopeo predate zstd layers: the zstd program checks each layer instead.
+        layout = scratch / "extracted"
+        layout.mkdir()
+        with tarfile.open(out) as tar:
+            tar.extractall(layout, filter="data")
+        manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+        manifest = json.loads((layout / "blobs/sha256" / manifest_digest.split(":")[1]).read_text())
+        for descriptor, diff_id in zip(manifest["layers"], image.diff_ids, strict=True):
+            blob = layout / "blobs/sha256" / descriptor["digest"].split(":")[1]
+            plain = subprocess.run([tool("zstd"), "-dc", blob], capture_output=True, check=True).stdout
+            assert "sha256:" + hashlib.sha256(plain).hexdigest() == diff_id
+    else:
+        run(tool("skopeo"), "copy", transport, f"oci:{scratch / 'copied'}:{TAG}")
+    if fmt != "docker-archive" and compress != "zstd":
+        layout = out
+        if fmt == "oci":
+            layout = scratch / "extracted"
+            layout.mkdir()
+            with tarfile.open(out) as tar:
+                tar.extractall(layout, filter="data")
+        assert mounted_snapshot(store, image) == snapshot(unpack(layout, TAG, scratch / "unpacked"))
+    layers = set(store.graph.ids())
+    assert load(store, out).id == image.id
+    assert set(store.graph.ids()) == layers
+
+
+def test_podman_loads_a_saved_docker_archive(images: dict[str, Path], store: ImageStore, scratch: Path,
+                                             podman: Podman) -> None:
+    image = load(store, images["umoci"])
+    out = scratch / "saved.tar"
+    store.save([NAME], open_destination(out, "docker-archive"))
+    podman("load", "-i", out)
+    seen = podman.image(NAME)
+    assert seen["Id"] == image.id
+    assert seen["RootFS"]["Layers"] == list(image.diff_ids)
+
+
+def test_podman_round_trip(images: dict[str, Path], store: ImageStore, scratch: Path, podman: Podman) -> None:
+    podman("load", "-i", images["skopeo-docker"])
+    original = podman.image(NAME)
+    podman("save", "-o", scratch / "podman.tar", NAME)
+    image = load(store, scratch / "podman.tar")
+    out = scratch / "ours.tar"
+    store.save([NAME], open_destination(out, "docker-archive"))
+    fresh = Podman(scratch / "podman2")
+    try:
+        fresh("load", "-i", out)
+        again = fresh.image(NAME)
+    finally:
+        fresh.remove_storage()
+    assert again["Id"] == original["Id"] == image.id
+    assert again["RootFS"]["Layers"] == original["RootFS"]["Layers"] == list(image.diff_ids)
+
+
+def test_second_save_to_the_same_place_writes_no_layer(images: dict[str, Path], store: ImageStore,
+                                                        scratch: Path) -> None:
+    image = load(store, images["umoci"])
+    out = scratch / "one"
+    digests = store.save([image.id], open_destination(out, "oci-dir"), compress="gzip")
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digests[0]
+    # Our gzip is deterministic: the same layer compresses to the blob recorded the first time.
+    again = store.save([image.id], open_destination(scratch / "two", "oci-dir"), compress="gzip")
+    assert again == digests
+
+
+def test_failed_save_leaves_nothing(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    load(store, images["umoci"])
+    destination = open_destination(scratch / "out.tar", "docker-archive")
+    with pytest.raises(ImageNotFound, match="missing:tag"):
+        store.save([NAME, "missing:tag"], destination)
+    assert sorted(p.name for p in scratch.iterdir()) == ["store"]
+
+
+def test_older_docker_archive_form(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    """``repositories`` + ``<id>/json`` + ``<id>/layer.tar`` without manifest.json (skopeo writes both forms;
+    GNU tar repacks the archive without the newer one)."""
+    unpacked = scratch / "older"
+    unpacked.mkdir()
+    run("tar", "-xf", images["skopeo-docker"], "-C", unpacked)
+    (unpacked / "manifest.json").unlink()
+    older = scratch / "older.tar"
+    run("tar", "-cf", older, "-C", unpacked, ".")
+    [source] = open_sources(older)
+    try:
+        image = store.load(source)
+    finally:
+        source.close()
+    assert image.names == (NAME,)
+    assert list(image.diff_ids) == skopeo_config(f"docker-archive:{images['skopeo-docker']}")["rootfs"]["diff_ids"]
+    assert mounted_snapshot(store, image) == snapshot(unpack(images["umoci"], TAG, scratch / "unpacked"))
+    out = scratch / "resaved.tar"
+    store.save([image.id], open_destination(out, "docker-archive"))
+    assert skopeo_config(f"docker-archive:{out}")["rootfs"]["diff_ids"] == list(image.diff_ids)
+
+
+def _multi_platform_layout(images: dict[str, Path], scratch: Path) -> tuple[Path, str, str]:
+    """A layout whose index.json names a nested index of two platforms (umoci makes both images)."""
+    umoci = tool("umoci")
+    layout = scratch / "multi"
+    shutil.copytree(images["umoci"], layout)
+    run(umoci, "config", "--image", f"{layout}:{TAG}", "--tag", "arm", "--architecture", "arm64",
+        "--config.env", "ARCH=arm64")
+    entries = {m["annotations"]["org.opencontainers.image.ref.name"]: m
+               for m in json.loads((layout / "index.json").read_text())["manifests"]}
+    amd, arm = dict(entries[TAG]), dict(entries["arm"])
+    for entry, arch in ((amd, "amd64"), (arm, "arm64")):
+        entry.pop("annotations")
+        entry["platform"] = {"architecture": arch, "os": "linux"}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": [arm, amd]}).encode()
+    digest = "sha256:" + hashlib.sha256(nested).hexdigest()
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(nested)
+    top = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": len(nested),
+           "annotations": {"org.opencontainers.image.ref.name": "example.com/team/multi:1"}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    return layout, amd["digest"], arm["digest"]
+
+
+def test_multi_platform_index(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:
+    layout, amd, arm = _multi_platform_layout(images, scratch)
+    [source] = open_sources(layout)
+    try:
+        native = store.load(source, platform=Platform(os="linux", architecture="amd64"))
+        other = store.load(source, platform=Platform.parse("linux/arm64"))
+        with pytest.raises(ImageNotFound, match="linux/s390x"):
+            store.load(source, platform=Platform.parse("linux/s390x"))
+    finally:
+        source.close()
+    assert native.manifest_digest == amd and other.manifest_digest == arm
+    assert native.index_digest == other.index_digest is not None
+    assert store.config_json(other.id)["architecture"] == "arm64"
+    assert store.resolve("example.com/team/multi:1") in (native.id, other.id)
+    assert store.resolve(arm) == other.id
+    assert len(store.graph.ids()) == 2  # same layers, two configs
+    # rmi keeps layers another image uses, and removes them with the last image.
+    assert store.remove(native.id) == []
+    assert len(store.graph.ids()) == 2
+    assert store.remove(other.id) == list(reversed(other.layers))
+    assert store.graph.ids() == [] and store.images() == []

@@ -1,0 +1,305 @@
+"""Pull and push against Debian's docker-registry, checked with skopeo and umoci (never only with our own reader)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from images_helpers import TAG, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
+from registry_fixtures import (
+    REPO,
+    assert_empty,
+    blob_file,
+    cli,
+    insecure,
+    plain_registry,
+    push_with_skopeo,
+    pushed,
+    secure_options,
+    secure_registry,
+)
+
+from layerstore.errors import AuthenticationFailed, DigestMismatch, ImageNotFound, LimitExceeded, RegistryError
+from layerstore.images import Descriptor, ImageStore, TransferProgress, parse_reference
+from layerstore.registry import RegistryClient
+from layerstore.registry.blobs import BlobReader
+from layerstore.registry.transfer import pull, push
+from layerstore.testing.registry import LocalRegistry, skopeo
+
+__all__ = ["cli", "plain_registry", "pushed", "secure_registry"]  # fixtures used by name
+
+
+def _layer_digests(layout: Path, tag: str) -> list[str]:
+    manifest = json.loads(run(tool("skopeo"), "inspect", "--raw", f"oci:{layout}:{tag}"))
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def test_pull_equals_skopeo_and_umoci(store: ImageStore, pushed: str, images: dict[str, Path],
+                                      scratch: Path) -> None:
+    result = pull(store, pushed, options=insecure())
+    image = result.image
+    remote = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))
+    assert image.manifest_digest == remote["Digest"]
+    assert image.digest == skopeo_inspect(f"oci:{images['umoci']}:{TAG}", config=True)
+    diff_ids = skopeo_config(f"oci:{images['umoci']}:{TAG}")["rootfs"]["diff_ids"]
+    assert [store.graph.get_digest(layer) for layer in image.layers] == diff_ids
+    assert list(image.names) == [pushed]
+    assert (result.layers_fetched, result.layers_reused) == (2, 0)
+    top = image.top_layer
+    assert top is not None
+    mounted = Path(store.graph.driver.get(top))
+    try:
+        assert snapshot(mounted) == snapshot(unpack(images["umoci"], TAG, scratch / "unpacked"))
+    finally:
+        store.graph.driver.put(top)
+
+    again = pull(store, pushed, options=insecure())
+    assert (again.layers_fetched, again.layers_reused, again.bytes) == (0, 2, 0)
+    assert again.image.id == image.id
+    assert len(store.graph.ids()) == 2
+
+
+def test_pull_by_digest(store: ImageStore, pushed: str) -> None:
+    digest = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))["Digest"]
+    reference = pushed.rsplit(":", 1)[0] + "@" + digest
+    assert pull(store, reference, options=insecure()).image.manifest_digest == digest
+
+
+def test_push_over_tls_with_basic_auth(store: ImageStore, images: dict[str, Path], secure_registry: LocalRegistry,
+                                       scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerstore.images.archives import open_sources
+    from layerstore.registry import Credentials, RegistryOptions, store_credentials
+
+    [source] = open_sources(images["umoci"])
+    try:
+        image = store.load(source, names=["example.com/team/app:v1"])
+    finally:
+        source.close()
+    # Credentials come from the auth file Podman writes, not from the call.
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(scratch / "auth.json"))
+    store_credentials(secure_registry.host, Credentials(secure_registry.username, secure_registry.password))
+    options = RegistryOptions(ca_file=str(secure_registry.ca_file), backoff=0.1)
+    target = f"{secure_registry.host}/team/pushed:v2"
+    first = push(store, image.id, target, options=options)
+    assert first.blobs_uploaded == 3  # two gzip layers and the config
+
+    copy = scratch / "copy"
+    skopeo("copy", *secure_registry.skopeo_flags("src"), f"docker://{target}", f"oci:{copy}:back")
+    raw = run(tool("skopeo"), "inspect", "--raw", f"oci:{copy}:back").encode()
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == first.manifest_digest
+    assert skopeo_inspect(f"oci:{copy}:back", config=True) == image.digest
+    pushed_layers = [b["digest"] for b in json.loads(raw)["layers"]]
+    assert pushed_layers == _layer_digests(copy, "back")
+    unpacked = unpack(copy, "back", scratch / "unpacked-copy")
+    assert snapshot(unpacked) == snapshot(unpack(images["umoci"], TAG, scratch / "unpacked-orig"))
+
+    second = push(store, image.id, target, options=options)
+    assert (second.blobs_uploaded, second.bytes) == (0, 0)
+    assert second.manifest_digest == first.manifest_digest
+
+    # Another repository of the same registry: the layers are mounted across, not uploaded.
+    third = push(store, image.id, f"{secure_registry.host}/team/other:v1", options=options)
+    assert third.blobs_mounted == 2
+    assert third.blobs_uploaded == 1  # the config only
+
+
+def test_push_zstd_and_uncompressed(store: ImageStore, pushed: str, plain_registry: LocalRegistry,
+                                    scratch: Path) -> None:
+    image = pull(store, pushed, options=insecure()).image
+    for compress in ("zstd", "none"):
+        target = f"{plain_registry.host}/test/{compress}:v1"
+        push(store, image.id, target, options=insecure(), compress=compress)
+        copy = scratch / f"copy-{compress}"
+        skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy}:x")
+        assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
+    none_layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                                    f"docker://{plain_registry.host}/test/none:v1"))["layers"]
+    assert [d["digest"] for d in none_layers] == [store.graph.get_digest(layer) for layer in image.layers]
+
+
+# -- bad cases: one-line errors, nothing left in the store ------------------------------------------------------
+
+
+def test_unknown_repository_and_tag(store: ImageStore, pushed: str, plain_registry: LocalRegistry) -> None:
+    with pytest.raises(ImageNotFound, match="not on the registry"):
+        pull(store, f"{plain_registry.host}/nobody/here:v1", options=insecure())
+    with pytest.raises(ImageNotFound, match=":nosuchtag"):
+        pull(store, f"{plain_registry.host}/{REPO}:nosuchtag", options=insecure())
+    assert_empty(store)
+
+
+def test_wrong_password_and_no_login(store: ImageStore, images: dict[str, Path],
+                                     secure_registry: LocalRegistry) -> None:
+    reference = push_with_skopeo(images["umoci"], secure_registry)
+    with pytest.raises(AuthenticationFailed, match="refused the user name or password"):
+        pull(store, reference, options=secure_options(secure_registry, password="wrong"))
+    from layerstore.registry import RegistryOptions
+
+    with pytest.raises(AuthenticationFailed, match="layerstore login"):
+        pull(store, reference, options=RegistryOptions(ca_file=str(secure_registry.ca_file)))
+    assert_empty(store)
+    assert pull(store, reference, options=secure_options(secure_registry)).layers_fetched == 2
+
+
+def test_tls_is_verified(store: ImageStore, images: dict[str, Path], secure_registry: LocalRegistry) -> None:
+    from layerstore.registry import Credentials, RegistryOptions
+
+    reference = push_with_skopeo(images["umoci"], secure_registry)
+    credentials = Credentials(secure_registry.username, secure_registry.password)
+    with pytest.raises(RegistryError, match="not trusted; pass --ca-file"):
+        pull(store, reference, options=RegistryOptions(credentials=credentials))
+    assert_empty(store)
+    # --insecure accepts the unverified certificate.
+    assert pull(store, reference, options=RegistryOptions(credentials=credentials, insecure=True)).image
+
+
+def test_plain_http_needs_insecure(store: ImageStore, pushed: str) -> None:
+    from layerstore.registry import RegistryOptions
+
+    with pytest.raises(RegistryError, match=r"plain HTTP.*--insecure"):
+        pull(store, pushed, options=RegistryOptions())
+    assert_empty(store)
+
+
+def test_registry_down(store: ImageStore, pushed: str, plain_registry: LocalRegistry) -> None:
+    plain_registry.stop()
+    with pytest.raises(RegistryError, match="unreachable"):
+        pull(store, pushed, options=insecure(retries=1))
+    assert_empty(store)
+
+
+def test_corrupt_blob(store: ImageStore, pushed: str, plain_registry: LocalRegistry) -> None:
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{pushed}"))
+    digest = manifest["layers"][1]["digest"]
+    data = blob_file(plain_registry, digest)
+    content = bytearray(data.read_bytes())
+    content[len(content) // 2] ^= 0xFF  # same size, other bytes
+    data.write_bytes(bytes(content))
+    with pytest.raises(DigestMismatch, match=digest) as info:
+        pull(store, pushed, options=insecure())
+    assert "\n" not in str(info.value)
+    assert_empty(store)
+
+
+def test_manifest_too_large(store: ImageStore, pushed: str) -> None:
+    with pytest.raises(LimitExceeded, match=r"limit of 100"):
+        pull(store, pushed, options=insecure(), max_manifest_size=100)
+    assert_empty(store)
+
+
+# -- faults: the registry dies mid-transfer ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def big_image(scratch: Path, plain_registry: LocalRegistry) -> tuple[str, Descriptor]:
+    """An image (made by umoci) with one 48 MiB incompressible layer, pushed by skopeo; reference and layer."""
+    layout = scratch / "big"
+    bundle = scratch / "big-bundle"
+    umoci = tool("umoci")
+    run(umoci, "init", "--layout", layout)
+    run(umoci, "new", "--image", f"{layout}:{TAG}")
+    run(umoci, "unpack", "--image", f"{layout}:{TAG}", bundle)
+    with open(bundle / "rootfs" / "random", "wb") as out:
+        for _ in range(48):
+            out.write(os.urandom(1 << 20))
+    run(umoci, "repack", "--image", f"{layout}:{TAG}", bundle)
+    reference = push_with_skopeo(layout, plain_registry, "test/big")
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reference}"))
+    return reference, Descriptor.from_json(manifest["layers"][0])
+
+
+def test_blob_download_resumes_after_restart(plain_registry: LocalRegistry,
+                                             big_image: tuple[str, Descriptor]) -> None:
+    reference, layer = big_image
+    ref = parse_reference(reference)
+    with RegistryClient(ref.registry, insecure()) as client:
+        reader = BlobReader(client, ref.repository, layer)
+        digest = hashlib.sha256(reader.read(1 << 20))
+        plain_registry.kill()
+        plain_registry.start()
+        size = 1 << 20
+        while block := reader.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+        reader.close()
+    assert "sha256:" + digest.hexdigest() == layer.digest
+    assert size == layer.size
+    assert reader.resumes >= 1
+
+
+class _KillOnce(TransferProgress):
+    def __init__(self, registry: LocalRegistry) -> None:
+        self.registry = registry
+        self.done = False
+
+    def blob_advanced(self, descriptor: Any, nbytes: int) -> None:
+        if not self.done:
+            self.done = True
+            self.registry.kill()
+            threading.Timer(0.3, self.registry.start).start()
+
+
+def test_pull_survives_a_registry_crash(store: ImageStore, plain_registry: LocalRegistry,
+                                        big_image: tuple[str, Descriptor]) -> None:
+    reference, _ = big_image
+    progress = _KillOnce(plain_registry)
+    try:
+        result = pull(store, reference, options=insecure(), progress=progress)
+    except RegistryError:
+        assert_empty(store)  # failed cleanly
+        plain_registry.start()
+        result = pull(store, reference, options=insecure())
+    assert progress.done
+    assert result.image.layers and len(store.graph.ids()) == 1
+    again = pull(store, reference, options=insecure())
+    assert (again.layers_fetched, len(store.graph.ids()), len(store.images())) == (0, 1, 1)
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+
+
+def test_cli_pull_push_login(cli: Any, pushed: str, secure_registry: LocalRegistry, tmp_path: Path) -> None:
+    first = cli("pull", "--insecure", "--json", pushed)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert sorted(data) == sorted(["reference", "id", "manifest_digest", "layers", "layers_fetched",
+                                   "layers_reused", "bytes", "seconds"])
+    assert (data["layers_fetched"], data["layers_reused"]) == (2, 0)
+    assert data["id"].startswith("sha256:")
+
+    quiet = cli("pull", "-q", "--insecure", pushed)
+    assert (quiet.returncode, quiet.stdout.strip(), quiet.stderr) == (0, data["id"], "")
+
+    plain = cli("pull", pushed)
+    assert plain.returncode == 1
+    assert plain.stderr.count("\n") == 1 and "--insecure" in plain.stderr and "Traceback" not in plain.stderr
+
+    ca = str(secure_registry.ca_file)
+    wrong = cli("login", secure_registry.host, "-u", secure_registry.username, "--password-stdin", "--ca-file", ca,
+                input="not-the-password\n")
+    assert wrong.returncode == 1 and "refused" in wrong.stderr and "not-the-password" not in wrong.stderr
+    assert not (tmp_path / "auth.json").exists()
+    good = cli("login", secure_registry.host, "-u", secure_registry.username, "--password-stdin", "--ca-file", ca,
+               input=secure_registry.password + "\n")
+    assert good.returncode == 0, good.stderr
+    assert secure_registry.password not in good.stdout + good.stderr
+    assert oct((tmp_path / "auth.json").stat().st_mode & 0o777) == "0o600"
+
+    target = f"{secure_registry.host}/team/cli:v1"
+    pushed_out = cli("push", "--ca-file", ca, "--json", pushed, target)
+    assert pushed_out.returncode == 0, pushed_out.stderr
+    assert json.loads(pushed_out.stdout)["blobs_uploaded"] == 3
+    again = cli("push", "--ca-file", ca, "--json", pushed, target)
+    assert json.loads(again.stdout)["blobs_uploaded"] == 0
+    skopeo_digest = json.loads(skopeo("inspect", *secure_registry.skopeo_flags(), f"docker://{target}"))["Digest"]
+    assert skopeo_digest == json.loads(again.stdout)["manifest_digest"]
+
+    assert cli("logout", secure_registry.host).returncode == 0
+    refused = cli("pull", "--ca-file", ca, target)
+    assert refused.returncode == 1 and "layerstore login" in refused.stderr
+    assert "Traceback" not in refused.stderr
