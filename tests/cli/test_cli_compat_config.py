@@ -65,7 +65,7 @@ def _config(tmp_path: Path, kind: str, copy: str = "read") -> Path:
 @pytest.mark.parametrize("kind", ["storage.conf", "daemon.json"])
 def test_foreign_config_selects_driver_root_runroot_and_options(run: Run, tmp_path: Path, kind: str) -> None:
     config = _config(tmp_path, kind)
-    env = {"LAYERSTORE_ROOT": "", "LAYERSTORE_DRIVER": ""}
+    env = {"LAYERSTORE_ROOT": "", "LAYERSTORE_DRIVER": "", "LAYERSTORE_RUNROOT": ""}
     layer = tmp_path / "a.tar"
     layer.write_bytes(make_tar({"a": b"a"}))
     image_id = ok(run("--config", config, "import", layer, env=env)).strip()
