@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import Store
 from .test_references import layer_tar
 
@@ -25,7 +27,10 @@ def test_concurrent_rm_import_and_startups(store: Store) -> None:
     store.ok("check")
 
 
-def test_concurrent_child_imports_and_startups(store: Store, tmp_path: Path) -> None:
+def test_concurrent_child_imports_and_startups(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if store.driver == "vfs":
+        request.applymarker(pytest.mark.xfail(
+            reason="vfs locks its staging directory only after creating it (moving to the kit)", strict=False))
     base = store.ok("import", "-", input=layer_tar({"base": b"b" * 100_000})).strip()
     child = tmp_path / "child.tar"
     child.write_bytes(layer_tar({"child": b"c" * 200_000}))

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from layerstore import Driver
 from layerstore.conformance.suite._support import TarBuilder, snapshot
 from layerstore.testing.loop import loop_filesystem_or_unavailable
 from layerstore.testing.zfsfuse import zfs_fuse_pool
@@ -124,3 +125,36 @@ def test_same_tree_as_vfs(name: str, vfs_trees: list[dict[str, object]], tmp_pat
         assert not missing and not extra, f"{name}, layer {depth}: missing {missing}, extra {extra}"
         differ = [rel for rel in want if want[rel] != got[rel]]
         assert not differ, f"{name}, layer {depth}: " + "; ".join(f"{r}: {want[r]} != {got[r]}" for r in differ)
+
+
+def test_overlay_diffs_rebuild_the_chain_on_vfs(vfs_trees: list[dict[str, object]], tmp_path: Path) -> None:
+    """overlay's native diffs of the chain (an opaque root becomes whiteouts) give vfs the same trees."""
+    overlay = _open("overlay", tmp_path / "overlay")
+    vfs = _open("vfs", tmp_path / "vfs")
+    made: list[tuple[Driver, str]] = []
+    try:
+        parent = None
+        for tar in _chain():
+            layer = secrets.token_hex(32)
+            overlay.create(layer, parent)
+            made.append((overlay, layer))
+            overlay.apply_diff(layer, parent, io.BytesIO(tar))
+            parent = layer
+        vfs_parent = None
+        for depth, (_, layer) in enumerate(list(made)):
+            with overlay.diff(layer, None if depth == 0 else made[depth - 1][1]) as stream:
+                diff = stream.read()
+            copy = secrets.token_hex(32)
+            vfs.create(copy, vfs_parent)
+            made.append((vfs, copy))
+            vfs.apply_diff(copy, vfs_parent, io.BytesIO(diff))
+            with vfs.mounted(copy) as path:
+                got = {rel: (n if n.kind != "dir" else _without_time(n)) for rel, n in snapshot(path).items()}
+            assert got == vfs_trees[depth], f"layer {depth}: the overlay diff rebuilt a different tree"
+            vfs_parent = copy
+    finally:
+        for driver, layer in reversed(made):
+            if driver.exists(layer):
+                driver.remove(layer, force=True)
+        overlay.cleanup()
+        vfs.cleanup()

@@ -398,6 +398,7 @@ class Driver:
             for _ in range(count):
                 self.put(layer_id)
         self.hook.cleanup()
+        self._refs.prune()
 
     def _require(self, id: str) -> None:
         if not self.hook.exists(id=id):

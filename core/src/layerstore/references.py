@@ -95,10 +95,8 @@ class ReferenceTable:
             finally:
                 entry[1] -= 1
             return
-        self._locks.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._locks / str(stripe), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._lock_stripe(stripe)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             held[stripe] = [fd, 1]
             try:
                 yield
@@ -106,6 +104,52 @@ class ReferenceTable:
                 del held[stripe]
         finally:
             os.close(fd)
+
+    def _lock_stripe(self, stripe: int) -> int:
+        """Open and flock lock file `stripe`; return its descriptor.
+
+        `prune` may unlink a lock file nobody holds, so after locking check
+        that the name still leads to the locked file, else start again.
+        """
+        path = self._locks / str(stripe)
+        while True:
+            try:
+                self._locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                continue  # a directory was pruned in between
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def prune(self) -> None:
+        """Delete the lock files nobody holds and the directories left empty (when a store closes).
+
+        Keeps the runroot from growing with every store ever opened; never
+        touches a reference.
+        """
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._locks):
+                path = self._locks / name
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(path)  # holding it: a waiter re-checks the name after it gets the lock
+                except OSError:  # held (BlockingIOError) or gone
+                    pass
+                finally:
+                    os.close(fd)
+        for directory in (self._locks, self._refs, self.directory):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def _names(self, layer_id: str) -> list[str]:
         try:
@@ -133,10 +177,14 @@ class ReferenceTable:
     def add(self, layer_id: str) -> str:
         """Add a reference owned by this process; return its name (give it to `drop`)."""
         directory = self._dir(layer_id)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = f"{_PROCESS}{current_owner()}.{next(_serial)}"
-        os.close(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        return name
+        while True:
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            except FileNotFoundError:
+                continue  # an empty parent was pruned in between
+            return name
 
     def detach(self, layer_id: str, name: str) -> str:
         """Turn this process's reference `name` into a detached one (kept after exit); return its new name."""

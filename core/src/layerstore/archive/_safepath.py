@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
+from ..fstree import remove_tree
 from .whiteouts import OVERLAY_XATTR_PREFIXES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["MAX_LINKS", "SafeTree", "is_whiteout_node", "remove_path", "split_name"]
+__all__ = ["MAX_LINKS", "SafeTree", "is_whiteout_node", "next_component", "push_target", "remove_path", "split_name"]
 
 #: Symbolic links followed while resolving one path before giving up (the kernel's limit).
 MAX_LINKS = 40
@@ -58,11 +58,34 @@ def split_name(name: str, what: str = "tar entry") -> list[str]:
 
 
 def remove_path(path: str, is_dir: bool) -> None:
-    """Remove a file, link or node, or a whole directory tree without following links."""
+    """Remove a file, link or node, or a whole directory tree (iteratively) without following links."""
     if is_dir:
-        shutil.rmtree(path)
+        remove_tree(path, missing_ok=False)
     else:
         os.unlink(path)
+
+
+def next_component(todo: list[str], done: list[str]) -> str | None:
+    """Pop the next component to resolve from the stack `todo`; None when it needed no lookup.
+
+    ``""`` and ``.`` are skipped; ``..`` drops the last resolved component of
+    `done`, never going above the root.
+    """
+    comp = todo.pop()
+    if comp in ("", "."):
+        return None
+    if comp == "..":
+        if done:
+            done.pop()
+        return None
+    return comp
+
+
+def push_target(todo: list[str], done: list[str], target: str) -> None:
+    """Continue a resolution with a link's `target`: an absolute one starts again at the root."""
+    if target.startswith("/"):
+        done.clear()
+    todo.extend(reversed(target.split("/")))
 
 
 def is_whiteout_node(st: os.stat_result) -> bool:
@@ -79,9 +102,7 @@ class SafeTree:
     extraction uses it to know whether names and places may differ).
     """
 
-    def __init__(
-        self, root: str, owner: tuple[int, int], lowers: Sequence[str] = (), opaque_xattr: str = ""
-    ) -> None:
+    def __init__(self, root: str, owner: tuple[int, int], lowers: Sequence[str] = (), opaque_xattr: str = "") -> None:
         self.root = root.rstrip("/") or "/"
         self._prefix = self.root if self.root != "/" else ""
         self.owner = owner
@@ -204,9 +225,7 @@ class SafeTree:
         self.traversed.setdefault(where, name)
         if links > MAX_LINKS:
             raise InvalidArchive(f"tar entry {name!r}: too many levels of symbolic links at {where!r}")
-        if target.startswith("/"):
-            done.clear()  # the layer root is "/"
-        todo.extend(reversed(target.split("/")))
+        push_target(todo, done, target)
         return links
 
     def _create(self, components: list[str], name: str) -> str:
@@ -215,12 +234,8 @@ class SafeTree:
         done: list[str] = []
         links = 0
         while todo:
-            comp = todo.pop()
-            if comp in ("", "."):
-                continue
-            if comp == "..":  # only from a link target; never above the layer root
-                if done:
-                    done.pop()
+            comp = next_component(todo, done)
+            if comp is None:
                 continue
             rel = "/".join(done)
             child = f"{rel}/{comp}" if rel else comp
@@ -263,12 +278,8 @@ class SafeTree:
         done: list[str] = []
         links = 0
         while todo:
-            comp = todo.pop()
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                if done:
-                    done.pop()
+            comp = next_component(todo, done)
+            if comp is None:
                 continue
             child = "/".join([*done, comp])
             if child in self.dirs:

@@ -14,12 +14,13 @@ import errno
 import os
 from typing import Final
 
+from ._safepath import MAX_LINKS, next_component, push_target
+
 __all__ = ["open_in_root"]
 
 _SYS_OPENAT2: Final = 437  # the same number on every architecture Linux added it to
 _RESOLVE_NO_MAGICLINKS: Final = 0x02
 _RESOLVE_IN_ROOT: Final = 0x10
-_MAX_LINKS: Final = 40
 
 
 class _OpenHow(ctypes.Structure):
@@ -56,12 +57,8 @@ def _resolve(root_fd: int, path: str) -> str:
     done: list[str] = []
     links = 0
     while len(todo) > 1:
-        comp = todo.pop()
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if done:
-                done.pop()
+        comp = next_component(todo, done)
+        if comp is None:
             continue
         rel = "/".join([*done, comp])
         try:
@@ -72,10 +69,8 @@ def _resolve(root_fd: int, path: str) -> str:
             done.append(comp)
             continue
         links += 1
-        if links > _MAX_LINKS:
+        if links > MAX_LINKS:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-        if target.startswith("/"):
-            done = []
-        todo.extend(reversed(target.split("/")))
+        push_target(todo, done, target)
     last = todo[0] if todo else ""
     return "/".join([*done, last]) if done else (last or ".")

@@ -9,7 +9,7 @@ Read, first match wins:
 Both formats are ``{"auths": {"<registry>": {"auth": base64("user:password")}}}``;
 keys may carry a scheme or a path (``https://index.docker.io/v1/``), which are
 ignored when matching a registry.  Credential helpers (``credHelpers``,
-``credsStore``) are not run.  `store_credentials` writes the first file of the
+``credsStore``) are not run, and OAuth identity tokens are not used.  `store_credentials` writes the first file of the
 list that applies (``$REGISTRY_AUTH_FILE``, else Podman's file when
 ``$XDG_RUNTIME_DIR`` is set, else Docker's) atomically with mode 0600 and keeps
 every other key of the file.
@@ -95,7 +95,6 @@ def _read(path: Path) -> dict[str, Any]:
 def _decode(path: Path, key: str, entry: object) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
-    token = entry.get("identitytoken")
     auth = entry.get("auth")
     if not auth and "username" in entry:
         return Credentials(str(entry["username"]), str(entry.get("password", "")))
@@ -107,8 +106,6 @@ def _decode(path: Path, key: str, entry: object) -> Credentials | None:
         raise ConfigError(f"credential file {path}: the entry for {key} is not base64 of user:password") from None
     if not sep:
         raise ConfigError(f"credential file {path}: the entry for {key} has no ':' between user and password")
-    if isinstance(token, str) and token:
-        return Credentials("<token>", token)
     return Credentials(user, password)
 
 

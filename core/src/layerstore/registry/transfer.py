@@ -8,6 +8,7 @@ passes progress on to the caller's `TransferProgress`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import TYPE_CHECKING
 
@@ -103,12 +104,15 @@ def pull(store: ImageStore, name: str, *, options: RegistryOptions | None = None
     # The store sweeps ".tmp-*" at start: a killed pull's spool goes with it.
     spool_dir = store.root / f".tmp-pull-{time.monotonic_ns()}"
     spool_dir.mkdir()
-    source = RegistrySource(reference, options, jobs=jobs, spool_dir=spool_dir, max_manifest_size=max_manifest_size)
     try:
-        image = store.load(source, platform=platform, progress=stats)
+        source = RegistrySource(reference, options, jobs=jobs, spool_dir=spool_dir,
+                                max_manifest_size=max_manifest_size)
+        try:
+            image = store.load(source, platform=platform, progress=stats)
+        finally:
+            source.close()
     finally:
-        source.close()
-        spool_dir.rmdir()
+        shutil.rmtree(spool_dir, ignore_errors=True)
     return PullResult(image=image, reference=str(reference), layers_fetched=stats.moved,
                       layers_reused=stats.reused, bytes=stats.bytes, seconds=stats.seconds)
 
