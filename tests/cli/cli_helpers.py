@@ -46,3 +46,13 @@ def make_tar(members: dict[str, bytes | None], *, trailing: bytes = b"") -> byte
                 info.size, info.mode = len(data), 0o644
                 tf.addfile(info, io.BytesIO(data))
     return buf.getvalue() + trailing
+
+
+def fake_driver_site(site: Path, name: str, module: str, source: str, factory: str) -> dict[str, str]:
+    """Install driver `name` as distribution ``layerstore-<name>`` under `site`; the environment to find it."""
+    dist = site / f"layerstore_{name}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: layerstore-{name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[layerstore.drivers]\n{name} = {module}:{factory}\n")
+    (site / f"{module}.py").write_text(source)
+    return {"PYTHONPATH": str(site)}

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import LAYERSTORE, Run
+from cli_helpers import LAYERSTORE, Run, fake_driver_site
 
 
 @pytest.fixture
@@ -41,3 +41,45 @@ def run(cli_env: dict[str, str]) -> Run:
         )
 
     return _run
+
+
+STRICT_DRIVER = """\
+from pathlib import Path
+
+from layerstore import hookimpl
+from layerstore.errors import ConfigError
+
+
+class StrictDriver:
+    def __init__(self, home, options, id_maps):
+        if options:
+            raise ConfigError(f"strictdrv refuses options {sorted(options)}")
+        self.home = Path(home)
+
+    @hookimpl
+    def create(self, id, parent, opts):
+        (self.home / id).mkdir(parents=True)
+
+    @hookimpl
+    def remove(self, id):
+        (self.home / id).rmdir()
+
+    @hookimpl
+    def get(self, id, mount_label):
+        return str(self.home / id)
+
+    @hookimpl
+    def put(self, id):
+        pass
+
+    @hookimpl
+    def exists(self, id):
+        return (self.home / id).is_dir()
+"""
+
+
+@pytest.fixture
+def strict_driver(tmp_path: Path) -> dict[str, str]:
+    """A second installed driver ("strictdrv", found through its entry point) that refuses every option."""
+    return fake_driver_site(tmp_path / "strict-site", "strictdrv", "layerstore_strictdrv", STRICT_DRIVER,
+                            "StrictDriver")

@@ -55,7 +55,9 @@ def test_import_ls_inspect_export_digest_rm(run: Run, tmp_path: Path) -> None:
 
     info = json.loads(ok(run("inspect", child[:8])))
     assert info["id"] == child and info["parent"] == base and info["comment"] == "whiteouts"
-    assert info["Size"] == len(CHILD["etc/b"]) + len(CHILD["opt/y"]) + len(CHILD["new"])
+    assert info["size"] == len(CHILD["etc/b"]) + len(CHILD["opt/y"]) + len(CHILD["new"])
+    assert info["digest"] == "sha256:" + hashlib.sha256(child_raw).hexdigest()
+    assert json.loads(ok(run("inspect", "--raw", child)))["Size"] == info["size"]  # as stored, Docker's keys
 
     out = tmp_path / "exported.tar"
     ok(run("export", child, "-o", out))

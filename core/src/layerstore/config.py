@@ -2,31 +2,46 @@
 
 Resolution order (first wins):
 
-- driver name: ``--driver``, ``LAYERSTORE_DRIVER``, the config file's
-  ``driver``, else automatic: btrfs when the root is on btrfs, zfs when on
-  zfs, then overlay, then vfs -- the first that loads here.  A store keeps
-  the driver it was created with: its name is recorded in ``<root>/.driver``
-  when the store is first opened, automatic selection on that root always
-  takes it (and fails naming it and the reason when it cannot start, never
-  falling back to another driver), and naming another driver is an error.
+- driver name: ``--driver``, ``LAYERSTORE_DRIVER``, ``STORAGE_DRIVER`` (as
+  containers/storage reads it), the config file's ``driver``, else automatic:
+  btrfs when the root is on btrfs, zfs when on zfs, then overlay, then vfs --
+  the first that loads here.  A store keeps the driver it was created with:
+  its name is recorded in ``<root>/.driver`` when the store is first opened,
+  automatic selection on that root always takes it (and fails naming it and
+  the reason when it cannot start, never falling back to another driver),
+  and naming another driver is an error.  A store made before that record
+  existed has its driver's home under the root, which is tried first.
 - store root: ``--root``, ``LAYERSTORE_ROOT``, the config file's ``root``,
   else ``/var/lib/layerstore`` for root and ``$XDG_DATA_HOME/layerstore``
   (``~/.local/share/layerstore``) otherwise.
+- runroot (per-boot state such as mount reference counts): ``LAYERSTORE_RUNROOT``,
+  the config file's ``runroot``, else ``/run/layerstore`` for root and
+  ``$XDG_RUNTIME_DIR/layerstore`` otherwise (``/tmp/layerstore-<uid>`` when
+  that variable is unset).
 - config file: ``--config FILE``, else ``$LAYERSTORE_CONFIG``, else the first
   that exists of ``$XDG_CONFIG_HOME/layerstore/config.toml``
-  (``~/.config/...``) and ``/etc/layerstore/config.toml``.
+  (``~/.config/...``) and ``/etc/layerstore/config.toml``.  A containers
+  ``storage.conf`` or a Docker ``daemon.json`` is read too when named
+  explicitly (see `layerstore.config_compat`); ``/etc/containers/storage.conf``
+  is never read implicitly (its graphroot belongs to Podman).
 
-The file is TOML::
+Our file is TOML::
 
     driver = "overlay"
     root = "/srv/layerstore"
+    runroot = "/run/layerstore"
     uid_maps = "0:100000:65536"
     gid_maps = "0:100000:65536"
 
     [drivers.overlay]
-    mount_program = "..."
+    mountopt = "nodev"
 
-``-o key=value`` options override the file's options of the chosen driver.
+Driver options, lowest priority first: the file's ``[drivers.NAME]`` table,
+``STORAGE_OPTS`` (comma-separated), then ``-o`` flags.  An option written
+``NAME.key=value`` (``overlay.mountopt=nodev``) belongs to driver NAME only;
+a plain ``key=value`` belongs to the selected driver only, never to the
+others.  A ``[drivers.NAME]`` table or ``NAME.`` scope naming a driver that is
+not installed is an error listing the installed drivers.
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ import attrs
 from .errors import ConfigError, DriverNotFound, DriverNotSupported, LayerStoreError
 from .idtools import IDMap, IDMappings, parse_id_maps
 from .mountinfo import mount_of
+from .references import default_runroot
 
 if TYPE_CHECKING:
     from .drivers import Driver
@@ -51,15 +67,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_PRIORITY",
+    "DRIVER_ALIASES",
     "DRIVER_RECORD",
+    "ENVIRONMENT",
     "ConfigFile",
     "Settings",
     "backing_filesystem",
+    "canonical_driver_name",
     "default_root",
+    "default_runroot",
     "find_config_file",
     "load_config_file",
     "open_driver_for",
     "open_store",
+    "parse_id_map_value",
     "parse_options",
     "record_driver",
     "recorded_driver",
@@ -71,6 +92,24 @@ _FS_DRIVERS = {"btrfs": "btrfs", "zfs": "zfs", "fuse.zfs": "zfs"}
 _TOP_KEYS = frozenset({"driver", "root", "runroot", "drivers", "uid_maps", "gid_maps"})
 DRIVER_RECORD = ".driver"
 """The file under a store root that names the driver the store was created with."""
+DRIVER_ALIASES: Mapping[str, str] = MappingProxyType({"overlay2": "overlay"})
+"""Driver names of Docker and containers/storage that mean one of ours."""
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("LAYERSTORE_ROOT", "store root (like --root)"),
+    ("LAYERSTORE_DRIVER", "storage driver (like --driver)"),
+    ("LAYERSTORE_CONFIG", "config file (like --config)"),
+    ("LAYERSTORE_RUNROOT", "directory of per-boot state (mount reference counts)"),
+    ("STORAGE_DRIVER", "storage driver, after LAYERSTORE_DRIVER (as containers/storage reads it)"),
+    ("STORAGE_OPTS", "comma-separated driver options, below -o (as containers/storage reads it)"),
+    ("LAYERSTORE_DEBUG", "1: show a traceback for internal errors"),
+    ("LAYERSTORE_TRACE_HOOKS", "1: print every driver hook call"),
+)
+"""The environment variables the command reads, with what each one sets (for ``--help``)."""
+
+
+def canonical_driver_name(name: str) -> str:
+    """Our name for a driver name (``overlay2`` is ``overlay``); other names unchanged."""
+    return DRIVER_ALIASES.get(name, name)
 
 
 def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -91,8 +130,13 @@ class ConfigFile:
     runroot: Path | None = None
     """Where mount references live (``$LAYERSTORE_RUNROOT`` wins; see `layerstore.references`)."""
     drivers: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_frozen_tables)
+    """Options per driver name (``[drivers.NAME]``; ``[storage.options.NAME]``; scoped ``storage-opts``)."""
+    options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    """Options for the selected driver only (``[storage.options]`` scalars of a storage.conf)."""
     uid_maps: tuple[IDMap, ...] = ()
     gid_maps: tuple[IDMap, ...] = ()
+    format: str = "layerstore"
+    """``layerstore`` (our TOML), ``storage.conf`` or ``daemon.json``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -105,29 +149,70 @@ class Settings:
     driver_source: str
     """Where the driver name came from: ``--driver``, ``LAYERSTORE_DRIVER``, the config file, or ``auto``."""
     cli_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
-    """``-o key=value`` options (override the config file's options of the chosen driver)."""
+    """``-o key=value`` options as given (scoped keys keep their ``NAME.`` prefix)."""
+    env_options: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    """``STORAGE_OPTS`` options as given (scoped keys keep their ``NAME.`` prefix)."""
     config: ConfigFile = attrs.field(factory=ConfigFile)
+    runroot: Path = attrs.field(factory=default_runroot)
+    """Directory of per-boot state (mount reference counts), on tmpfs so that a reboot resets it."""
 
     @property
     def id_maps(self) -> IDMappings:
         """The configured uid/gid maps."""
         return IDMappings(self.config.uid_maps, self.config.gid_maps)
 
-    def options_for(self, driver_name: str) -> dict[str, str]:
-        """The options of `driver_name`: the config file's table, overridden by ``-o`` options."""
-        options = dict(self.config.drivers.get(driver_name, {}))
-        options.update(self.cli_options)
+    def options_for(self, driver_name: str, *, selected: bool = True) -> dict[str, str]:
+        """The options of `driver_name`, lowest priority first: config file, ``STORAGE_OPTS``, ``-o``.
+
+        Options scoped to another driver (``other.key``) are left out;
+        unscoped ones apply only when `selected` (the driver being opened is
+        the one chosen, not one merely probed).
+        """
+        options: dict[str, str] = {}
+        if selected:
+            options.update(self.config.options)
+        options.update(self.config.drivers.get(driver_name, {}))
+        for given in (self.env_options, self.cli_options):
+            for key, value in given.items():
+                scope, dot, bare = key.partition(".")
+                if not dot:
+                    if selected:
+                        options[key] = value
+                elif canonical_driver_name(scope) == driver_name:
+                    options[bare] = value
         return options
 
+    def check_driver_names(self, installed: Iterable[str]) -> None:
+        """`ConfigError` when a ``[drivers.NAME]`` table or a ``NAME.key`` option names no installed driver."""
+        known = set(installed)
+        # A storage.conf or daemon.json configures every driver of containers/Docker: options for one
+        # of those that is not installed here stay unused.  Our own file names drivers on purpose.
+        tables = self.config.drivers if self.config.format == "layerstore" else {}
+        named = [(name, f"config file {self.config.path}: [drivers.{name}]") for name in tables]
+        for given, what in ((self.env_options, "STORAGE_OPTS"), (self.cli_options, "-o")):
+            for key in given:
+                scope, dot, _ = key.partition(".")
+                if dot:
+                    named.append((canonical_driver_name(scope), f"{what} option {key}"))
+        for name, where in named:
+            if name not in known:
+                raise ConfigError(
+                    f"{where} names driver {name!r}, which is not installed; installed drivers: "
+                    f"{', '.join(sorted(known)) or 'none'}"
+                )
 
-def parse_options(pairs: Iterable[str]) -> dict[str, str]:
-    """Parse ``key=value`` strings; `ConfigError` for one that is not in that form."""
+
+def parse_options(pairs: Iterable[str], *, what: str = "driver option") -> dict[str, str]:
+    """Parse ``key=value`` (or ``driver.key=value``) strings; `ConfigError` for one that is not in that form."""
     result: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"driver option {pair!r} is not in key=value form (e.g. -o size=10G)")
+        scope, dot, bare = key.partition(".")
+        if not sep or not key or (dot and not (scope and bare)):
+            raise ConfigError(
+                f"{what} {pair!r} is not in key=value or driver.key=value form (e.g. -o overlay.mountopt=nodev)"
+            )
         result[key] = value
     return result
 
@@ -170,18 +255,44 @@ def _maps(value: Any, key: str, path: Path) -> tuple[IDMap, ...]:
         raise ConfigError(f"config file {path}: {key}: {exc}") from None
 
 
+def _path_value(data: Mapping[str, Any], key: str, path: Path) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config file {path}: {key} must be a non-empty string")
+    return Path(value).expanduser()
+
+
+def parse_id_map_value(value: Any, key: str, path: Path) -> tuple[IDMap, ...]:
+    """Maps from a config value: ``"0:100000:65536"`` or a list of such strings; `ConfigError` naming `key`."""
+    return _maps(value, key, path)
+
+
 def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
-    """Read and validate a TOML config file; `ConfigError` (one line naming the file) on any problem."""
+    """Read and validate a config file; `ConfigError` (one line naming the file) on any problem.
+
+    Our TOML format, a containers ``storage.conf`` (a TOML file with a
+    ``[storage]`` table) or a Docker ``daemon.json`` (JSON) are recognised by
+    their content.
+    """
+    from . import config_compat
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if raw.lstrip().startswith(b"{"):
+        return config_compat.parse_daemon_json(raw, path)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text (a TOML file is); check the file name") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if isinstance(data.get("storage"), dict):
+        return config_compat.parse_storage_conf(data, path)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(
@@ -191,12 +302,8 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
     driver = data.get("driver")
     if driver is not None and (not isinstance(driver, str) or not driver):
         raise ConfigError(f"config file {path}: driver must be a non-empty string")
-    root = data.get("root")
-    if root is not None and (not isinstance(root, str) or not root):
-        raise ConfigError(f"config file {path}: root must be a non-empty string")
-    runroot = data.get("runroot")
-    if runroot is not None and (not isinstance(runroot, str) or not runroot):
-        raise ConfigError(f"config file {path}: runroot must be a non-empty string")
+    root = _path_value(data, "root", path)
+    runroot = _path_value(data, "runroot", path)
     drivers: dict[str, Mapping[str, str]] = {}
     tables = data.get("drivers", {})
     if not isinstance(tables, dict):
@@ -215,9 +322,9 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
         drivers[name] = MappingProxyType(options)
     return ConfigFile(
         path=path,
-        driver=driver,
-        root=Path(root).expanduser() if root else None,
-        runroot=Path(runroot).expanduser() if runroot else None,
+        driver=canonical_driver_name(driver) if driver else None,
+        root=root,
+        runroot=runroot,
         drivers=drivers,
         uid_maps=_maps(data["uid_maps"], "uid_maps", path) if "uid_maps" in data else (),
         gid_maps=_maps(data["gid_maps"], "gid_maps", path) if "gid_maps" in data else (),
@@ -235,6 +342,8 @@ def resolve_settings(
     """Combine flags, environment, config file and defaults into `Settings` (see the module docstring)."""
     env = os.environ if environ is None else environ
     cli_options = parse_options(options)
+    env_options = parse_options(filter(None, (o.strip() for o in env.get("STORAGE_OPTS", "").split(","))),
+                                what="STORAGE_OPTS option")
     config_path = find_config_file(config, env)
     config_file = load_config_file(config_path) if config_path is not None else ConfigFile()
     if driver is not None and not driver.strip():
@@ -243,6 +352,8 @@ def resolve_settings(
         name, source = driver, "--driver"
     elif env.get("LAYERSTORE_DRIVER"):
         name, source = env["LAYERSTORE_DRIVER"], "LAYERSTORE_DRIVER"
+    elif env.get("STORAGE_DRIVER"):
+        name, source = env["STORAGE_DRIVER"], "STORAGE_DRIVER"
     elif config_file.driver:
         name, source = config_file.driver, f"config file {config_file.path}"
     else:
@@ -255,12 +366,18 @@ def resolve_settings(
         store_root = config_file.root
     else:
         store_root = default_root(env)
+    if config_file.runroot is not None and not env.get("LAYERSTORE_RUNROOT"):
+        runroot = config_file.runroot
+    else:
+        runroot = default_runroot(env)  # $LAYERSTORE_RUNROOT, else the default
     return Settings(
         root=store_root.expanduser().absolute(),
-        driver=name,
+        driver=canonical_driver_name(name) if name else None,
         driver_source=source,
         cli_options=cli_options,
+        env_options=env_options,
         config=config_file,
+        runroot=runroot.expanduser().absolute(),
     )
 
 
@@ -328,8 +445,7 @@ def _load(name: str, settings: Settings) -> Driver:
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        runroot = None if os.environ.get("LAYERSTORE_RUNROOT") else settings.config.runroot
-        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=runroot)
+        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):
@@ -346,6 +462,10 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
+    from .drivers import available_drivers
+
+    installed = available_drivers()
+    settings.check_driver_names(installed)
     recorded = recorded_driver(settings.root)
     if settings.driver is not None:
         if recorded is not None and recorded != settings.driver:
@@ -361,9 +481,6 @@ def open_driver_for(settings: Settings) -> Driver:
             raise DriverNotSupported(
                 f"the store at {settings.root} uses driver {recorded}, which cannot start: {exc}"
             ) from None
-    from .drivers import available_drivers
-
-    installed = available_drivers()
     if not installed:
         raise DriverNotFound("no storage driver is installed; install one, e.g. `pip install layerstore-vfs`")
     reasons = []

@@ -32,6 +32,22 @@ class CountingReader:
         """Always True."""
         return True
 
+    # Seeking passes through, so that a file keeps the decoders that need random access (python-xz).
+    def seekable(self) -> bool:
+        """Whether the source can seek."""
+        try:
+            return bool(self._source.seekable())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek the source (the bytes skipped are not reported)."""
+        return self._source.seek(offset, whence)
+
+    def tell(self) -> int:
+        """The source's position."""
+        return self._source.tell()
+
     def close(self) -> None:
         """Close the source."""
         self._source.close()

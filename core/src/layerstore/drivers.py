@@ -66,22 +66,33 @@ _LOCK_STRIPES = 64
 DriverFactory = Callable[[Path, Mapping[str, str], IDMappings], object]
 
 
+def _distribution_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.name) if dist is not None else "?"
+
+
 def _driver_entry_points() -> dict[str, Any]:
+    """Entry points by driver name; `InvalidDriver` naming both distributions when two register one name."""
     import importlib_metadata
 
     found: dict[str, Any] = {}
     for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
+        earlier = found.get(ep.name)
+        if earlier is None:
+            found[ep.name] = ep
+            continue
+        first, second = _distribution_name(earlier), _distribution_name(ep)
+        if first != second or earlier.value != ep.value:
+            raise InvalidDriver(
+                f"driver name {ep.name!r} is registered by two distributions, {first} ({earlier.value}) and "
+                f"{second} ({ep.value}); uninstall one of them"
+            )
     return found
 
 
 def available_drivers() -> dict[str, str]:
     """Return the installed drivers as ``{name: distribution name}``, sorted by name."""
-    result = {}
-    for name, ep in sorted(_driver_entry_points().items()):
-        dist = getattr(ep, "dist", None)
-        result[name] = dist.name if dist is not None else "?"
-    return result
+    return {name: _distribution_name(ep) for name, ep in sorted(_driver_entry_points().items())}
 
 
 def _no_such_driver(name: str) -> DriverNotFound:
@@ -132,6 +143,12 @@ def open_driver(
     home_path = Path(home)
     opts = dict(options or {})
     maps = id_maps if id_maps is not None else IDMappings()
+    declared = getattr(factory, "hook_api_version", hookspecs.HOOK_API_VERSION)
+    if declared != hookspecs.HOOK_API_VERSION:
+        raise InvalidDriver(
+            f"driver {name!r} is written for hook API version {declared!r}, but this layerstore provides "
+            f"version {hookspecs.HOOK_API_VERSION}; install a release of the driver made for this layerstore"
+        )
     try:
         plugin = factory(home_path, opts, maps)
     except LayerStoreError:

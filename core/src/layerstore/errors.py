@@ -19,6 +19,7 @@ __all__ = [
     "DigestMismatch",
     "DriverNotFound",
     "DriverNotSupported",
+    "IDMapMismatch",
     "ImageNotFound",
     "InvalidArchive",
     "InvalidDriver",
@@ -108,6 +109,10 @@ class CommandFailed(LayerStoreError):
         self.stderr = stderr
         detail = " ".join(stderr.split()) or "no error output"
         super().__init__(f"command failed ({returncode}): {' '.join(self.argv)}: {detail}")
+
+
+class IDMapMismatch(ConfigError):
+    """A store is opened with uid/gid maps other than those it was created with; the message names both."""
 
 
 class InvalidReference(LayerStoreError):

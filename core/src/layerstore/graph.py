@@ -8,7 +8,8 @@ the store root::
     <root>/graph/<id>/checksum           "sha256:<hex>" of the uncompressed layer tar
     <root>/graph/<id>/tar-data.json.gz   tar-split metadata for byte-exact export
     <root>/graph/_tmp/                   staging and trash; swept when a store opens
-    <root>/graph/_locks/<id>             flock files (one per image ID)
+    <root>/graph/_locks/<id>             flock files (one per image ID; removed with the image)
+    <root>/graph/idmaps                  the uid/gid maps the store was created with
 
 An image is visible when ``graph/<id>/json`` exists and the driver has the
 layer.  ``register`` builds everything in a staging directory named
@@ -30,15 +31,17 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from .capabilities import CreateOpts
 from .errors import (
     CorruptMetadata,
     DigestMismatch,
+    IDMapMismatch,
     ImageNotFound,
     InvalidArchive,
     LayerInUse,
@@ -67,9 +70,18 @@ TAR_DATA_FILE = "tar-data.json.gz"
 GRAPH_DIR = "graph"
 TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
+ID_MAPS_FILE = "idmaps"
 _CHUNK = 1 << 20
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _log = logging.getLogger(__name__)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class DigestNotSet(LayerStoreError):
@@ -92,7 +104,7 @@ class CheckResult:
 @attrs.frozen
 class GCReport:
     """What `Graph.gc` removed: orphan driver layers, leftover staging entries, references of dead processes,
-    and the driver's own leftovers."""
+    the driver's own leftovers and stale lock files."""
 
     layers: tuple[str, ...] = ()
     staging: tuple[str, ...] = ()
@@ -100,6 +112,8 @@ class GCReport:
     """IDs of the images whose mount references held by dead processes were released."""
     driver: tuple[str, ...] = ()
     """What the driver's own ``gc`` hook collected (staging, trash, leaked snapshots, layers cut short)."""
+    locks: tuple[str, ...] = ()
+    """Lock files of images that no longer exist (left by killed processes or older versions)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -297,10 +311,36 @@ class Graph:
             if not self.id_maps.is_identity:
                 uid, gid = self.id_maps.root_pair
                 os.chown(path, uid, gid)
+        self._check_id_maps()
         self._sweep_staging()
 
     def __repr__(self) -> str:
         return f"<Graph {self.root} driver={self.driver.name}>"
+
+    def _check_id_maps(self) -> None:
+        """Record the ID maps of a new store; refuse to open one created with other maps (`IDMapMismatch`).
+
+        Files are stored with host IDs, so one store holds one mapping (as
+        Docker keeps one root per remapping); mixing two would mix owners.
+        """
+        from .idtools import format_id_maps
+
+        path = self._graph / ID_MAPS_FILE
+        wanted = f"uids {format_id_maps(self.id_maps.uids)}\ngids {format_id_maps(self.id_maps.gids)}\n"
+        try:
+            recorded = path.read_text()
+        except FileNotFoundError:
+            # Best effort: a store on a read-only or full filesystem still opens for reading.
+            with contextlib.suppress(OSError):
+                _write_atomic(path, wanted.encode())
+            return
+        if recorded != wanted:
+            have = "; ".join(line.strip() for line in recorded.splitlines() if line.strip())
+            want = "; ".join(line.strip() for line in wanted.splitlines())
+            raise IDMapMismatch(
+                f"store {self.root} was created with ID maps ({have}) but is opened with ({want}); "
+                "open it with the same uid/gid maps, or use another --root for this mapping"
+            )
 
     # -- paths, locks, listing ------------------------------------------------
 
@@ -315,12 +355,24 @@ class Graph:
 
     @contextlib.contextmanager
     def _locked(self, image_id: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
-        fd = os.open(self._locks / image_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            with held_flock(fd, shared=shared, blocking=blocking) as got:
-                yield got
-        finally:
-            os.close(fd)
+        path = self._locks / image_id
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                with held_flock(fd, shared=shared, blocking=blocking) as got:
+                    # Lock files are unlinked (by `_drop_lock_file`) while locked: a lock taken on a
+                    # file that is no longer at `path` protects nothing, so take the current one.
+                    if got and not _same_file(fd, path):
+                        continue
+                    yield got
+                    return
+            finally:
+                os.close(fd)
+
+    def _drop_lock_file(self, image_id: str) -> None:
+        """Remove the lock file of `image_id`; call with its exclusive lock held and the image gone."""
+        with contextlib.suppress(FileNotFoundError):
+            (self._locks / image_id).unlink()
 
     def _has_metadata(self, image_id: str) -> bool:
         return (self._graph / image_id / JSON_FILE).is_file()
@@ -400,7 +452,10 @@ class Graph:
                 with contextlib.suppress(LayerStoreError, OSError):
                     if self.driver.exists(image_id):
                         self.driver.remove(image_id, force=True)
-            return self._remove_path(path)
+            removed = self._remove_path(path)
+            if not self._has_metadata(image_id) and not self.driver.exists(image_id):
+                self._drop_lock_file(image_id)
+            return removed
 
     @staticmethod
     def _remove_path(path: Path) -> bool:
@@ -548,11 +603,13 @@ class Graph:
         config: dict[str, Any] | None = None,
         *,
         parent: str | None = None,
+        storage_opts: Mapping[str, str] | None = None,
     ) -> Image:
         """Create a new image with a fresh ID from `layer_data` (a tar, any compression) and register it.
 
         As in the engine, `container_image` becomes the parent when
-        `container_id` is given; `parent` sets it directly.
+        `container_id` is given; `parent` sets it directly.  `storage_opts`
+        are per-layer driver options, as for `register`.
         """
         from .image import generate_id
 
@@ -571,11 +628,17 @@ class Graph:
         if container_id:
             image.container = container_id
             image.container_config = dict(container_config or {})
-        self.register(image, layer_data)
+        self.register(image, layer_data, storage_opts=storage_opts)
         return image
 
-    def register(self, image: Image, layer_data: BinaryIO | None) -> bool:
+    def register(
+        self, image: Image, layer_data: BinaryIO | None, *, storage_opts: Mapping[str, str] | None = None
+    ) -> bool:
         """Store `image` with its layer read from `layer_data` (plain, gzip, bzip2, xz or zstd tar).
+
+        `storage_opts` are per-layer driver options (``{"size": "10G"}``: a
+        quota on btrfs and zfs); a driver that does not know one refuses it
+        (`ConfigError`) and nothing is stored.
 
         Returns True when this call stored the image and False when it
         already existed (a no-op, also across processes).  Atomic: on any
@@ -592,10 +655,10 @@ class Graph:
                     stack.enter_context(self._locked(image.parent, shared=True))
                     if not self._is_whole(image.parent):
                         raise ImageNotFound(f"parent image {image.parent} of {image_id} is not in the store")
-                self._register_locked(image, layer_data)
+                self._register_locked(image, layer_data, storage_opts or {})
         return True
 
-    def _register_locked(self, image: Image, layer_data: BinaryIO | None) -> None:
+    def _register_locked(self, image: Image, layer_data: BinaryIO | None, storage_opts: Mapping[str, str]) -> None:
         image_id = image.id
         final = self.image_root(image_id)
         # The graph is the source of truth: leftovers of an image that is not
@@ -608,7 +671,7 @@ class Graph:
             self.driver.remove(image_id, force=True)
         staging = self._make_staging(image_id, "new")
         try:
-            self.driver.create(image_id, image.parent)
+            self.driver.create(image_id, image.parent, CreateOpts(storage_opts=storage_opts))
             digest = None
             if layer_data is not None:
                 image.size, digest = self._apply_layer(image, layer_data, staging)
@@ -708,6 +771,7 @@ class Graph:
                     os.rename(trash, self.image_root(image_id))
                     raise
                 remove_tree_quietly(trash, _log.warning)
+            self._drop_lock_file(image_id)
         with self._retained_lock:
             self._retained.pop(image_id, None)
 
@@ -921,11 +985,29 @@ class Graph:
                 break
             pending = still
         driver_removed = self.driver.gc(live_ids=self._metadata_ids())
-        return GCReport(tuple(removed), tuple(staging), released, tuple(driver_removed))
+        return GCReport(tuple(removed), tuple(staging), released, tuple(driver_removed), tuple(self._sweep_locks()))
 
     def orphans(self) -> list[str]:
         """Describe the driver's leftovers that `gc` would remove (for `check`), without changing anything."""
         return self.driver.orphans()
+
+    def _sweep_locks(self) -> list[str]:
+        """Remove lock files of images that do not exist and that no process holds."""
+        try:
+            names = sorted(os.listdir(self._locks))
+        except FileNotFoundError:
+            return []
+        busy = {entry.split(".", 1)[0] for entry in os.listdir(self._tmp)} if self._tmp.is_dir() else set()
+        removed = []
+        for name in names:
+            if name in busy or self._has_metadata(name):
+                continue
+            with self._locked(name, blocking=False) as got:
+                if not got or self._has_metadata(name) or (is_valid_id(name) and self.driver.exists(name)):
+                    continue
+                self._drop_lock_file(name)
+                removed.append(name)
+        return removed
 
     def _driver_id_names(self, max_depth: int = 3) -> set[str]:
         found: set[str] = set()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .capabilities import Capabilities, CreateOpts
     from .change import Change
 
-__all__ = ["PROJECT_NAME", "REQUIRED_HOOKS", "DriverSpec", "hookimpl", "hookspec"]
+__all__ = ["HOOK_API_VERSION", "PROJECT_NAME", "REQUIRED_HOOKS", "DriverSpec", "hookimpl", "hookspec"]
 
 PROJECT_NAME = "layerstore"
 
@@ -40,6 +40,13 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 REQUIRED_HOOKS: tuple[str, ...] = ("create", "remove", "get", "put", "exists")
+
+HOOK_API_VERSION = 1
+"""The version of this hook contract.  A driver declares the version it was written for as the
+attribute ``hook_api_version`` of its factory (``hook_api_version = 1`` in the class body); the
+core refuses to load a driver that declares another version (`InvalidDriver`, naming both).
+A driver that declares none is taken to be written for version 1.  The number changes only when
+a hook changes incompatibly; new optional hooks keep it."""
 
 
 class DriverSpec:

@@ -14,7 +14,7 @@ import attrs
 
 from .errors import InvalidArchive
 
-__all__ = ["IDMap", "IDMappings", "RootPair", "parse_id_maps"]
+__all__ = ["IDMap", "IDMappings", "RootPair", "format_id_maps", "parse_id_maps"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -111,3 +111,9 @@ def parse_id_maps(spec: str) -> tuple[IDMap, ...]:
             raise ValueError(f"bad ID map {part!r}: expected container:host:size")
         maps.append(IDMap(int(fields[0]), int(fields[1]), int(fields[2])))
     return tuple(maps)
+
+
+def format_id_maps(maps: Iterable[IDMap]) -> str:
+    """The maps as ``parse_id_maps`` reads them (``"0:100000:65536,..."``); ``"none"`` for no maps (identity)."""
+    text = ",".join(f"{m.container_id}:{m.host_id}:{m.size}" for m in maps)
+    return text or "none"

@@ -249,10 +249,11 @@ def _row(graph: Graph, image: StoredImage, name: str | None) -> dict[str, Any]:
 @click.option("--no-trunc", is_flag=True, help="Show full IDs.")
 def images_(quiet: bool, as_json: bool, no_trunc: bool) -> None:
     """List the images: name, image ID, created, size."""
+    from .images.store import ImageStore
     from .sizes import format_size
 
-    graph = _graph()
-    stored = _store().images()
+    graph = click.get_current_context().find_root().obj.existing_graph()  # reading creates no store
+    stored = ImageStore(graph).images() if graph is not None else []
     rows = [_row(graph, image, name) for image in stored for name in (image.names or (None,))]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

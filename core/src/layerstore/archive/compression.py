@@ -20,7 +20,7 @@ from ..errors import InvalidArchive
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["FORMATS", "decompressed", "detect_compression"]
+__all__ = ["FORMATS", "decompressed", "detect_compression", "xz_decoder"]
 
 FORMATS: tuple[str, ...] = ("none", "gzip", "bzip2", "xz", "zstd")
 
@@ -230,8 +230,9 @@ def decompressed(stream: BinaryIO) -> BinaryIO:
     elif kind == "bzip2":
         raw = _Checked("bzip2", lambda: bz2.BZ2File(source, "rb"))
     elif kind == "xz":
-        if seekable and start == 0:
-            raw = _Checked("xz", lambda: _xz_open(stream))
+        python_xz = _python_xz()
+        if python_xz is not None and seekable and start == 0:
+            raw = _Checked("xz", lambda: python_xz.open(stream, "rb"))
         else:
             raw = _Checked("xz", lambda: lzma.LZMAFile(cast(BinaryIO, source), "rb"))  # noqa: SIM115 - closed by _Checked
     else:
@@ -250,7 +251,19 @@ def _gzip_open(source: io.RawIOBase) -> Any:
         return gzip.GzipFile(fileobj=source, mode="rb")
 
 
-def _xz_open(stream: BinaryIO) -> Any:
-    import xz
+def _python_xz() -> Any:
+    """The python-xz module when it is installed (the ``xz`` extra), else None: `lzma` decodes instead.
 
-    return xz.open(stream, "rb")
+    python-xz needs random access, so it reads files (also through the CLI);
+    pipes always go through `lzma`.
+    """
+    try:
+        import xz
+    except ImportError:
+        return None
+    return xz
+
+
+def xz_decoder(seekable: bool = True) -> str:
+    """Which library decodes an ``.xz`` input here: ``"python-xz"`` or ``"lzma"``."""
+    return "python-xz" if seekable and _python_xz() is not None else "lzma"

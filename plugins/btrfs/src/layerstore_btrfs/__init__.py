@@ -13,3 +13,5 @@ from layerstore.sizes import parse_size
 from .driver import STORAGE_OPTIONS, BtrfsDriver
 
 __all__ = ["STORAGE_OPTIONS", "BtrfsDriver", "parse_size"]
+
+__version__ = "0.1.0"

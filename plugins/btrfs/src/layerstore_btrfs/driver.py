@@ -74,6 +74,8 @@ class BtrfsDriver:
     and `ConfigError` for any driver option (it takes none).
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         check_options("btrfs", options, {})
         self.home = Path(home)

@@ -9,3 +9,5 @@ from __future__ import annotations
 from .driver import DEFAULT_MOUNT_OPTIONS, OPTIONS, OverlayDriver
 
 __all__ = ["DEFAULT_MOUNT_OPTIONS", "OPTIONS", "OverlayDriver"]
+
+__version__ = "0.1.0"

@@ -128,6 +128,8 @@ class OverlayDriver:
     `ConfigError` for unknown options.
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         check_options("overlay", options, {"mountopt": None, "mount_api": ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC)})
         self.home = str(Path(home).absolute())

@@ -9,3 +9,5 @@ from __future__ import annotations
 from .driver import VfsDriver
 
 __all__ = ["VfsDriver"]
+
+__version__ = "0.1.0"

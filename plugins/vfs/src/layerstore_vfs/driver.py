@@ -57,6 +57,8 @@ class VfsDriver:
     storage options.
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         check_options("vfs", options, OPTIONS)
         self.home = Path(home)

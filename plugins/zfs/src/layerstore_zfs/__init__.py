@@ -10,3 +10,5 @@ from __future__ import annotations
 from .driver import ZfsDriver
 
 __all__ = ["ZfsDriver"]
+
+__version__ = "0.1.0"

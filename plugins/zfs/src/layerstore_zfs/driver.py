@@ -80,6 +80,8 @@ class ZfsDriver:
     known.
     """
 
+    hook_api_version = 1  # the layerstore hook API this driver implements
+
     def __init__(self, home: Path, options: Mapping[str, str], id_maps: IDMappings) -> None:
         check_options("zfs", options, dict.fromkeys(OPTIONS))
         for program in ("zfs", "zpool"):

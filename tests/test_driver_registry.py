@@ -1,0 +1,74 @@
+"""Driver discovery: one distribution per driver name, and a hook API version the core checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerstore import drivers, hookimpl
+from layerstore.drivers import available_drivers, open_driver
+from layerstore.errors import InvalidDriver
+from layerstore.hookspecs import HOOK_API_VERSION
+
+
+def _dist_info(site: Path, dist: str, driver: str, target: str) -> None:
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[layerstore.drivers]\n{driver} = {target}\n")
+
+
+def test_duplicate_driver_name_names_both_distributions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    _dist_info(site, "acme-layerstore-vfs", "vfs", "acme_vfs:Driver")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(InvalidDriver) as info:
+        available_drivers()
+    message = str(info.value)
+    assert "'vfs'" in message and "acme-layerstore-vfs" in message and "layerstore-vfs" in message
+    assert "uninstall one" in message
+
+
+class _Plugin:
+    def __init__(self, home: Path, options: object, id_maps: object) -> None:
+        self.home = home
+
+    @hookimpl
+    def create(self, id: str, parent: str | None, opts: object) -> None: ...
+
+    @hookimpl
+    def remove(self, id: str) -> None: ...
+
+    @hookimpl
+    def get(self, id: str, mount_label: str) -> str:
+        return str(self.home)
+
+    @hookimpl
+    def put(self, id: str) -> None: ...
+
+    @hookimpl
+    def exists(self, id: str) -> bool:
+        return False
+
+
+def test_hook_api_version_is_checked(tmp_path: Path) -> None:
+    assert HOOK_API_VERSION == 1
+    open_driver("undeclared", _Plugin, tmp_path).cleanup()  # no declaration: written for version 1
+
+    class Current(_Plugin):
+        hook_api_version = HOOK_API_VERSION
+
+    open_driver("current", Current, tmp_path).cleanup()
+
+    class Future(_Plugin):
+        hook_api_version = HOOK_API_VERSION + 1
+
+    with pytest.raises(InvalidDriver, match=r"'future' is written for hook API version 2.*provides version 1"):
+        open_driver("future", Future, tmp_path)
+
+
+def test_shipped_drivers_declare_the_hook_api() -> None:
+    for name, ep in drivers._driver_entry_points().items():
+        if ep.dist is not None and ep.dist.name.startswith("layerstore-"):
+            assert ep.load().hook_api_version == HOOK_API_VERSION, name
