@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -34,6 +35,33 @@ def run(*argv: str | os.PathLike[str], cwd: Path | None = None) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): {proc.stderr.decode()}")
     return proc.stdout.decode()
+
+
+_KEY_RE = re.compile(r"[a-z][a-z0-9_]*")
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def assert_json_schema(data: Any, where: str = "$") -> None:
+    """Check the one ``--json`` schema: snake_case keys; digests (``*digest``, ``chain_id``, ``diff_id``, an
+    image's ``id``) as ``sha256:<hex>`` or null; a bare 64-hex string only as a layer's ``id`` (an object that
+    has a ``chain_id``); sizes and byte counts as integers."""
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            assert_json_schema(item, f"{where}[{i}]")
+        return
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        at = f"{where}.{key}"
+        assert _KEY_RE.fullmatch(key), f"{at}: key is not snake_case"
+        if key.endswith("digest") or key in ("chain_id", "diff_id") or (key == "id" and "chain_id" not in data):
+            assert value is None or _DIGEST_RE.fullmatch(value), f"{at}: {value!r} is not sha256:<hex>"
+        if isinstance(value, str) and _HEX_RE.fullmatch(value):
+            assert key == "id" and "chain_id" in data, f"{at}: a digest without its sha256: prefix"
+        if key in ("size", "bytes") or key.endswith(("_size", "_bytes", "_count")):
+            assert isinstance(value, int), f"{at}: {value!r} is not a number of bytes (or a count)"
+        assert_json_schema(value, at)
 
 
 def _write_base(rootfs: Path) -> None:

@@ -1,24 +1,31 @@
-"""Fixtures of the registry tests: Debian's docker-registry (plain, and TLS with basic auth), images pushed by skopeo.
+"""Fixtures of the registry tests: Debian's docker-registry (plain; TLS with basic auth; TLS with bearer tokens
+from the token server of `token_issuer`), images pushed by skopeo.
 
 Test modules import the fixtures they use from here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from images_helpers import TAG
 
 from layerstore.images import ImageStore
 from layerstore.registry import Credentials, RegistryOptions
-from layerstore.testing.registry import LocalRegistry, require_tools, skopeo
+from layerstore.testing.registry import LocalRegistry, TokenAuth, free_port, require_tools, skopeo
 
 REPO = "test/app"
+_ISSUER_SCRIPT = Path(__file__).with_name("token_issuer.py")
+_READY_ATTEMPTS = 400
 
 
 @pytest.fixture
@@ -35,6 +42,78 @@ def secure_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
     require_tools("docker-registry", "skopeo", "openssl", "htpasswd")
     with LocalRegistry(tmp_path / "secure-registry", secure=True) as registry:
         yield registry
+
+
+class TokenServer:
+    """The test's token server (`token_issuer`) as a process of its own, stopped by its pid."""
+
+    def __init__(self, directory: Path, registry: LocalRegistry, key: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        settings = {"username": registry.username, "password": registry.password, "service": "layerstore-test",
+                    "issuer": "layerstore-test-issuer", "key": str(key), "port": port,
+                    "tls_certificate": str(registry.tls_certificate), "tls_key": str(registry.tls_key)}
+        (directory / "issuer.json").write_text(json.dumps(settings))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        log = open(self.directory / "issuer.log", "ab")  # noqa: SIM115 -- handed to the child
+        try:
+            self._process = subprocess.Popen([sys.executable, str(_ISSUER_SCRIPT), str(self.directory)],
+                                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        for _ in range(_READY_ATTEMPTS):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the token server exited: {(self.directory / 'issuer.log').read_text()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=0.05)
+        self.stop()
+        raise RuntimeError(f"the token server did not listen on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server by its pid and reap it."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            process.wait()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The token requests served so far (scopes, account, outcome), oldest first."""
+        path = self.directory / "requests.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def expire_next(self) -> None:
+        """Issue the next token already expired (the registry refuses it; the client must ask again)."""
+        (self.directory / "expire-next").touch()
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[tuple[LocalRegistry, TokenServer]]:
+    """A docker-registry behind TLS that accepts only bearer tokens signed by the test's token server."""
+    require_tools("docker-registry", "skopeo", "openssl")
+    directory = tmp_path / "token-server"
+    directory.mkdir()
+    key, certificate = directory / "signing.key", directory / "signing.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(certificate), "-days", "2", "-subj", "/CN=layerstore test token signer"],
+                   capture_output=True, check=True)
+    port = free_port()
+    auth = TokenAuth(realm=f"https://127.0.0.1:{port}/token", service="layerstore-test",
+                     issuer="layerstore-test-issuer", certificate=certificate)
+    registry = LocalRegistry(tmp_path / "token-registry", secure=True, token=auth)
+    server = TokenServer(directory, registry, key, port)
+    server.start()
+    try:
+        with registry:
+            yield registry, server
+    finally:
+        server.stop()
 
 
 def push_with_skopeo(layout: Path, registry: LocalRegistry, repository: str = REPO, tag: str = TAG) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from images_helpers import NAME, TAG, skopeo_inspect
+from images_helpers import NAME, TAG, assert_json_schema, skopeo_inspect
 
 Cli = Callable[..., subprocess.CompletedProcess[bytes]]
 
@@ -49,10 +49,11 @@ def test_load_images_tag_inspect_mount_rmi(layerstore_cli: Cli, images: dict[str
     cli = layerstore_cli
     assert ok(cli("load", "-i", images["skopeo-docker"])) == f"Loaded image: {NAME}\n"
     rows = json.loads(ok(cli("images", "--json")))
+    assert_json_schema(rows)
     image_id = rows[0]["id"]
     assert rows == [{"id": image_id, "name": NAME, "repository": "example.com/team/app", "tag": TAG,
                      "digest": rows[0]["digest"], "created": rows[0]["created"], "size": rows[0]["size"],
-                     "layers": 2}]
+                     "layer_count": 2}]
     assert image_id == skopeo_inspect(f"oci:{images['umoci']}:{TAG}", config=True)
     assert ok(cli("images", "-q")) == image_id[7:19] + "\n"
     assert "app" in ok(cli("images"))
@@ -60,10 +61,12 @@ def test_load_images_tag_inspect_mount_rmi(layerstore_cli: Cli, images: dict[str
     # Loading again from another form (stdin) reuses everything.
     with open(images["umoci"].parent / "skopeo-docker.tar", "rb") as f:
         again = json.loads(ok(cli("load", "--json", input=f.read())))
-    assert again[0]["id"] == image_id and again[0]["layers_added"] == []
+    assert_json_schema(again)
+    assert again[0]["id"] == image_id and [layer["added"] for layer in again[0]["layers"]] == [False, False]
 
     ok(cli("tag", NAME, "mine"))
     info = json.loads(ok(cli("inspect", "mine")))
+    assert_json_schema(info)
     assert info["id"] == image_id
     assert info["names"] == ["docker.io/library/mine:latest", NAME]
     assert info["config"]["env"] == ["GREETING=hello"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from images_helpers import TAG, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
+from images_helpers import TAG, assert_json_schema, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
 from registry_fixtures import (
     REPO,
     assert_empty,
@@ -26,6 +28,7 @@ from registry_fixtures import (
 
 from layerstore.errors import AuthenticationFailed, DigestMismatch, ImageNotFound, LimitExceeded, RegistryError
 from layerstore.images import Descriptor, ImageStore, TransferProgress, parse_reference
+from layerstore.images.layers import layer_blobs
 from layerstore.registry import RegistryClient
 from layerstore.registry.blobs import BlobReader
 from layerstore.registry.transfer import pull, push
@@ -120,6 +123,81 @@ def test_push_zstd_and_uncompressed(store: ImageStore, pushed: str, plain_regist
     none_layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
                                     f"docker://{plain_registry.host}/test/none:v1"))["layers"]
     assert [d["digest"] for d in none_layers] == [store.graph.get_digest(layer) for layer in image.layers]
+
+
+def _since(registry: LocalRegistry, mark: int) -> list[tuple[str, str, int]]:
+    return registry.access_log()[mark:]
+
+
+def _uploads(requests: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """The requests that carry blob data (PATCH, or a PUT that closes an upload) or open a plain upload."""
+    return [r for r in requests if r[0] == "PATCH" or (r[0] == "PUT" and "/blobs/uploads/" in r[1])
+            or (r[0] == "POST" and "mount=" not in r[1])]
+
+
+def test_push_mounts_pulled_layers_across_repositories(store: ImageStore, pushed: str,
+                                                       plain_registry: LocalRegistry, scratch: Path) -> None:
+    host = plain_registry.host
+    image = pull(store, pushed, options=insecure()).image
+    source = f"{host}/{REPO}"
+    blobs = [layer_blobs(store.graph, layer) for layer in image.layers]
+    assert [[b.locations for b in layer] for layer in blobs] == [[(source,)], [(source,)]]
+
+    mark = len(plain_registry.access_log())
+    target = f"{host}/team/copy:v1"
+    first = push(store, image.id, target, options=insecure())
+    requests = _since(plain_registry, mark)
+    # Two layers and the config mounted from where they were pulled: no byte of a blob uploaded.
+    assert (first.blobs_mounted, first.blobs_uploaded, first.bytes) == (3, 0, 0)
+    assert _uploads(requests) == []
+    mounts = [r for r in requests if r[0] == "POST"]
+    assert len(mounts) == 3 and all(f"from={quote(REPO, safe='')}" in r[1] and r[2] == 201 for r in mounts)
+    assert [r[:2] for r in requests if r[0] == "PUT"] == [("PUT", "/v2/team/copy/manifests/v1")]
+    remote = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))
+    copied = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}"))
+    assert copied["Layers"] == remote["Layers"]
+    assert copied["Digest"] == first.manifest_digest == image.manifest_digest
+    copy = scratch / "copy"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy}:x")
+    assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
+    assert [[b.locations for b in layer_blobs(store.graph, layer)] for layer in image.layers] == \
+        [[(source, f"{host}/team/copy")]] * 2
+
+    # The same place again: HEADs only, then the manifest.
+    mark = len(plain_registry.access_log())
+    second = push(store, image.id, target, options=insecure())
+    requests = _since(plain_registry, mark)
+    assert (second.blobs_present, second.blobs_mounted, second.blobs_uploaded) == (3, 0, 0)
+    assert [r[0] for r in requests if r[0] not in ("HEAD", "GET")] == ["PUT"]
+
+    # A layer reused by a pull from a third repository learns that location too.
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{pushed}",
+           f"docker://{host}/mirror/app:v1")
+    assert pull(store, f"{host}/mirror/app:v1", options=insecure()).layers_reused == 2
+    assert all(f"{host}/mirror/app" in layer_blobs(store.graph, layer)[0].locations for layer in image.layers)
+
+
+def test_a_declined_mount_falls_back_to_upload(store: ImageStore, pushed: str, plain_registry: LocalRegistry,
+                                               scratch: Path) -> None:
+    image = pull(store, pushed, options=insecure()).image
+    top_blob = layer_blobs(store.graph, image.layers[1])[0].digest
+    # The source repository forgets the top layer: the registry cannot mount it from there.
+    link = plain_registry.storage / "docker/registry/v2/repositories" / REPO / "_layers" / top_blob.replace(":", "/")
+    shutil.rmtree(link)
+    mark = len(plain_registry.access_log())
+    target = f"{plain_registry.host}/team/fallback:v1"
+    result = push(store, image.id, target, options=insecure())
+    requests = _since(plain_registry, mark)
+    assert (result.blobs_mounted, result.blobs_uploaded) == (2, 1)
+    declined = [r for r in requests if r[0] == "POST" and r[2] == 202]
+    assert len(declined) == 1 and f"mount={quote(top_blob, safe='')}" in declined[0][1]
+    # The upload goes into the session the declined mount opened: no plain POST, no DELETE.
+    assert [r[0] for r in _uploads(requests)] == ["PATCH", "PUT"]
+    assert not [r for r in requests if r[0] == "DELETE"]
+    copy = scratch / "copy"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy}:x")
+    assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
+    assert _layer_digests(copy, "x")[0] == layer_blobs(store.graph, image.layers[0])[0].digest
 
 
 # -- bad cases: one-line errors, nothing left in the store ------------------------------------------------------
@@ -267,10 +345,18 @@ def test_cli_pull_push_login(cli: Any, pushed: str, secure_registry: LocalRegist
     first = cli("pull", "--insecure", "--json", pushed)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
-    assert sorted(data) == sorted(["reference", "id", "manifest_digest", "layers", "layers_fetched",
+    assert_json_schema(data)
+    assert sorted(data) == sorted(["reference", "id", "manifest_digest", "index_digest", "layers", "layers_fetched",
                                    "layers_reused", "bytes", "seconds"])
     assert (data["layers_fetched"], data["layers_reused"]) == (2, 0)
-    assert data["id"].startswith("sha256:")
+    assert data["index_digest"] is None
+    remote = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))
+    assert data["manifest_digest"] == remote["Digest"]
+    assert [blob["digest"] for layer in data["layers"] for blob in layer["blobs"]] == remote["Layers"]
+    assert [layer["added"] for layer in data["layers"]] == [True, True]
+    assert all(layer["chain_id"] == "sha256:" + layer["id"] for layer in data["layers"])
+    source = pushed.rsplit(":", 1)[0]
+    assert [blob["locations"] for layer in data["layers"] for blob in layer["blobs"]] == [[source]] * 2
 
     quiet = cli("pull", "-q", "--insecure", pushed)
     assert (quiet.returncode, quiet.stdout.strip(), quiet.stderr) == (0, data["id"], "")
@@ -293,9 +379,12 @@ def test_cli_pull_push_login(cli: Any, pushed: str, secure_registry: LocalRegist
     target = f"{secure_registry.host}/team/cli:v1"
     pushed_out = cli("push", "--ca-file", ca, "--json", pushed, target)
     assert pushed_out.returncode == 0, pushed_out.stderr
-    assert json.loads(pushed_out.stdout)["blobs_uploaded"] == 3
+    push_data = json.loads(pushed_out.stdout)
+    assert_json_schema(push_data)
+    assert (push_data["id"], push_data["blobs_uploaded"]) == (data["id"], 3)
     again = cli("push", "--ca-file", ca, "--json", pushed, target)
     assert json.loads(again.stdout)["blobs_uploaded"] == 0
+    assert json.loads(again.stdout)["blobs_present"] == 3
     skopeo_digest = json.loads(skopeo("inspect", *secure_registry.skopeo_flags(), f"docker://{target}"))["Digest"]
     assert skopeo_digest == json.loads(again.stdout)["manifest_digest"]
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .images.descriptor import Descriptor, Platform
     from .images.store import ImageStore, StoredImage
 
-__all__ = ["image_commands", "image_layer", "inspect_image", "refuse_image_archive"]
+__all__ = ["image_commands", "image_layer", "image_layers_json", "inspect_image", "refuse_image_archive"]
 
 
 def _graph() -> Graph:
@@ -78,7 +78,6 @@ def _image_size(graph: Graph, image: StoredImage) -> int:
 
 def inspect_image(graph: Graph, name: str) -> dict[str, Any] | None:
     """What ``inspect`` prints for an image (None when `name` is no image): config essentials, history, layers."""
-    from .images.layers import layer_blobs
     from .images.store import ImageStore
 
     image = _stored_image(graph, name)
@@ -109,12 +108,30 @@ def inspect_image(graph: Graph, name: str) -> dict[str, Any] | None:
              "empty_layer": bool(h.get("empty_layer", False))}
             for h in config.get("history") or []
         ],
-        "layers": [
-            {"id": layer, "diff_id": diff_id, "chain_id": "sha256:" + layer, "size": _layer_size(graph, layer),
-             "blobs": [b.to_json() for b in layer_blobs(graph, layer)]}
-            for layer, diff_id in zip(image.layers, image.diff_ids, strict=True)
-        ],
+        "layers": image_layers_json(graph, image),
     }
+
+
+def image_layers_json(graph: Graph, image: StoredImage, added: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The layers of `image`, bottom first, as every ``--json`` output shows them.
+
+    Each is ``{"id": <layer ID, 64 hex, as ``mount`` and ``ls`` take it>,
+    "chain_id": "sha256:…", "diff_id": "sha256:…", "size": <bytes>,
+    "blobs": [<the recorded compressed forms and where they are known>]}``,
+    plus ``"added": <bool>`` (stored by this command, not reused) when
+    `added` is given.
+    """
+    from .images.layers import layer_blobs
+
+    rows = []
+    for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
+        row: dict[str, Any] = {"id": layer, "chain_id": "sha256:" + layer, "diff_id": diff_id,
+                               "size": _layer_size(graph, layer),
+                               "blobs": [b.to_json() for b in layer_blobs(graph, layer)]}
+        if added is not None:
+            row["added"] = layer in added
+        rows.append(row)
+    return rows
 
 
 class _TerminalProgress:
@@ -196,8 +213,10 @@ def load(input_: str, platform: str | None, quiet: bool, as_json: bool) -> None:
             for source in sources:
                 source.close()
     if as_json:
-        click.echo(json.dumps([{"id": image.digest, "names": list(image.names), "layers": list(image.layers),
-                                "layers_added": added} for image, added in results], indent=2))
+        click.echo(json.dumps([{"id": image.digest, "names": list(image.names),
+                                "manifest_digest": image.manifest_digest,
+                                "layers": image_layers_json(graph, image, added)} for image, added in results],
+                              indent=2))
         return
     for image, _ in results:
         if quiet:
@@ -239,7 +258,7 @@ def _row(graph: Graph, image: StoredImage, name: str | None) -> dict[str, Any]:
         "digest": image.manifest_digest,
         "created": image.created or None,
         "size": _image_size(graph, image),
-        "layers": len(image.layers),
+        "layer_count": len(image.layers),
     }
 
 

@@ -113,14 +113,20 @@ def pull(name: str, *, platform: str | None, jobs: int, quiet: bool, as_json: bo
         chosen = Platform.parse(platform) if platform else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--platform") from None
-    result = pull_image(_store(), name, options=_options(insecure, ca_file, retries), platform=chosen, jobs=jobs,
+    store = _store()
+    before = set(store.graph.ids())
+    result = pull_image(store, name, options=_options(insecure, ca_file, retries), platform=chosen, jobs=jobs,
                         progress=_progress(quiet or as_json))
     image = result.image
     if as_json:
+        from .imagecli import image_layers_json
+
+        added = [layer for layer in image.layers if layer not in before]
         click.echo(json.dumps({
             "reference": result.reference, "id": image.digest, "manifest_digest": image.manifest_digest,
-            "layers": list(image.layers), "layers_fetched": result.layers_fetched,
-            "layers_reused": result.layers_reused, "bytes": result.bytes, "seconds": round(result.seconds, 3),
+            "index_digest": image.index_digest, "layers": image_layers_json(store.graph, image, added),
+            "layers_fetched": result.layers_fetched, "layers_reused": result.layers_reused,
+            "bytes": result.bytes, "seconds": round(result.seconds, 3),
         }, indent=2))
         return
     if not quiet:
@@ -149,7 +155,7 @@ def push(image: str, destination: str | None, *, compress: str, quiet: bool, as_
                         compress=compress, progress=_progress(quiet or as_json))
     if as_json:
         click.echo(json.dumps({
-            "reference": result.reference, "manifest_digest": result.manifest_digest,
+            "reference": result.reference, "id": result.image_digest, "manifest_digest": result.manifest_digest,
             "blobs_uploaded": result.blobs_uploaded, "blobs_mounted": result.blobs_mounted,
             "blobs_present": result.blobs_present, "bytes": result.bytes, "seconds": round(result.seconds, 3),
         }, indent=2))

@@ -145,6 +145,11 @@ class DockerArchiveSource:
         """``docker-archive:<path>``."""
         return self._description
 
+    @property
+    def location(self) -> str | None:
+        """None: an archive is no place a registry can mount blobs from."""
+        return None
+
     def _describe_layer(self, name: str, diff_id: str | None) -> Descriptor:
         if not self._reader.exists(name):
             raise InvalidArchive(f"{self._description}: layer {name} is missing from the archive")

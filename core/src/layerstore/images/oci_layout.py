@@ -96,6 +96,11 @@ class OciLayoutSource:
         """``oci:<path>``."""
         return self._description
 
+    @property
+    def location(self) -> str | None:
+        """None: an archive is no place a registry can mount blobs from."""
+        return None
+
     def top_manifest(self) -> tuple[bytes, str]:
         """The manifest or index that ``index.json`` names, verbatim."""
         return self._top

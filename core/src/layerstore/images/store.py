@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import secrets
@@ -113,6 +114,16 @@ def _descriptor(data: Any, what: str) -> Descriptor:
         return Descriptor.from_json(data)
     except (ValueError, KeyError, TypeError, LayerStoreError) as exc:
         raise InvalidArchive(f"{what}: malformed descriptor ({exc})") from None
+
+
+def _name_locations(names: Sequence[str]) -> tuple[str, ...]:
+    """The ``registry/repository`` of each of `names`, without repeats."""
+    locations = []
+    for name in names:
+        with contextlib.suppress(LayerStoreError):
+            ref = parse_reference(name)
+            locations.append(f"{ref.registry}/{ref.repository}")
+    return tuple(dict.fromkeys(locations))
 
 
 def pick_platform(index: dict[str, Any], platform: Platform | None, what: str) -> Descriptor:
@@ -339,7 +350,8 @@ class ImageStore:
         stored are reused and not read; after the config has been read,
         `source.prefetch` is told exactly the layer blobs that will be opened,
         in order, and they are opened one at a time in that order.  Layers are decompressed (gzip, zstd) and
-        applied as streams through the graph, with tar-split recording.  The
+        applied as streams through the graph, with tar-split recording; each records its blob digest and
+        the source's `location` (for a reused layer: the location only, of a blob digest recorded before).  The
         image gets `names` plus the names the source carries.  Atomic: on any
         error the layers this call added are removed and no record stays.
         Loading an image that is stored already only adds the names.
@@ -389,6 +401,7 @@ class ImageStore:
             for i, (desc, chain, have) in enumerate(zip(layer_descs, chains, present, strict=True)):
                 if have:
                     progress.blob_started(desc, reused=True)
+                    self._note_location(chain, desc, source.location)
                     progress.blob_finished(desc)
                 else:
                     if self._apply(source, desc, chain=chain, parent=parent, diff_id=diff_ids[i], index=i,
@@ -458,10 +471,22 @@ class ImageStore:
                     with contextlib.suppress(LayerStoreError, OSError):
                         self.graph.delete(chain, force=True)
                 raise
-        add_layer_blob(self.graph, chain, LayerBlob(digest=desc.digest, size=desc.size,
-                                                    media_type=desc.media_type))
+        location = source.location
+        add_layer_blob(self.graph, chain, LayerBlob(digest=desc.digest, size=desc.size, media_type=desc.media_type,
+                                                    locations=(location,) if location else ()))
         progress.blob_finished(desc)
         return stored
+
+    def _note_location(self, layer: str, desc: Descriptor, location: str | None) -> None:
+        """Record that a reused layer's blob `desc` exists at `location` too.
+
+        Only for a blob digest already recorded with the layer: this blob was
+        not read, so that its bytes are a form of this layer is known only
+        from an earlier load that verified them.
+        """
+        if location and any(b.digest == desc.digest for b in layer_blobs(self.graph, layer)):
+            add_layer_blob(self.graph, layer, LayerBlob(digest=desc.digest, size=desc.size,
+                                                        media_type=desc.media_type, locations=(location,)))
 
     def _store_record(self, image_id: str, *, manifest_bytes: bytes, manifest_type: str, config_bytes: bytes,
                       config: dict[str, Any], index_bytes: bytes | None, chains: list[str],
@@ -584,9 +609,9 @@ class ImageStore:
         layers = [self._save_layer(layer, diff_id, layer_type=layer_type, compress=compress,
                                    destination=destination, progress=progress)
                   for layer, diff_id in zip(image.layers, image.diff_ids, strict=True)]
-        if not destination.has_blob(config_desc):
-            import io
-
+        # No record says where a config came from, but a pull names the image after its repository: a
+        # registry mounts the config from there or answers that it cannot (and the config is uploaded).
+        if not destination.has_blob(config_desc, mount_from=_name_locations(image.names)):
             destination.put_blob(io.BytesIO(config_bytes), config_desc.media_type, expected=config_desc)
         stored_json = json.loads(stored) if stored is not None else {}
         if (stored is not None and image.manifest_media_type == manifest_type

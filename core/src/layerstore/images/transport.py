@@ -8,7 +8,8 @@ registry are interchangeable (the model of containers/image's transports):
   `ImageSource`, picks a platform from an index, reads the config, decides
   which layers it already stores (by chain ID), tells the source which blobs
   it will read (`ImageSource.prefetch`), then reads them one by one in
-  order.  The store verifies every digest and size itself: a source never has
+  order, recording with each layer the blob digest and the source's
+  `location`.  The store verifies every digest and size itself: a source never has
   to be trusted and never verifies for the store.
 * saving (``layerstore save``, ``push``) asks an `ImageDestination` which
   blobs it already has, writes the missing ones (layers first, config next),
@@ -35,6 +36,13 @@ class ImageSource(Protocol):
     @property
     def description(self) -> str:
         """Where the image is, for messages: ``docker-archive:app.tar``, ``oci:dir:tag``, ``docker://host/repo:tag``."""
+        ...
+
+    @property
+    def location(self) -> str | None:
+        """The blob namespace the blobs are read from (``host:port/repository`` for a registry, the same form
+        as `ImageDestination.location`), recorded with the layers loaded so that a later push to another
+        repository of that registry can mount them instead of uploading; None for archives."""
         ...
 
     def top_manifest(self) -> tuple[bytes, str]:

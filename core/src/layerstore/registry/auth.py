@@ -4,9 +4,14 @@ A registry answers a request it wants authenticated with 401 and a
 challenge.  ``Basic`` means: send the user name and password with every
 request.  ``Bearer realm=...,service=...,scope=...`` means: ask the token
 server at `realm` (with the credentials, if any, as basic auth) for a token
-valid for that scope, then send ``Authorization: Bearer <token>``.  Tokens are
-cached per scope until shortly before they expire, so a pull asks once per
-repository.  Credentials and tokens never appear in messages.
+valid for that scope, then send ``Authorization: Bearer <token>``.  A scope
+is one or more space-separated ``repository:<name>:<actions>`` (a
+cross-repository mount needs push on the target and pull on the source);
+each goes to the token server as a ``scope`` parameter of its own.  Tokens
+are cached per scope until shortly before they expire, so a pull asks once
+per repository; a cached token the registry refuses anyway (expired by its
+clock) is dropped and a new one asked for.  Credentials and tokens never
+appear in messages.
 """
 
 from __future__ import annotations
@@ -60,8 +65,8 @@ def basic_header(credentials: Credentials) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-#: Fetches a token: (realm URL, query parameters, Authorization header or None) -> parsed JSON body.
-TokenFetcher = Callable[[str, dict[str, str], "str | None"], dict[str, Any]]
+#: Fetches a token: (realm URL, query parameters in order, Authorization header or None) -> parsed JSON body.
+TokenFetcher = Callable[[str, list[tuple[str, str]], "str | None"], dict[str, Any]]
 
 
 class Authenticator:
@@ -130,11 +135,11 @@ class Authenticator:
         )
 
     def _token_header(self, challenge: Challenge, scope: str) -> str:
-        params = {"service": challenge.params["service"]} if "service" in challenge.params else {}
-        if scope:
-            params["scope"] = scope
+        params = [("service", challenge.params["service"])] if "service" in challenge.params else []
+        # A request needing several scopes (a cross-repository mount) asks for each in a parameter of its own.
+        params += [("scope", s) for s in scope.split()]
         if self._credentials is not None:
-            params["account"] = self._credentials.username
+            params.append(("account", self._credentials.username))
         auth = basic_header(self._credentials) if self._credentials is not None else None
         body = self._fetch_token(challenge.params["realm"], params, auth)
         token = body.get("token") or body.get("access_token")
@@ -145,6 +150,26 @@ class Authenticator:
         with self._lock:
             self._tokens[scope] = (token, time.monotonic() + max(seconds - _EARLY, 1.0))
         return "Bearer " + token
+
+    def forget(self, scope: str) -> None:
+        """Drop the cached token of `scope` (the registry refused it), so the next request asks for a new one."""
+        with self._lock:
+            self._tokens.pop(scope, None)
+
+    def refused_request(self, sent: str | None, scope: str) -> AuthenticationFailed:
+        """The error for a request refused again after answering the challenge with header `sent`.
+
+        A bearer token the token server just granted for our credentials and
+        the registry still refuses means no access to `scope` (a missing
+        repository looks the same), not a wrong password.
+        """
+        if sent is not None and sent.startswith("Bearer ") and self._credentials is not None:
+            wanted = ", ".join(scope.split()) or "the registry"
+            return AuthenticationFailed(
+                f"registry {self._registry} refused {self._credentials.username!r} access to {wanted}; "
+                f"check the repository name and the account's permissions"
+            )
+        return self.refused()
 
     def refused(self) -> AuthenticationFailed:
         """The error for a registry (or token server) that refused the credentials we sent."""

@@ -15,6 +15,7 @@ whose digest is only known at the end (compressed on the fly) goes up in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
@@ -23,11 +24,11 @@ from urllib.parse import quote, urlencode
 
 from urllib3.exceptions import HTTPError
 
-from ..errors import DigestMismatch, ImageNotFound, RegistryError
+from ..errors import AuthenticationFailed, DigestMismatch, ImageNotFound, RegistryError
 from ..images.descriptor import Descriptor
 from .client import RegistryClient, Response, error_codes
 
-__all__ = ["CHUNK_SIZE", "BlobReader", "blob_exists", "mount_blob", "upload_blob"]
+__all__ = ["CHUNK_SIZE", "BlobReader", "blob_exists", "cancel_upload", "mount_blob", "upload_blob"]
 
 CHUNK_SIZE = 8 * 1024 * 1024
 _READ_SIZE = 1024 * 1024
@@ -135,9 +136,14 @@ class BlobReader(io.RawIOBase):
         super().close()
 
 
-def blob_exists(client: RegistryClient, repository: str, digest: str) -> bool:
-    """True when `repository` has the blob `digest` (a ``HEAD`` request)."""
-    response = client.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull")
+def blob_exists(client: RegistryClient, repository: str, digest: str, *, for_push: bool = False) -> bool:
+    """True when `repository` has the blob `digest` (a ``HEAD`` request).
+
+    `for_push` asks with the push token the upload that may follow needs
+    anyway, instead of a pull token of its own.
+    """
+    scope = _upload_scope(repository) if for_push else f"repository:{repository}:pull"
+    response = client.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope)
     response.drain_conn()
     response.release_conn()
     if response.status == 200:
@@ -152,25 +158,36 @@ def _upload_scope(repository: str) -> str:
     return f"repository:{repository}:pull,push"
 
 
-def mount_blob(client: RegistryClient, repository: str, digest: str, source_repository: str) -> bool:
-    """Ask the registry to link blob `digest` of `source_repository` into `repository`; True when it did.
+def mount_blob(client: RegistryClient, repository: str, digest: str, source_repository: str) -> tuple[bool, str | None]:
+    """Ask the registry to link blob `digest` of `source_repository` into `repository`.
 
-    A registry that cannot mount (no access to the source, blob not there)
-    opens an upload session instead, which is cancelled here.
+    Returns (True, None) when it did (201).  A registry that cannot mount
+    (blob not there, no access to the source) answers 202 with an upload
+    session instead: returns (False, its location), for the upload that
+    follows (`upload_blob`'s `location`; `cancel_upload` if unused).  A
+    refusal of the source's authorization is no error either: the blob is
+    then uploaded.
     """
     scope = f"{_upload_scope(repository)} repository:{source_repository}:pull"
     query = urlencode({"mount": digest, "from": source_repository})
-    response = client.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", scope=scope)
+    try:
+        response = client.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", scope=scope)
+    except AuthenticationFailed:
+        return False, None
     response.drain_conn()
     response.release_conn()
     if response.status == 201:
-        return True
+        return True, None
     location = response.headers.get("Location")
-    if response.status == 202 and location:
-        cancel = client.request("DELETE", location, scope=_upload_scope(repository))
-        cancel.drain_conn()
-        cancel.release_conn()
-    return False
+    return False, str(location) if response.status == 202 and location else None
+
+
+def cancel_upload(client: RegistryClient, repository: str, location: str) -> None:
+    """Cancel an upload session that will not be used (best effort: the registry expires it anyway)."""
+    with contextlib.suppress(RegistryError):
+        response = client.request("DELETE", location, scope=_upload_scope(repository))
+        response.drain_conn()
+        response.release_conn()
 
 
 def _start_upload(client: RegistryClient, repository: str) -> str:
@@ -225,15 +242,17 @@ def _finish_upload(client: RegistryClient, repository: str, response: Response, 
 
 
 def upload_blob(client: RegistryClient, repository: str, stream: IO[bytes], *,
-                expected: Descriptor | None = None) -> tuple[str, int]:
+                expected: Descriptor | None = None, location: str | None = None) -> tuple[str, int]:
     """Upload the blob read from `stream` to EOF; returns (digest, size).
 
     With `expected` (digest and size known) the blob goes up in one streamed
     ``PUT``; otherwise in chunks, the digest computed on the way.  A digest
     or size that differs from `expected` raises `DigestMismatch` and the
-    registry keeps nothing.
+    registry keeps nothing.  `location` is an upload session already open
+    (the answer to a mount that did not happen); without it one is opened.
     """
-    location = _start_upload(client, repository)
+    if location is None:
+        location = _start_upload(client, repository)
     scope = _upload_scope(repository)
     reader = _HashingReader(stream)
     if expected is not None:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import IO, Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import attrs
 import urllib3
@@ -214,14 +214,17 @@ class RegistryClient:
         response.drain_conn()
         response.release_conn()
         if body is not None and not isinstance(body, bytes):
-            # A stream cannot be sent twice; callers authenticate the scope first (see `authenticate`).
-            raise self.auth.refused()
+            # A stream cannot be sent twice; callers authenticate the scope first (see `authenticate`), so a
+            # refusal here is a token that expired meanwhile: forget it, and let a new attempt get another.
+            self.auth.forget(scope)
+            raise RegistryError(f"registry {self.registry} refused the authorization of {method} "
+                                f"{path.split('?', 1)[0]} mid-transfer (an expired token?); retry")
         sent["Authorization"] = self.auth.answer(challenge, scope, authorization)
         response = self._raw(method, url, sent, body, retries=retries)
         if response.status == 401:
             response.drain_conn()
             response.release_conn()
-            raise self.auth.refused()
+            raise self.auth.refused_request(sent["Authorization"], scope)
         return response
 
     def authenticate(self, scope: str) -> None:
@@ -240,7 +243,12 @@ class RegistryClient:
         raise RegistryError(f"registry {self.registry}: {what} failed with HTTP {response.status}"
                             + (f" ({detail})" if detail else ""))
 
-    def _fetch_token(self, realm: str, params: dict[str, str], authorization: str | None) -> dict[str, Any]:
+    def _fetch_token(self, realm: str, params: list[tuple[str, str]], authorization: str | None) -> dict[str, Any]:
+        if urlsplit(realm).scheme != "https" and not self.options.insecure:
+            raise RegistryError(
+                f"registry {self.registry} sends clients for tokens to {realm}, which is not HTTPS; "
+                f"pass --insecure only if you trust the network to it"
+            )
         headers = {"Authorization": authorization} if authorization else {}
         url = realm + ("&" if "?" in realm else "?") + urlencode(params)
         response = self._raw("GET", url, headers, None)

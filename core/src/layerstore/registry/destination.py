@@ -8,7 +8,7 @@ from typing import BinaryIO
 from ..errors import DigestMismatch, InvalidReference
 from ..images.descriptor import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ..images.reference import Reference, parse_reference
-from .blobs import blob_exists, mount_blob, upload_blob
+from .blobs import blob_exists, cancel_upload, mount_blob, upload_blob
 from .client import RegistryClient, RegistryOptions
 from .manifests import put_manifest, sha256_digest
 
@@ -22,7 +22,9 @@ class RegistryDestination:
     an image becomes visible when its manifest is put, so `commit` has
     nothing left to do and `close` without a manifest leaves only
     unreferenced blobs, which the registry's garbage collection removes.
-    `uploaded` and `mounted` count what moved, for summaries and tests.
+    `uploaded`, `mounted` and `present` list the blob digests uploaded,
+    mounted from another repository and found there already, for summaries
+    and tests.
     """
 
     def __init__(self, reference: Reference, options: RegistryOptions | None = None) -> None:
@@ -31,7 +33,9 @@ class RegistryDestination:
         self._repository = reference.repository
         self.uploaded: list[str] = []
         self.mounted: list[str] = []
+        self.present: list[str] = []
         self._authenticated = False
+        self._spare_upload: str | None = None
 
     @property
     def description(self) -> str:
@@ -53,23 +57,39 @@ class RegistryDestination:
             self._authenticated = True
 
     def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
-        """True when the repository has the blob, or a cross-repository mount from `mount_from` gave it."""
-        if blob_exists(self.client, self._repository, descriptor.digest):
+        """True when the repository has the blob (``HEAD``), or a cross-repository mount from one of the
+        `mount_from` locations on this registry gave it.
+
+        A mount the registry declines opens an upload session, which the next
+        `put_blob` uses (and `close` cancels if none comes).
+        """
+        if blob_exists(self.client, self._repository, descriptor.digest, for_push=True):
+            self.present.append(descriptor.digest)
             return True
         for location in mount_from:
             source = _same_registry_repository(location, self.reference.registry)
             if source is None or source == self._repository:
                 continue
             self._authenticate()
-            if mount_blob(self.client, self._repository, descriptor.digest, source):
+            mounted, session = mount_blob(self.client, self._repository, descriptor.digest, source)
+            if mounted:
                 self.mounted.append(descriptor.digest)
                 return True
+            if session is not None:
+                self._cancel_spare()
+                self._spare_upload = session
         return False
+
+    def _cancel_spare(self) -> None:
+        spare, self._spare_upload = self._spare_upload, None
+        if spare is not None:
+            cancel_upload(self.client, self._repository, spare)
 
     def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
         """Upload a blob (monolithic when `expected` is given, else chunked); returns its descriptor."""
         self._authenticate()
-        digest, size = upload_blob(self.client, self._repository, stream, expected=expected)
+        session, self._spare_upload = self._spare_upload, None
+        digest, size = upload_blob(self.client, self._repository, stream, expected=expected, location=session)
         if expected is not None and (digest != expected.digest or size != expected.size):
             raise DigestMismatch(f"blob {expected.digest}: pushed {size} bytes with digest {digest}")
         self.uploaded.append(digest)
@@ -90,8 +110,11 @@ class RegistryDestination:
         """Nothing to do: the manifest put made the image visible."""
 
     def close(self) -> None:
-        """Close the connections."""
-        self.client.close()
+        """Cancel an unused upload session and close the connections."""
+        try:
+            self._cancel_spare()
+        finally:
+            self.client.close()
 
     def __enter__(self) -> RegistryDestination:
         return self

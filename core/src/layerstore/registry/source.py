@@ -42,6 +42,12 @@ class RegistrySource:
         """``docker://registry/repository:tag`` (or ``@digest``)."""
         return f"docker://{self.reference}"
 
+    @property
+    def location(self) -> str:
+        """``registry/repository``: recorded with the pulled layers, so that a push to another repository of
+        the same registry mounts them from here."""
+        return f"{self.reference.registry}/{self._repository}"
+
     def top_manifest(self) -> tuple[bytes, str]:
         """The manifest or index the reference names (a digest reference is checked against its bytes)."""
         tag_or_digest = self.reference.digest or self.reference.tag or "latest"

@@ -77,9 +77,11 @@ class PullResult:
 
 @attrs.frozen
 class PushResult:
-    """What `push` did: the manifest digest, and the layer blobs uploaded, mounted or already present."""
+    """What `push` did: the image ID (``sha256:…``) and manifest digest pushed, and the blobs (layers and
+    config) uploaded, mounted from another repository of the registry, or already present."""
 
     reference: str
+    image_digest: str
     manifest_digest: str
     blobs_uploaded: int
     blobs_mounted: int
@@ -122,17 +124,17 @@ def push(store: ImageStore, name: str, destination: str | None = None, *, option
     """Push the stored image `name` (a name or ID) to `destination` (default: `name` itself).
 
     Blobs the repository has are not uploaded (a ``HEAD`` first, then a
-    cross-repository mount from where the blob was pushed before); layers
+    cross-repository mount from another repository of the same registry
+    where the blob was pulled from or pushed to before); layers
     are compressed on the fly with `compress` (``gzip``, ``zstd``, ``none``);
     the manifest goes last.  What was pushed is recorded with each layer, so
     a second push uploads nothing.
     """
     target = parse_reference(destination or name)
+    image = store.get(name)
     stats = TransferStats(forward=progress or TransferProgress())
     registry = RegistryDestination(target, options)
-    image = store.get(name)
     digest = store.save([image.id], registry, compress=compress, progress=stats)[0]
-    return PushResult(reference=str(target), manifest_digest=digest, blobs_uploaded=len(registry.uploaded),
-                      blobs_mounted=len(registry.mounted),
-                      blobs_present=stats.reused - len(registry.mounted), bytes=stats.bytes,
-                      seconds=stats.seconds)
+    return PushResult(reference=str(target), image_digest=image.digest, manifest_digest=digest,
+                      blobs_uploaded=len(registry.uploaded), blobs_mounted=len(registry.mounted),
+                      blobs_present=len(registry.present), bytes=stats.bytes, seconds=stats.seconds)

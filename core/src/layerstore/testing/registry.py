@@ -5,8 +5,10 @@ on a free port of 127.0.0.1 only), starts ``docker-registry serve`` as its
 own process and stops it by that pid.  With ``secure=True`` it serves TLS
 with a certificate signed by a CA made here with ``openssl`` (`ca_file`) and
 requires HTTP basic auth from an htpasswd file of bcrypt hashes (made by
-Apache's ``htpasswd -B``).  `kill` and `start` simulate a crash and a
-restart on the same port and storage.
+Apache's ``htpasswd -B``); with a `TokenAuth` as well, it requires bearer
+tokens from that token server instead (the distribution token protocol),
+trusting the signing certificate `TokenAuth.certificate`.  `kill` and
+`start` simulate a crash and a restart on the same port and storage.
 
 `skopeo` runs skopeo (the independent client the tests compare with).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -23,11 +26,15 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 from . import driver_required
 
-__all__ = ["LocalRegistry", "require_tools", "skopeo"]
+__all__ = ["LocalRegistry", "TokenAuth", "free_port", "require_tools", "skopeo"]
 
 USERNAME = "layerstore"
+# One line of the access log (Apache combined format): "METHOD PATH HTTP/x" STATUS.
+_ACCESS_RE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) ')
 _READY_ATTEMPTS = 400
 
 
@@ -52,7 +59,8 @@ def _run(argv: Sequence[str | os.PathLike[str]]) -> subprocess.CompletedProcess[
     return result
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -72,14 +80,35 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca_crt, crt, key
 
 
-class LocalRegistry:
-    """One ``docker-registry`` on 127.0.0.1; `host` is ``127.0.0.1:<port>``; use as a context manager."""
+@attrs.frozen(kw_only=True)
+class TokenAuth:
+    """Bearer token authentication of a `LocalRegistry`: where clients get tokens (`realm`), the `service`
+    and `issuer` names the tokens must carry, and the PEM `certificate` whose key signs them."""
 
-    def __init__(self, directory: Path, *, secure: bool = False) -> None:
+    realm: str
+    service: str
+    issuer: str
+    certificate: Path
+
+
+class LocalRegistry:
+    """One ``docker-registry`` on 127.0.0.1; `host` is ``127.0.0.1:<port>``; use as a context manager.
+
+    `tls_certificate` and `tls_key` (secure registries only) are the server's,
+    valid for 127.0.0.1 and signed by `ca_file`: a token server of the test
+    may serve with them too.
+    """
+
+    def __init__(self, directory: Path, *, secure: bool = False, token: TokenAuth | None = None) -> None:
+        if token is not None and not secure:
+            raise ValueError("token authentication needs secure=True (TLS)")
         self.directory = directory
         self.storage = directory / "storage"
         self.secure = secure
-        self.port = _free_port()
+        self.token = token
+        self.tls_certificate: Path | None = None
+        self.tls_key: Path | None = None
+        self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.username = USERNAME
         self.password = secrets.token_urlsafe(12)
@@ -96,7 +125,7 @@ class LocalRegistry:
             "log:",
             "  level: error",
             "  accesslog:",
-            "    disabled: true",
+            "    disabled: false",
             "storage:",
             "  filesystem:",
             f"    rootdirectory: {self.storage}",
@@ -108,13 +137,26 @@ class LocalRegistry:
         ]
         if self.secure:
             self.ca_file, crt, key = _make_certificates(self.directory)
-            htpasswd = self.directory / "htpasswd"
-            result = _run(["htpasswd", "-Bbn", self.username, self.password])
-            htpasswd.write_text(result.stdout)
+            self.tls_certificate, self.tls_key = crt, key
             lines += [
                 "  tls:",
                 f"    certificate: {crt}",
                 f"    key: {key}",
+            ]
+        if self.token is not None:
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token.realm}",
+                f"    service: {self.token.service}",
+                f"    issuer: {self.token.issuer}",
+                f"    rootcertbundle: {self.token.certificate}",
+            ]
+        elif self.secure:
+            htpasswd = self.directory / "htpasswd"
+            result = _run(["htpasswd", "-Bbn", self.username, self.password])
+            htpasswd.write_text(result.stdout)
+            lines += [
                 "auth:",
                 "  htpasswd:",
                 "    realm: layerstore-test",
@@ -176,6 +218,14 @@ class LocalRegistry:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+    def access_log(self) -> list[tuple[str, str, int]]:
+        """The requests the registry served so far, as (method, path with query, status), oldest first."""
+        try:
+            text = (self.directory / "registry.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [(m.group(1), m.group(2), int(m.group(3))) for m in _ACCESS_RE.finditer(text)]
 
     def skopeo_flags(self, prefix: str = "") -> list[str]:
         """skopeo options for this registry (`prefix` ``src`` or ``dest`` for ``copy``, none for ``inspect``)."""
