@@ -155,11 +155,35 @@ def cli(tmp_path: Path, scratch: Path) -> Callable[..., subprocess.CompletedProc
                REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"))
     executable = str(Path(sys.executable).parent / "layerstore")
 
-    def run(*args: str | os.PathLike[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(*args: str | os.PathLike[str], input: str | None = None,
+            tty: bool = False) -> subprocess.CompletedProcess[str]:
+        if tty:
+            return _run_on_terminal([executable, *map(str, args)], env)
         return subprocess.run([executable, *map(str, args)], input=input, capture_output=True, text=True, env=env,
                               check=False, stdin=None if input is not None else subprocess.DEVNULL)
 
     return run
+
+
+def _run_on_terminal(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with its standard error on a pseudo-terminal (what a user sees); stdout stays a pipe."""
+    master, slave = os.openpty()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env) as process:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        assert process.stdout is not None
+        stdout = process.stdout.read().decode()
+        returncode = process.wait()
+    return subprocess.CompletedProcess(argv, returncode, stdout, b"".join(chunks).decode(errors="replace"))
 
 
 def blob_file(registry: LocalRegistry, digest: str) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -392,3 +394,137 @@ def test_cli_pull_push_login(cli: Any, pushed: str, secure_registry: LocalRegist
     refused = cli("pull", "--ca-file", ca, target)
     assert refused.returncode == 1 and "layerstore login" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_cli_errors_are_one_line_and_leave_nothing(cli: Any, pushed: str, plain_registry: LocalRegistry,
+                                                   secure_registry: LocalRegistry, images: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    host = plain_registry.host
+    secure_reference = push_with_skopeo(images["umoci"], secure_registry)
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {secure_registry.host: {
+        "auth": base64.b64encode(f"{secure_registry.username}:wrong-password".encode()).decode()}}}))
+    corrupt = f"{host}/test/corrupt:v1"
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{pushed}", f"docker://{corrupt}")
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{corrupt}"))
+    data = blob_file(plain_registry, manifest["layers"][1]["digest"])
+    content = bytearray(data.read_bytes())
+    content[len(content) // 3] ^= 0xFF
+    data.write_bytes(bytes(content))
+
+    cases = [
+        (["pull", "--ca-file", str(secure_registry.ca_file), secure_reference], "refused the user name or password"),
+        (["pull", "--insecure", f"{host}/nobody/here:v1"], "not on the registry"),
+        (["pull", "--insecure", f"{host}/{REPO}:nosuchtag"], ":nosuchtag"),
+        (["pull", "--insecure", corrupt], manifest["layers"][1]["digest"]),
+        (["pull", pushed], "--insecure"),
+        (["pull", "--insecure", "--retries", "1", "127.0.0.1:1/test/app:v1"], "unreachable"),
+        (["push", "--insecure", pushed, f"{host}/team/x:v1"], "no image named"),
+    ]
+    for argv, expected in cases:
+        result = cli(*argv)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert result.stderr.count("\n") == 1 and expected in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr and "wrong-password" not in result.stderr
+        assert result.stdout == ""
+    assert json.loads(cli("images", "--json").stdout) == []
+    assert json.loads(cli("ls", "--json").stdout) == []
+
+
+def test_terminal_progress(cli: Any, pushed: str) -> None:
+    first = cli("pull", "--insecure", pushed, tty=True)
+    assert first.returncode == 0, first.stderr
+    lines = [line.rsplit("\r", 1)[-1] for line in first.stderr.replace("\x1b[K", "").splitlines()]
+    layer_lines = [line for line in lines if " in " in line and "/s)" in line]
+    assert len(layer_lines) == 2  # one line per layer, with bytes, time and rate
+    assert re.match(r"pulled \S+: 2 layers fetched, 0 reused, .* in [0-9.]+ s$", lines[-1]), lines
+    again = cli("pull", "--insecure", pushed, tty=True)
+    assert "2 layers fetched" not in again.stderr and "0 layers fetched, 2 reused" in again.stderr
+    assert again.stderr.count("already there") == 2
+    quiet = cli("pull", "-q", "--insecure", pushed, tty=True)
+    assert quiet.stderr == "" and quiet.stdout.startswith("sha256:")
+
+
+def _copy(source: str, target: str, *flags: str) -> None:
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", *flags, source, target)
+
+
+def test_pull_index_docker_manifest_and_zstd(store: ImageStore, images: dict[str, Path],
+                                             plain_registry: LocalRegistry, scratch: Path) -> None:
+    from test_images_tools import _multi_platform_layout
+
+    from layerstore.images.descriptor import DOCKER_MANIFEST, Platform
+
+    host = plain_registry.host
+    expected = snapshot(unpack(images["umoci"], TAG, scratch / "unpacked"))
+    # zstd layers (skopeo compresses; first, so that it has no gzip blob on this registry to reuse instead):
+    # decompressed on the way into the driver.
+    _copy(f"oci:{images['umoci']}:{TAG}", f"docker://{host}/test/zstd:v1", "--dest-compress",
+          "--dest-compress-format", "zstd")
+    zstd = pull(store, f"{host}/test/zstd:v1", options=insecure()).image
+    manifest = json.loads(store.manifest(zstd.id))
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert _mounted(store, zstd) == expected
+    assert store.remove(zstd.id) == list(reversed(zstd.layers))
+
+    # Docker schema 2 manifest (gzip layers) of the same image: the same config, the same ID.
+    _copy(f"oci:{images['umoci']}:{TAG}", f"docker://{host}/test/v2s2:v1", "--format", "v2s2")
+    docker = pull(store, f"{host}/test/v2s2:v1", options=insecure()).image
+    assert docker.manifest_media_type == DOCKER_MANIFEST
+    assert docker.manifest_digest == json.loads(skopeo("inspect", "--tls-verify=false",
+                                                       f"docker://{host}/test/v2s2:v1"))["Digest"]
+    assert docker.id == zstd.id and list(docker.diff_ids) == list(zstd.diff_ids)
+    assert _mounted(store, docker) == expected
+
+    # A multi-platform index: this machine's platform, or --platform.
+    layout, amd, arm = _multi_platform_layout(images, scratch)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = "multi"
+    (layout / "index.json").write_text(json.dumps(index))
+    _copy(f"oci:{layout}:multi", f"docker://{host}/test/multi:v1", "--all")
+    raw_index = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/test/multi:v1").encode()
+    assert {m["digest"] for m in json.loads(raw_index)["manifests"]} == {amd, arm}
+    arm_image = pull(store, f"{host}/test/multi:v1", options=insecure(), platform=Platform.parse("linux/arm64")).image
+    assert arm_image.manifest_digest == arm
+    assert arm_image.index_digest == "sha256:" + hashlib.sha256(raw_index).hexdigest()
+    assert store.config_json(arm_image.id)["architecture"] == "arm64"
+    # The amd64 entry is the image stored already (same config): found, nothing fetched.
+    amd_pull = pull(store, f"{host}/test/multi:v1", options=insecure(),
+                    platform=Platform(os="linux", architecture="amd64"))
+    assert amd_pull.image.id == docker.id and amd_pull.layers_fetched == 0
+    with pytest.raises(ImageNotFound, match="linux/s390x"):
+        pull(store, f"{host}/test/multi:v1", options=insecure(), platform=Platform.parse("linux/s390x"))
+
+
+def _mounted(store: ImageStore, image: Any) -> dict[str, Any]:
+    top = image.top_layer
+    mounted = Path(store.graph.driver.get(top))
+    try:
+        return snapshot(mounted)
+    finally:
+        store.graph.driver.put(top)
+
+
+def test_push_big_layer_chunked_and_monolithic(store: ImageStore, plain_registry: LocalRegistry,
+                                               big_image: tuple[str, Descriptor], scratch: Path) -> None:
+    from layerstore.registry.blobs import CHUNK_SIZE
+
+    reference, _ = big_image
+    image = pull(store, reference, options=insecure()).image
+    host = plain_registry.host
+    for compress, repository in (("zstd", "test/chunked"), ("none", "test/monolithic")):
+        mark = len(plain_registry.access_log())
+        result = push(store, image.id, f"{host}/{repository}:v1", options=insecure(), compress=compress)
+        requests = _since(plain_registry, mark)
+        patches = [r for r in requests if r[0] == "PATCH"]
+        if compress == "zstd":
+            # Compressed on the fly: the digest is known at the end, the bytes go up in chunks.
+            assert len(patches) >= result.bytes // CHUNK_SIZE >= 5
+        else:
+            assert patches == [] and result.bytes > 48 << 20  # one streamed PUT of the whole tar
+        copy = scratch / f"copy-{compress}"
+        skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{repository}:v1", f"oci:{copy}:x")
+        assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
+    none_layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                                    f"docker://{host}/test/monolithic:v1"))["layers"]
+    assert [d["digest"] for d in none_layers] == [store.graph.get_digest(x) for x in image.layers]
