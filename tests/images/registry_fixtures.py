@@ -7,11 +7,14 @@ Test modules import the fixtures they use from here.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +193,67 @@ def blob_file(registry: LocalRegistry, digest: str) -> Path:
     """Where the registry's filesystem storage keeps blob `digest`."""
     hexdigest = digest.partition(":")[2]
     return registry.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+class FlakyProxy:
+    """A plain-HTTP reverse proxy (a thread of the test) in front of `registry` that answers the first
+    `failures` blob GETs with ``503 Service Unavailable`` and passes everything else through, streaming."""
+
+    def __init__(self, registry: LocalRegistry, failures: int) -> None:
+        self.failures = failures
+        self.served_503 = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                if "/blobs/sha256:" in self.path and self.command == "GET" and proxy._take_failure():
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(key, value)
+                if answer.getheader("Content-Length") is None:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                if self.command != "HEAD":
+                    while block := answer.read(1 << 16):
+                        self.wfile.write(block)
+                upstream.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self.served_503 < self.failures:
+                self.served_503 += 1
+                return True
+            return False
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

@@ -17,6 +17,7 @@ import pytest
 from images_helpers import TAG, assert_json_schema, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
 from registry_fixtures import (
     REPO,
+    FlakyProxy,
     assert_empty,
     blob_file,
     cli,
@@ -263,6 +264,21 @@ def test_corrupt_blob(store: ImageStore, pushed: str, plain_registry: LocalRegis
     with pytest.raises(DigestMismatch, match=digest) as info:
         pull(store, pushed, options=insecure())
     assert "\n" not in str(info.value)
+    assert_empty(store)
+
+
+def test_server_errors_are_retried(store: ImageStore, pushed: str, plain_registry: LocalRegistry) -> None:
+    path = pushed.split("/", 1)[1]
+    with FlakyProxy(plain_registry, failures=3) as proxy:
+        # Three 503s on blob downloads, six retries allowed: the pull goes through.
+        result = pull(store, f"{proxy.host}/{path}", options=insecure(retries=6))
+        assert proxy.served_503 == 3 and result.layers_fetched == 2
+    store.remove(result.image.id)
+    assert_empty(store)
+    with FlakyProxy(plain_registry, failures=100) as proxy:
+        with pytest.raises(RegistryError, match="HTTP 503") as info:
+            pull(store, f"{proxy.host}/{path}", options=insecure(retries=2))
+        assert "\n" not in str(info.value)
     assert_empty(store)
 
 
