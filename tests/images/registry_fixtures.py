@@ -6,12 +6,10 @@ Test modules import the fixtures they use from here.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,11 +22,10 @@ from images_helpers import TAG
 
 from layerstore.images import ImageStore
 from layerstore.registry import Credentials, RegistryOptions
-from layerstore.testing.registry import LocalRegistry, TokenAuth, free_port, require_tools, skopeo
+from layerstore.testing.registry import LocalRegistry, TokenAuth, free_port, require_tools, skopeo, start_server
 
 REPO = "test/app"
 _ISSUER_SCRIPT = Path(__file__).with_name("token_issuer.py")
-_READY_ATTEMPTS = 400
 
 
 @pytest.fixture
@@ -61,21 +58,8 @@ class TokenServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        log = open(self.directory / "issuer.log", "ab")  # noqa: SIM115 -- handed to the child
-        try:
-            self._process = subprocess.Popen([sys.executable, str(_ISSUER_SCRIPT), str(self.directory)],
-                                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        for _ in range(_READY_ATTEMPTS):
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the token server exited: {(self.directory / 'issuer.log').read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=0.05)
-        self.stop()
-        raise RuntimeError(f"the token server did not listen on port {self.port}")
+        self._process = start_server([sys.executable, str(_ISSUER_SCRIPT), str(self.directory)],
+                                     self.directory / "issuer.log", self.port)
 
     def stop(self) -> None:
         """Stop the server by its pid and reap it."""

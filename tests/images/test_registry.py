@@ -114,18 +114,27 @@ def test_push_over_tls_with_basic_auth(store: ImageStore, images: dict[str, Path
     assert third.blobs_uploaded == 1  # the config only
 
 
+def _push_and_read_back(store: ImageStore, image: Any, registry: LocalRegistry, repository: str, compress: str,
+                        scratch: Path) -> tuple[Any, list[tuple[str, str, int]]]:
+    """Push `image` with `compress`, then check skopeo's copy of it; returns the result and the requests made."""
+    mark = len(registry.access_log())
+    target = f"{registry.host}/{repository}:v1"
+    result = push(store, image.id, target, options=insecure(), compress=compress)
+    requests = _since(registry, mark)
+    copy = scratch / f"copy-{repository.replace('/', '-')}"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy}:x")
+    assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
+    if compress == "none":
+        layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{target}"))["layers"]
+        assert [d["digest"] for d in layers] == [store.graph.get_digest(layer) for layer in image.layers]
+    return result, requests
+
+
 def test_push_zstd_and_uncompressed(store: ImageStore, pushed: str, plain_registry: LocalRegistry,
                                     scratch: Path) -> None:
     image = pull(store, pushed, options=insecure()).image
     for compress in ("zstd", "none"):
-        target = f"{plain_registry.host}/test/{compress}:v1"
-        push(store, image.id, target, options=insecure(), compress=compress)
-        copy = scratch / f"copy-{compress}"
-        skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy}:x")
-        assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
-    none_layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
-                                    f"docker://{plain_registry.host}/test/none:v1"))["layers"]
-    assert [d["digest"] for d in none_layers] == [store.graph.get_digest(layer) for layer in image.layers]
+        _push_and_read_back(store, image, plain_registry, f"test/{compress}", compress, scratch)
 
 
 def _since(registry: LocalRegistry, mark: int) -> list[tuple[str, str, int]]:
@@ -527,20 +536,9 @@ def test_push_big_layer_chunked_and_monolithic(store: ImageStore, plain_registry
 
     reference, _ = big_image
     image = pull(store, reference, options=insecure()).image
-    host = plain_registry.host
-    for compress, repository in (("zstd", "test/chunked"), ("none", "test/monolithic")):
-        mark = len(plain_registry.access_log())
-        result = push(store, image.id, f"{host}/{repository}:v1", options=insecure(), compress=compress)
-        requests = _since(plain_registry, mark)
-        patches = [r for r in requests if r[0] == "PATCH"]
-        if compress == "zstd":
-            # Compressed on the fly: the digest is known at the end, the bytes go up in chunks.
-            assert len(patches) >= result.bytes // CHUNK_SIZE >= 5
-        else:
-            assert patches == [] and result.bytes > 48 << 20  # one streamed PUT of the whole tar
-        copy = scratch / f"copy-{compress}"
-        skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{repository}:v1", f"oci:{copy}:x")
-        assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
-    none_layers = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
-                                    f"docker://{host}/test/monolithic:v1"))["layers"]
-    assert [d["digest"] for d in none_layers] == [store.graph.get_digest(x) for x in image.layers]
+    # Compressed on the fly: the digest is known at the end, the bytes go up in chunks.
+    result, requests = _push_and_read_back(store, image, plain_registry, "test/chunked", "zstd", scratch)
+    assert len([r for r in requests if r[0] == "PATCH"]) >= result.bytes // CHUNK_SIZE >= 5
+    # Uncompressed: size and digest known, one streamed PUT of the whole tar.
+    result, requests = _push_and_read_back(store, image, plain_registry, "test/monolithic", "none", scratch)
+    assert [r for r in requests if r[0] == "PATCH"] == [] and result.bytes > 48 << 20

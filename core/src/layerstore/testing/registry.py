@@ -30,7 +30,7 @@ import attrs
 
 from . import driver_required
 
-__all__ = ["LocalRegistry", "TokenAuth", "free_port", "require_tools", "skopeo"]
+__all__ = ["LocalRegistry", "TokenAuth", "free_port", "require_tools", "skopeo", "start_server"]
 
 USERNAME = "layerstore"
 # One line of the access log (Apache combined format): "METHOD PATH HTTP/x" STATUS.
@@ -64,6 +64,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_server(argv: Sequence[str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start a server process (its own session; output appended to `log_path`) and wait until it accepts
+    connections on 127.0.0.1:`port`; a server that exits or never listens is killed and `RuntimeError`."""
+    log = open(log_path, "ab")  # noqa: SIM115 -- handed to the child
+    try:
+        process = subprocess.Popen(list(argv), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    finally:
+        log.close()
+    for _ in range(_READY_ATTEMPTS):
+        if process.poll() is not None:
+            text = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{argv[0]} exited at start: {text}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"{argv[0]} did not listen on 127.0.0.1:{port}")
 
 
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -178,25 +200,8 @@ class LocalRegistry:
         """Start the registry (again, on the same port and storage) and wait until it accepts connections."""
         if self._process is not None:
             return
-        log = open(self.directory / "registry.log", "ab")  # noqa: SIM115 -- handed to the child
-        try:
-            self._process = subprocess.Popen(
-                ["docker-registry", "serve", str(self._config)], stdout=log, stderr=log,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        finally:
-            log.close()
-        for _ in range(_READY_ATTEMPTS):
-            if self._process.poll() is not None:
-                text = (self.directory / "registry.log").read_text(errors="replace")[-2000:]
-                self._process = None
-                raise RuntimeError(f"docker-registry exited at start: {text}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=0.05)
-        self.stop()
-        raise RuntimeError(f"docker-registry did not listen on {self.host}")
+        self._process = start_server(["docker-registry", "serve", str(self._config)],
+                                     self.directory / "registry.log", self.port)
 
     def kill(self) -> None:
         """Kill the registry at once (SIGKILL), as a crash would."""
