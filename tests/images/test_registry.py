@@ -72,8 +72,13 @@ def test_pull_equals_skopeo_and_umoci(store: ImageStore, pushed: str, images: di
 
 def test_pull_by_digest(store: ImageStore, pushed: str) -> None:
     digest = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))["Digest"]
-    reference = pushed.rsplit(":", 1)[0] + "@" + digest
-    assert pull(store, reference, options=insecure()).image.manifest_digest == digest
+    repository = pushed.rsplit(":", 1)[0]
+    image = pull(store, f"{repository}@{digest}", options=insecure()).image
+    assert image.manifest_digest == digest and image.names == ()
+    # Without a name, the image still knows where its blobs came from: all three mount elsewhere.
+    assert image.config_locations == (repository,)
+    copied = push(store, image.id, f"{repository.split('/', 1)[0]}/team/by-digest:v1", options=insecure())
+    assert (copied.blobs_mounted, copied.blobs_uploaded) == (3, 0)
 
 
 def test_push_over_tls_with_basic_auth(store: ImageStore, images: dict[str, Path], secure_registry: LocalRegistry,
@@ -108,10 +113,9 @@ def test_push_over_tls_with_basic_auth(store: ImageStore, images: dict[str, Path
     assert (second.blobs_uploaded, second.bytes) == (0, 0)
     assert second.manifest_digest == first.manifest_digest
 
-    # Another repository of the same registry: the layers are mounted across, not uploaded.
+    # Another repository of the same registry: the layers and the config are mounted across, not uploaded.
     third = push(store, image.id, f"{secure_registry.host}/team/other:v1", options=options)
-    assert third.blobs_mounted == 2
-    assert third.blobs_uploaded == 1  # the config only
+    assert (third.blobs_mounted, third.blobs_uploaded, third.bytes) == (3, 0, 0)
 
 
 def _push_and_read_back(store: ImageStore, image: Any, registry: LocalRegistry, repository: str, compress: str,
@@ -174,6 +178,7 @@ def test_push_mounts_pulled_layers_across_repositories(store: ImageStore, pushed
     assert skopeo_inspect(f"oci:{copy}:x", config=True) == image.digest
     assert [[b.locations for b in layer_blobs(store.graph, layer)] for layer in image.layers] == \
         [[(source, f"{host}/team/copy")]] * 2
+    assert store.get(image.id).config_locations == (source, f"{host}/team/copy")
 
     # The same place again: HEADs only, then the manifest.
     mark = len(plain_registry.access_log())

@@ -91,6 +91,7 @@ def inspect_image(graph: Graph, name: str) -> dict[str, Any] | None:
         "manifest_digest": image.manifest_digest,
         "manifest_media_type": image.manifest_media_type,
         "index_digest": image.index_digest,
+        "config_locations": list(image.config_locations),
         "created": image.created or None,
         "architecture": config.get("architecture"),
         "os": config.get("os"),

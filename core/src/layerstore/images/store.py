@@ -68,6 +68,8 @@ class StoredImage:
 
     `layers` are the graph IDs (chain IDs without ``sha256:``) from the
     bottom up, `diff_ids` the config's uncompressed layer digests.
+    `config_locations` are the places (``registry/repository``) where the
+    config blob is known to exist: where it was pulled from or pushed to.
     """
 
     id: str
@@ -80,6 +82,7 @@ class StoredImage:
     created: str
     loaded: str
     index_digest: str | None = None
+    config_locations: tuple[str, ...] = ()
 
     @property
     def top_layer(self) -> str | None:
@@ -114,16 +117,6 @@ def _descriptor(data: Any, what: str) -> Descriptor:
         return Descriptor.from_json(data)
     except (ValueError, KeyError, TypeError, LayerStoreError) as exc:
         raise InvalidArchive(f"{what}: malformed descriptor ({exc})") from None
-
-
-def _name_locations(names: Sequence[str]) -> tuple[str, ...]:
-    """The ``registry/repository`` of each of `names`, without repeats."""
-    locations = []
-    for name in names:
-        with contextlib.suppress(LayerStoreError):
-            ref = parse_reference(name)
-            locations.append(f"{ref.registry}/{ref.repository}")
-    return tuple(dict.fromkeys(locations))
 
 
 def pick_platform(index: dict[str, Any], platform: Platform | None, what: str) -> Descriptor:
@@ -220,6 +213,7 @@ class ImageStore:
             created=data.get("created") or "",
             loaded=data.get("loaded") or "",
             index_digest=data.get("index_digest"),
+            config_locations=tuple(data.get("config_locations") or ()),
         )
 
     def images(self) -> list[StoredImage]:
@@ -411,7 +405,7 @@ class ImageStore:
                 parent = chain
             self._store_record(image_id, manifest_bytes=manifest_bytes, manifest_type=manifest_type,
                                config_bytes=config_bytes, config=config, index_bytes=index_bytes,
-                               chains=chains, diff_ids=diff_ids, names=all_names)
+                               chains=chains, diff_ids=diff_ids, names=all_names, location=source.location)
         except BaseException:
             self.graph.release(session, *chains)
             for layer in reversed(added):
@@ -490,10 +484,13 @@ class ImageStore:
 
     def _store_record(self, image_id: str, *, manifest_bytes: bytes, manifest_type: str, config_bytes: bytes,
                       config: dict[str, Any], index_bytes: bytes | None, chains: list[str],
-                      diff_ids: list[str], names: list[str]) -> None:
+                      diff_ids: list[str], names: list[str], location: str | None) -> None:
         with self._lock():
             final = self.root / image_id
-            if not (final / "image.json").is_file():
+            if (final / "image.json").is_file():
+                if location:
+                    self._add_config_location(image_id, location)
+            else:
                 staging = self.root / f".tmp-{secrets.token_hex(6)}"
                 staging.mkdir()
                 try:
@@ -510,6 +507,7 @@ class ImageStore:
                         "diff_ids": diff_ids,
                         "created": str(config.get("created") or ""),
                         "loaded": format_created(),
+                        "config_locations": [location] if location else [],
                     }
                     (staging / "image.json").write_text(json.dumps(record, indent=1))
                     shutil.rmtree(final, ignore_errors=True)
@@ -521,6 +519,22 @@ class ImageStore:
                 current = self._names()
                 current.update(dict.fromkeys(names, image_id))
                 self._write_names(current)
+
+    def _add_config_location(self, image_id: str, location: str) -> None:
+        """Record (under the lock) that the image's config blob exists at `location` too; nothing for an image
+        without a record (a layer chain made by ``import``)."""
+        path = self.root / image_id / "image.json"
+        try:
+            record = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return  # an unreadable record is reported by whoever reads it; a location is only a hint
+        locations = list(record.get("config_locations") or [])
+        if location in locations:
+            return
+        record["config_locations"] = [*locations, location]
+        tmp = path.with_name(f".image.json.{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
 
     # -- save ---------------------------------------------------------------------
 
@@ -539,7 +553,7 @@ class ImageStore:
         compressed on the fly with `compress` (``none``, ``gzip``, ``zstd``).
         For each blob the destination is asked first (`has_blob`, with the
         locations where it is recorded as `mount_from`); only missing blobs are
-        written, and each layer blob written is recorded with the
+        written, and each layer blob and the config are recorded with the
         destination's `location`, so a second save there writes no layer.  An
         image whose stored manifest already describes exactly these blobs is
         written with its manifest verbatim (same manifest digest).  On error
@@ -609,10 +623,11 @@ class ImageStore:
         layers = [self._save_layer(layer, diff_id, layer_type=layer_type, compress=compress,
                                    destination=destination, progress=progress)
                   for layer, diff_id in zip(image.layers, image.diff_ids, strict=True)]
-        # No record says where a config came from, but a pull names the image after its repository: a
-        # registry mounts the config from there or answers that it cannot (and the config is uploaded).
-        if not destination.has_blob(config_desc, mount_from=_name_locations(image.names)):
+        if not destination.has_blob(config_desc, mount_from=image.config_locations):
             destination.put_blob(io.BytesIO(config_bytes), config_desc.media_type, expected=config_desc)
+        if destination.location:
+            with self._lock():
+                self._add_config_location(image.id, destination.location)
         stored_json = json.loads(stored) if stored is not None else {}
         if (stored is not None and image.manifest_media_type == manifest_type
                 and [d.get("digest") for d in stored_json.get("layers", [])] == [d.digest for d in layers]
