@@ -54,6 +54,13 @@ def test_pull_equals_skopeo_and_umoci(store: ImageStore, pushed: str, images: di
     assert image.digest == skopeo_inspect(f"oci:{images['umoci']}:{TAG}", config=True)
     diff_ids = skopeo_config(f"oci:{images['umoci']}:{TAG}")["rootfs"]["diff_ids"]
     assert [store.graph.get_digest(layer) for layer in image.layers] == diff_ids
+    # Byte-exact: each layer exports as the uncompressed tar that came in.
+    for layer, diff_id in zip(image.layers, diff_ids, strict=True):
+        with store.graph.tar_layer(layer) as tar:
+            digest = hashlib.sha256()
+            while block := tar.read(1 << 20):
+                digest.update(block)
+        assert "sha256:" + digest.hexdigest() == diff_id
     assert list(image.names) == [pushed]
     assert (result.layers_fetched, result.layers_reused) == (2, 0)
     top = image.top_layer
@@ -544,6 +551,9 @@ def test_push_big_layer_chunked_and_monolithic(store: ImageStore, plain_registry
     # Compressed on the fly: the digest is known at the end, the bytes go up in chunks.
     result, requests = _push_and_read_back(store, image, plain_registry, "test/chunked", "zstd", scratch)
     assert len([r for r in requests if r[0] == "PATCH"]) >= result.bytes // CHUNK_SIZE >= 5
+    writes = [r for r in requests if r[0] in ("POST", "PATCH", "PUT")]
+    assert writes[-1][:2] == ("PUT", "/v2/test/chunked/manifests/v1")  # the manifest last
+    assert len([r for r in writes if "/manifests/" in r[1]]) == 1
     # Uncompressed: size and digest known, one streamed PUT of the whole tar.
     result, requests = _push_and_read_back(store, image, plain_registry, "test/monolithic", "none", scratch)
     assert [r for r in requests if r[0] == "PATCH"] == [] and result.bytes > 48 << 20
