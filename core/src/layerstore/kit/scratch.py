@@ -15,17 +15,24 @@ the other way round, to rename a layer out of sight before deleting it.  A
     trash = ScratchArea(home / "trash")
     trash.discard(home / "layers" / layer_id, layer_id)  # rename away, then delete
 
+    with staging.reserve("copy") as entry:     # replace a live directory in one step
+        copy_tree(live_dir, entry.path)
+        entry.exchange(live_dir)                 # live_dir is the copy; entry.path the old one
+        entry.publish(home / "old")              # keep the old one (else it is deleted on exit)
+
 Every entry ``<label>.<token>`` has a lock file ``<label>.<token>.lock``
 that its owner creates and locks (``flock``) *before* the entry exists, and
 holds until the entry is published or deleted.  `sweep` deletes the
 entries whose lock nobody holds (left by a killed process) and takes the
 same lock first, so it never deletes the work of a live process.  Drivers
-call `sweep` from their ``gc`` hook.
+call `sweep` from their ``gc`` hook, and `unheld` from their ``orphans``
+hook (it only looks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -40,6 +47,9 @@ from ..fstree import remove_tree
 __all__ = ["ScratchArea", "ScratchEntry"]
 
 _LOCK = ".lock"
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @attrs.define
@@ -59,6 +69,20 @@ class ScratchEntry:
         """
         os.rename(self.path, destination)
         self.published = True
+
+    def exchange(self, destination: str | os.PathLike[str]) -> None:
+        """Swap the entry with the existing `destination` in one step (``renameat2`` ``RENAME_EXCHANGE``).
+
+        Readers of `destination` see the old or the new tree, never none.
+        Afterwards the entry's path holds what `destination` held: it is
+        deleted on exit (or swept after a crash) unless `publish` moves it
+        somewhere.  Raises `OSError` (``ENOENT`` when `destination` does not
+        exist, ``EINVAL`` where the filesystem cannot exchange).
+        """
+        old, new = os.fsencode(self.path), os.fsencode(destination)
+        if _libc.renameat2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_EXCHANGE) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), os.fspath(destination))
 
 
 @attrs.define
@@ -144,6 +168,21 @@ class ScratchArea:
                 removed.append(name)
         return removed
 
+    def unheld(self) -> list[str]:
+        """The names of the entries nobody holds (what `sweep` would delete now), without deleting anything."""
+        try:
+            names = set(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in sorted(names):
+            if name.endswith(_LOCK):
+                if self._unheld_lock(self.directory / name):
+                    found.append(name[: -len(_LOCK)])
+            elif f"{name}{_LOCK}" not in names:
+                found.append(name)
+        return found
+
     def entries(self) -> list[str]:
         """The names of the entries present now (held or left over)."""
         try:
@@ -161,6 +200,21 @@ class ScratchArea:
             # nothing, so start again with a new name.
             if os.fstat(fd).st_nlink > 0:
                 return fd, path
+            os.close(fd)
+
+    @staticmethod
+    def _unheld_lock(lock: Path) -> bool:
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        else:
+            return os.fstat(fd).st_nlink > 0
+        finally:
             os.close(fd)
 
     def _remove_if_unlocked(self, entry: str) -> bool:
