@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ __all__ = [
     "TRASH_DIR",
     "Layout",
     "dir_lock",
+    "make_dirs",
     "read_text",
 ]
 
@@ -52,6 +54,20 @@ def dir_lock(path: str, *, shared: bool = False, blocking: bool = True) -> Itera
             yield got
     finally:
         os.close(fd)
+
+
+def make_dirs(home: str, names: tuple[str, ...]) -> None:
+    """Create the directories `names` under `home` (mode 0700) where missing.
+
+    A full filesystem is no error here: a store must still open there, so
+    that layers can be removed to free space.
+    """
+    for name in names:
+        try:
+            os.makedirs(os.path.join(home, name), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
 
 class Layout:

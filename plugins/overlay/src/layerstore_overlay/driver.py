@@ -30,8 +30,6 @@ from changing under them is `layerstore_overlay.links`' business.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
 import logging
 import os
@@ -44,24 +42,21 @@ from layerstore.archive.apply import apply_tar
 from layerstore.archive.export import GeneratedStream
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
-    ConfigError,
     CorruptMetadata,
-    DriverNotSupported,
     LayerExists,
     LayerInUse,
     LayerNotFound,
     LayerStoreError,
     LimitExceeded,
 )
-from layerstore.fstree import remove_tree_quietly
-from layerstore.kit import ScratchArea, check_options, check_storage_options, sweep_atomic_temporaries
-from layerstore.mountinfo import read_mountinfo
-from layerstore.xattrs import get_xattr, list_xattrs
+from layerstore.kit import check_options, check_storage_options
 
 from . import _mount, _native, probes
-from ._layout import LINK_DIR, STAGING_DIR, TRASH_DIR, Layout, dir_lock, read_text
-from ._mount import CLASSIC_MAX_LOWERS, KERNEL_MAX_LOWERS, MountAPI
-from .links import Freezer, Links, short_name
+from ._create import OVERLAY_XATTR_PREFIXES, build_layer
+from ._layout import LINK_DIR, STAGING_DIR, TRASH_DIR, Layout, dir_lock, make_dirs, read_text
+from ._leftovers import Housekeeper, scratch_areas
+from ._mount import CLASSIC_MAX_LOWERS, DEFAULT_MOUNT_OPTIONS, KERNEL_MAX_LOWERS, MountAPI
+from .links import Freezer, Links
 from .probes import PROBE_CACHE
 
 if TYPE_CHECKING:
@@ -71,28 +66,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MOUNT_OPTIONS", "OPTIONS", "PROBE_CACHE", "OverlayDriver"]
 
-DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("redirect_dir=off", "metacopy=off", "index=off")
-"""Renamed directories and metadata-only copy-ups would leave diff/ incomplete for the native diff."""
 OPTIONS: dict[str, str] = {
     "mountopt": "extra overlay mount options, comma-separated (e.g. volatile)",
     "mount_api": "auto (default), fsopen (new mount API, lowerdir+) or mount (classic mount(8))",
 }
-_XATTR_PREFIXES = ("trusted.overlay.",)
-_DIRECTORY_OPTIONS = frozenset({"upperdir", "lowerdir", "workdir", "lowerdir+", "datadir+"})
 _log = logging.getLogger(__name__)
-
-
-def _delete_scratch(path: Path) -> None:
-    """Delete a staging or trash entry: unmount what a killed probe left mounted in it, then remove it.
-
-    Files that resist are a warning and stay for the next sweep: the layer
-    they belonged to is gone from view already.
-    """
-    top = os.fspath(path) + os.sep
-    for mount in sorted((m.mountpoint for m in read_mountinfo() if m.mountpoint.startswith(top)), reverse=True):
-        with contextlib.suppress(LayerStoreError):
-            _mount.unmount(mount)
-    remove_tree_quietly(path, _log.warning)
 
 
 class OverlayDriver:
@@ -110,46 +88,20 @@ class OverlayDriver:
         check_options("overlay", options, {"mountopt": None, "mount_api": ("auto", MountAPI.FSOPEN, MountAPI.CLASSIC)})
         self.home = str(Path(home).absolute())
         self.id_maps = id_maps
-        self.mount_options = [o.strip() for o in options.get("mountopt", "").split(",") if o.strip()]
-        named = sorted({o.partition("=")[0] for o in self.mount_options} & _DIRECTORY_OPTIONS)
-        if named:
-            raise ConfigError(
-                f"overlay driver option mountopt must not name directories ({', '.join(named)}): the driver "
-                "chooses each layer's directories inside the store; remove them from mountopt"
-            )
-        if os.geteuid() != 0:
-            raise DriverNotSupported("overlay needs root (CAP_SYS_ADMIN) to mount")
-        if not probes.kernel_has_overlay():
-            raise DriverNotSupported("the kernel has no overlay filesystem (not in /proc/filesystems)")
-        os.makedirs(self.home, mode=0o711, exist_ok=True)
-        if probes.filesystem_magic(self.home) == probes.OVERLAY_MAGIC:
-            raise DriverNotSupported(f"{self.home} is on overlayfs itself; put the store on another filesystem")
-        self.backing_fs = probes.backing_fs(self.home)
+        self.mount_options = _mount.parse_mount_options(options.get("mountopt", ""))
+        self.backing_fs = probes.check_support(self.home)
         self.layout = Layout(self.home)
-        self.staging = ScratchArea(Path(self.home, STAGING_DIR), delete=_delete_scratch)
-        self.trash = ScratchArea(Path(self.home, TRASH_DIR), delete=_delete_scratch)
-        for directory in (LINK_DIR, STAGING_DIR, TRASH_DIR):
-            try:
-                os.makedirs(os.path.join(self.home, directory), mode=0o700, exist_ok=True)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise  # a full filesystem must still open, so that layers can be removed
+        self.staging, self.trash = scratch_areas(self.home)
+        make_dirs(self.home, (LINK_DIR, STAGING_DIR, TRASH_DIR))
         self.links = Links(self.layout)
         self.freezer = Freezer(self.links, self.staging, self.trash)
+        self.housekeeper = Housekeeper(self.layout, self.freezer)
         wanted_api = options.get("mount_api", "auto")
         self.mount_api = probes.choose_mount_api(
-            self.home, self.backing_fs, self.staging, wanted_api, self.mount_options
+            self.home, self.backing_fs, self.staging, wanted_api, _mount.overlay_options(wanted_api, self.mount_options)
         )
         self.max_lowers = KERNEL_MAX_LOWERS if self.mount_api == MountAPI.FSOPEN else CLASSIC_MAX_LOWERS
-        self._sweep_quietly()
-
-    def _sweep_quietly(self) -> None:
-        """Delete what killed processes left in .staging/ and .trash/; a failure is a warning, never an error."""
-        for area in (self.staging, self.trash):
-            try:
-                area.sweep()
-            except OSError as exc:
-                _log.warning("could not sweep %s: %s", area.directory, exc.strerror or exc)
+        self.housekeeper.sweep_quietly()
 
     def _require(self, layer_id: str) -> None:
         if not self.layout.exists(layer_id):
@@ -176,7 +128,7 @@ class OverlayDriver:
         if os.path.lexists(self.layout.dir(id)):
             raise LayerExists(f"layer {id} already exists in driver overlay")
         if parent is None:
-            self._build(id, None, [], opts)
+            build_layer(self.links, self.staging, id, parent=None, lowers=[], opts=opts, id_maps=self.id_maps)
             return
         self._require(parent)
         # Shared: creates on one parent run together; a freeze or sweep of the parent waits.
@@ -194,46 +146,7 @@ class OverlayDriver:
                     f"({self.mount_api} mount) allows at most {self.max_lowers} (a chain of "
                     f"{self.max_lowers + 1} layers); flatten the image (export and re-import it as one layer)"
                 )
-            self._build(id, parent, lowers, opts)
-
-    def _build(self, id: str, parent: str | None, lowers: list[str], opts: CreateOpts) -> None:
-        short = short_name()
-        record = ""
-        try:
-            with self.staging.reserve(id) as entry:
-                staging = str(entry.path)
-                diff = os.path.join(staging, "diff")
-                if parent is None:
-                    os.mkdir(diff, 0o755)
-                    os.chown(diff, *self.id_maps.root_pair)
-                    os.chmod(diff, 0o755)  # a layer root is 0755 by contract, whatever the umask
-                else:
-                    _copy_root(os.path.join(self.layout.dir(parent), "diff"), diff)
-                os.mkdir(os.path.join(staging, "work"), 0o700)
-                os.mkdir(os.path.join(staging, "merged"), 0o700)
-                files = {"link": short, "read-only": "" if opts.read_only else None}
-                if parent is not None:
-                    files.update({"lower": ":".join(lowers), "parent": parent})
-                    # Recorded before the layer appears, so a crash never leaves a child its parent does not know.
-                    record = self.links.register_kid(parent, id, lowers[0].rpartition("/")[2])
-                for name, text in files.items():
-                    if text is not None:
-                        with open(os.path.join(staging, name), "w", encoding="utf-8") as f:
-                            f.write(text)
-                try:
-                    entry.publish(self.layout.dir(id))
-                except OSError as exc:
-                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise LayerExists(f"layer {id} already exists in driver overlay") from None
-                    raise
-        except BaseException:
-            if record and not (self.layout.exists(id) and self.layout.parent_of(id) == parent):
-                with contextlib.suppress(OSError):
-                    os.unlink(record)
-            raise
-        # Made once the layer exists; a crash before leaves a layer whose link `Links.heal` re-creates.
-        with contextlib.suppress(FileExistsError):
-            os.symlink(f"../{id}/diff", self.layout.link_path(short))
+            build_layer(self.links, self.staging, id, parent=parent, lowers=lowers, opts=opts, id_maps=self.id_maps)
 
     @hookimpl
     def remove(self, id: str) -> None:
@@ -280,11 +193,7 @@ class OverlayDriver:
                 f"{self.max_lowers}"
             )
         self.links.heal(id, lowers)
-        options = [*DEFAULT_MOUNT_OPTIONS, *self.mount_options]
-        if mount_label and os.path.exists("/sys/fs/selinux/enforce"):
-            # mount(8) data needs the label quoted (it may hold commas); fsconfig takes the value as is.
-            quoted = mount_label if self.mount_api == MountAPI.FSOPEN else f'"{mount_label}"'
-            options.append(f"context={quoted}")
+        options = _mount.overlay_options(self.mount_api, self.mount_options, mount_label)
         _mount.mount_overlay(
             self.mount_api,
             self.home,
@@ -323,7 +232,7 @@ class OverlayDriver:
         lowers = self._native_lowers(id, parent)
         if lowers is None:
             return None
-        return _native.changes(os.path.join(self.layout.dir(id), "diff"), lowers, _XATTR_PREFIXES)
+        return _native.changes(os.path.join(self.layout.dir(id), "diff"), lowers, OVERLAY_XATTR_PREFIXES)
 
     @hookimpl
     def diff_size(self, id: str, parent: str | None) -> int | None:
@@ -332,7 +241,7 @@ class OverlayDriver:
         lowers = self._native_lowers(id, parent)
         if lowers is None:
             return None
-        return _native.diff_size(os.path.join(self.layout.dir(id), "diff"), lowers, _XATTR_PREFIXES)
+        return _native.diff_size(os.path.join(self.layout.dir(id), "diff"), lowers, OVERLAY_XATTR_PREFIXES)
 
     @hookimpl
     def diff(self, id: str, parent: str | None) -> BinaryIO | None:
@@ -342,7 +251,7 @@ class OverlayDriver:
         if lowers is None:
             return None
         diff = os.path.join(self.layout.dir(id), "diff")
-        chunks = _native.tar_chunks(diff, lowers, _XATTR_PREFIXES, self.id_maps)
+        chunks = _native.tar_chunks(diff, lowers, OVERLAY_XATTR_PREFIXES, self.id_maps)
         return io.BufferedReader(GeneratedStream(chunks), buffer_size=1 << 16)
 
     @hookimpl
@@ -361,7 +270,7 @@ class OverlayDriver:
         lower_dirs = [os.path.join(self.home, entry) for entry in lowers]
         size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt, lowers=lower_dirs)
         if fmt == "overlay":
-            _native.drop_hidden_whiteouts(diff, _XATTR_PREFIXES)
+            _native.drop_hidden_whiteouts(diff, OVERLAY_XATTR_PREFIXES)
         return int(size)
 
     # -- facts and housekeeping -----------------------------------------------------------
@@ -398,25 +307,12 @@ class OverlayDriver:
     @hookimpl
     def gc(self, live_ids: list[str]) -> list[str]:
         """Delete unheld staging/trash entries, frozen states no child needs, stale links and records."""
-        removed = [f"overlay staging leftover {n}" for n in self.staging.sweep()]
-        removed += [f"overlay trash leftover {n}" for n in self.trash.sweep()]
-        for layer_id in self.layout.layer_ids():
-            removed += self.freezer.drop_unused(layer_id, blocking=False)
-        for description, action in self.links.stale_links():
-            action()
-            removed.append(description)
-        removed += [f"overlay temporary file {n}" for n in sweep_atomic_temporaries(self.home)]
-        return removed
+        return self.housekeeper.collect()
 
     @hookimpl
     def orphans(self) -> list[str]:
         """What `gc` would delete now, without deleting anything."""
-        found = [f"overlay staging leftover {n}" for n in self.staging.unheld()]
-        found += [f"overlay trash leftover {n}" for n in self.trash.unheld()]
-        for layer_id in self.layout.layer_ids():
-            found += [description for description, _ in self.freezer.unused(layer_id)]
-        found += [description for description, _ in self.links.stale_links()]
-        return found
+        return self.housekeeper.describe()
 
     @hookimpl
     def cleanup(self) -> None:
@@ -426,17 +322,4 @@ class OverlayDriver:
         the layers nobody else holds; a layer still mounted is held by
         another process and stays mounted.
         """
-        self._sweep_quietly()
-
-
-def _copy_root(source: str, dest: str) -> None:
-    """Make `dest` a directory with the mode, owner and xattrs of `source` (the parent's root)."""
-    st = os.lstat(source)
-    os.mkdir(dest, 0o700)
-    os.chown(dest, st.st_uid, st.st_gid)
-    os.chmod(dest, st.st_mode & 0o7777)
-    for name in list_xattrs(source):
-        if name.startswith(_XATTR_PREFIXES) or name.startswith("user.overlay."):
-            continue
-        with contextlib.suppress(OSError):
-            os.setxattr(dest, name, get_xattr(source, name), follow_symlinks=False)
+        self.housekeeper.sweep_quietly()

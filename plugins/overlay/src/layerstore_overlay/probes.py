@@ -31,6 +31,7 @@ __all__ = [
     "OVERLAY_MAGIC",
     "PROBE_CACHE",
     "backing_fs",
+    "check_support",
     "choose_mount_api",
     "dtype_problem",
     "filesystem_magic",
@@ -126,6 +127,21 @@ def dtype_problem(directory: str) -> str | None:
     finally:
         os.close(fd)
         os.unlink(probe)
+
+
+def check_support(home: str) -> str:
+    """Raise `DriverNotSupported` unless overlay can run here (root, kernel support, `home` not on overlayfs).
+
+    Creates `home` if needed; returns the name of its backing filesystem.
+    """
+    if os.geteuid() != 0:
+        raise DriverNotSupported("overlay needs root (CAP_SYS_ADMIN) to mount")
+    if not kernel_has_overlay():
+        raise DriverNotSupported("the kernel has no overlay filesystem (not in /proc/filesystems)")
+    os.makedirs(home, mode=0o711, exist_ok=True)
+    if filesystem_magic(home) == OVERLAY_MAGIC:
+        raise DriverNotSupported(f"{home} is on overlayfs itself; put the store on another filesystem")
+    return backing_fs(home)
 
 
 def trusted_xattr_problem(directory: str) -> str | None:
