@@ -151,25 +151,13 @@ class ScratchArea:
 
     def sweep(self) -> list[str]:
         """Delete the entries nobody holds (leftovers of killed processes); return their names."""
-        try:
-            names = set(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
-        removed = []
-        for name in sorted(names):
-            if name.endswith(_LOCK):
-                entry = name[: -len(_LOCK)]
-                if self._remove_if_unlocked(entry):
-                    removed.append(entry)
-            elif f"{name}{_LOCK}" not in names:
-                # An entry always has its lock file while its owner lives
-                # (the lock is made first and removed last): this is garbage.
-                self.delete(self.directory / name)
-                removed.append(name)
-        return removed
+        return self._unheld(remove=True)
 
     def unheld(self) -> list[str]:
         """The names of the entries nobody holds (what `sweep` would delete now), without deleting anything."""
+        return self._unheld(remove=False)
+
+    def _unheld(self, *, remove: bool) -> list[str]:
         try:
             names = set(os.listdir(self.directory))
         except FileNotFoundError:
@@ -177,9 +165,14 @@ class ScratchArea:
         found = []
         for name in sorted(names):
             if name.endswith(_LOCK):
-                if self._unheld_lock(self.directory / name):
-                    found.append(name[: -len(_LOCK)])
+                entry = name[: -len(_LOCK)]
+                if self._unheld_entry(entry, remove=remove):
+                    found.append(entry)
             elif f"{name}{_LOCK}" not in names:
+                # An entry always has its lock file while its owner lives
+                # (the lock is made first and removed last): this is garbage.
+                if remove:
+                    self.delete(self.directory / name)
                 found.append(name)
         return found
 
@@ -202,25 +195,11 @@ class ScratchArea:
                 return fd, path
             os.close(fd)
 
-    @staticmethod
-    def _unheld_lock(lock: Path) -> bool:
-        try:
-            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        else:
-            return os.fstat(fd).st_nlink > 0
-        finally:
-            os.close(fd)
-
-    def _remove_if_unlocked(self, entry: str) -> bool:
+    def _unheld_entry(self, entry: str, *, remove: bool) -> bool:
+        """True when nobody holds `entry`'s lock; with `remove`, delete the entry and then its lock file."""
         lock = self.directory / f"{entry}{_LOCK}"
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False  # its owner finished meanwhile
         try:
@@ -230,9 +209,10 @@ class ScratchArea:
                 return False  # a live process holds it
             if os.fstat(fd).st_nlink == 0:
                 return False  # its owner finished between our listing and open
-            if os.path.lexists(self.directory / entry):
-                self.delete(self.directory / entry)
-            os.unlink(lock)
+            if remove:
+                if os.path.lexists(self.directory / entry):
+                    self.delete(self.directory / entry)
+                os.unlink(lock)
             return True
         finally:
             os.close(fd)
