@@ -155,6 +155,9 @@ _KILLER = textwrap.dedent(
         links.Links.point = die
     elif step == "link":
         links.Links.new_link = die
+    elif step == "linkfile":  # the new short name exists, the layer's link file does not say it yet
+        write = links.atomic_write
+        links.atomic_write = lambda path, *a, **k: die() if str(path).endswith("/link") else write(path, *a, **k)
     elif step == "record":
         links.Freezer._clock_mark = die
     load_driver("overlay", home).get(layer)
@@ -167,10 +170,9 @@ def _kill_freeze(home: Path, step: str, layer: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
 
 
-_STEPS = [(step, False) for step in ("copy", "exchange", "point", "link", "record")] + [
-    (step, True)
-    for step in ("point", "link")  # a shared freeze copies nothing and records nothing
-]
+# A shared freeze copies nothing and records nothing: only its last steps can be cut short.
+_STEPS = [(step, False) for step in ("copy", "exchange", "point", "link", "linkfile", "record")]
+_STEPS += [(step, True) for step in ("point", "link", "linkfile")]
 
 
 @pytest.mark.parametrize(("step", "shared"), _STEPS, ids=[f"{s}-{'share' if sh else 'copy'}" for s, sh in _STEPS])
@@ -223,3 +225,14 @@ def test_a_parent_is_copied_not_shared_while_a_child_on_it_is_mounted(driver: Dr
     for child in ("c", "c2"):
         with driver.mounted(child) as path:
             assert Path(path, "f").read_bytes() == b"original"
+
+
+def test_gc_keeps_a_link_that_a_repair_needs(driver: Driver) -> None:
+    driver.create("p", None)
+    driver.create("c", "p")
+    short = (driver.home / "p" / "link").read_text()
+    (driver.home / "p" / "link").unlink()  # damaged records: the link is all that says the short name
+    driver.gc()
+    assert os.readlink(driver.home / "l" / short) == "../p/diff"
+    with driver.mounted("c"):
+        pass

@@ -190,7 +190,11 @@ class Links:
         return [s for s in shorts if s and not s.startswith(".")]
 
     def stale_links(self) -> list[Leftover]:
-        """Links in ``l/`` that no layer record explains (their layer is gone, or a freeze was cut short)."""
+        """Links in ``l/`` that lead nowhere, or that the intact records of their layer do not explain.
+
+        A link whose layer lost its ``link`` file is kept: it is what a
+        repair needs.
+        """
         found: list[Leftover] = []
         directory = os.path.join(self.layout.home, LINK_DIR)
         for short in sorted(os.listdir(directory)):
@@ -200,14 +204,19 @@ class Links:
             except OSError:
                 continue
             owner = target.split("/")[1] if target.startswith("../") and target.count("/") == 2 else ""
-            if not self.layout.exists(owner):
+            if not self.layout.exists(owner) or not os.path.exists(os.path.join(directory, target)):
                 found.append((f"overlay stale link l/{short}", _unlinker(path)))
                 continue
             # Links change only under their owner's lock (a half-made one is named .tmp-*).
             with contextlib.suppress(FileNotFoundError), dir_lock(self.layout.dir(owner), blocking=False) as got:
-                if got and (short.startswith(".tmp-") or self.expected_target(owner, short) != target):
+                if got and (short.startswith(".tmp-") or self._unexplained(owner, short)):
                     found.append((f"overlay stale link l/{short}", _unlinker(path)))
         return found
+
+    def _unexplained(self, owner: str, short: str) -> bool:
+        """True when `owner`'s records are intact and none of them names `short` (a freeze cut short made it)."""
+        own = read_text(os.path.join(self.layout.dir(owner), "link"))
+        return own is not None and self.expected_target(owner, short) is None
 
 
 class Freezer:
