@@ -152,17 +152,17 @@ class OverlayDriver:
     def remove(self, id: str) -> None:
         """Unmount, rename into the trash and delete layer `id`; `LayerInUse` if it has children."""
         self._require(id)
-        children = [kid for kid, _ in self.links.kids(id)]
-        if children:
-            raise LayerInUse(
-                f"layer {id} is the parent of {len(children)} layer(s) ({', '.join(children[:3])}); "
-                "remove the children first"
-            )
         layer = self.layout.dir(id)
-        _mount.unmount(os.path.join(layer, "merged"))
-        parent = self.layout.parent_of(id)
-        shorts = self.links.shorts_of(id)
-        with dir_lock(layer):  # no create on it or freeze of it runs meanwhile
+        with dir_lock(layer):  # creates of children on it and freezes of it wait, or are done
+            children = [kid for kid, _ in self.links.kids(id)]
+            if children:
+                raise LayerInUse(
+                    f"layer {id} is the parent of {len(children)} layer(s) ({', '.join(children[:3])}); "
+                    "remove the children first"
+                )
+            _mount.unmount(os.path.join(layer, "merged"))
+            parent = self.layout.parent_of(id)
+            shorts = self.links.shorts_of(id)
             self.trash.discard(layer, id)
         self.links.forget(id, parent, shorts)
         if parent is not None and self.layout.exists(parent):
