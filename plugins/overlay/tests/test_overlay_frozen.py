@@ -236,3 +236,29 @@ def test_gc_keeps_a_link_that_a_repair_needs(driver: Driver) -> None:
     assert os.readlink(driver.home / "l" / short) == "../p/diff"
     with driver.mounted("c"):
         pass
+
+
+def test_a_5000_level_parent_freezes_and_shares(driver: Driver) -> None:
+    driver.create("p", None)
+    with driver.mounted("p") as path:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(5000):  # one name at a time: the full path is far beyond PATH_MAX
+                os.mkdir("d", dir_fd=fd)
+                deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = deeper
+            with open(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+                f.write(b"deep")
+        finally:
+            os.close(fd)
+    for child in ("c1", "c2", "c3"):
+        driver.create(child, "p")
+        with driver.mounted("p"):  # the first copies the 5,000 levels, the others share that copy
+            pass
+    assert len(_frozen(driver.home, "p")) == 1
+    assert driver.changes("c3", "p") == []
+    for child in ("c1", "c2", "c3"):
+        driver.remove(child)
+    driver.remove("p")
+    assert driver.orphans() == []
