@@ -15,6 +15,7 @@ import pytest
 from conftest import OpenOverlay
 
 from layerstore import Driver, Graph
+from layerstore.testing.trees import deep_directory
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -241,13 +242,8 @@ def test_gc_keeps_a_link_that_a_repair_needs(driver: Driver) -> None:
 def test_a_5000_level_parent_freezes_and_shares(driver: Driver) -> None:
     driver.create("p", None)
     with driver.mounted("p") as path:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = deep_directory(path, 5000)  # far beyond what PATH_MAX can name
         try:
-            for _ in range(5000):  # one name at a time: the full path is far beyond PATH_MAX
-                os.mkdir("d", dir_fd=fd)
-                deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-                os.close(fd)
-                fd = deeper
             with open(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
                 f.write(b"deep")
         finally:
