@@ -36,19 +36,18 @@ import contextlib
 import errno
 import os
 import secrets
-import stat
 from collections.abc import Callable
 
 from layerstore.errors import CorruptMetadata, LayerStoreError, StorageFull
 from layerstore.kit import ScratchArea, atomic_write, copy_tree, is_atomic_temporary, sweep_atomic_temporaries
 from layerstore.mountinfo import read_mountinfo
 
+from ._clock import changed_since, clock_mark
 from ._layout import ALIASES_DIR, COPIED_FROM, FROZEN_PREFIX, KIDS_DIR, LINK_DIR, Layout, dir_lock, read_text
 
 __all__ = ["Freezer", "Leftover", "Links", "short_name"]
 
 _SHORT_LEN = 26
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Leftover = tuple[str, Callable[[], object]]
 """A description of something ``gc`` removes, and how to remove it."""
@@ -270,22 +269,9 @@ class Freezer:
                 f"layer {id} has children and must be copied before it changes, but the copy failed: "
                 f"{exc.strerror or exc}"
             ) from exc
-        mark = self._clock_mark()
+        mark = clock_mark(self.staging)
         record = f"{frozen}\n{mark}\n{os.lstat(diff).st_ino}\n"
         atomic_write(os.path.join(layer, COPIED_FROM), record, durable=False)
-
-    def _clock_mark(self) -> int:
-        """A time no earlier than every change made so far and earlier than every change made after we return."""
-        with self.staging.reserve("clock") as entry:
-            fd = os.open(entry.path / "mark", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                mark = os.fstat(fd).st_ctime_ns
-                # Timestamps are coarse: wait until the clock has ticked past the mark.
-                while os.fstat(fd).st_ctime_ns <= mark:
-                    os.utime(fd)
-            finally:
-                os.close(fd)
-        return mark
 
     def _unchanged_copy_of(self, id: str, current: str) -> str | None:
         """The frozen state diff/ was copied from, if diff/ has not changed since and no mount uses it live."""
@@ -401,44 +387,3 @@ def _unlinker(path: str) -> Callable[[], object]:
             os.unlink(path)
 
     return unlink
-
-
-def changed_since(root: str, mark: int) -> bool:
-    """True when some inode in the tree `root` changed (``ctime``) after `mark` (ns).  Iterative, any depth."""
-    fd = os.open(root, _DIR_FLAGS)
-    try:
-        if os.fstat(fd).st_ctime_ns > mark:
-            return True
-        pending: list[list[str]] = []
-        subdirs = _subdirs_unless_changed(fd, mark)
-        while subdirs is not None:
-            pending.append(subdirs)
-            while pending and not pending[-1]:
-                pending.pop()
-                if pending:
-                    fd = _replace(fd, os.open("..", _DIR_FLAGS, dir_fd=fd))
-            if not pending:
-                return False
-            fd = _replace(fd, os.open(pending[-1].pop(), _DIR_FLAGS, dir_fd=fd))
-            subdirs = _subdirs_unless_changed(fd, mark)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _subdirs_unless_changed(fd: int, mark: int) -> list[str] | None:
-    """The subdirectories of the directory `fd`, or None when one of its entries changed after `mark`."""
-    subdirs = []
-    with os.scandir(fd) as it:
-        for entry in it:
-            st = entry.stat(follow_symlinks=False)
-            if st.st_ctime_ns > mark:
-                return None
-            if stat.S_ISDIR(st.st_mode):
-                subdirs.append(entry.name)
-    return subdirs
-
-
-def _replace(old_fd: int, new_fd: int) -> int:
-    os.close(old_fd)
-    return new_fd
