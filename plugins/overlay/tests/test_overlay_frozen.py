@@ -258,3 +258,20 @@ def test_a_5000_level_parent_freezes_and_shares(driver: Driver) -> None:
         driver.remove(child)
     driver.remove("p")
     assert driver.orphans() == []
+
+
+def test_leftovers_of_the_earlier_layout_are_collected(driver: Driver) -> None:
+    driver.create("p", None)
+    for leftover in (".trash-0a1b", ".tmp-2c3d", ".new-4e5f", ".probe-6a7b", "p/.diff-copy-8c9d"):
+        (driver.home / leftover / "sub").mkdir(parents=True)
+    expected = {
+        "overlay leftover .trash-0a1b",
+        "overlay leftover .tmp-2c3d",
+        "overlay leftover .new-4e5f",
+        "overlay leftover .probe-6a7b",
+        "overlay leftover p/.diff-copy-8c9d",
+    }
+    assert set(driver.orphans()) == expected
+    assert expected <= set(driver.gc())
+    assert driver.orphans() == []
+    assert driver.exists("p")

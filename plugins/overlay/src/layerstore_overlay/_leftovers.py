@@ -1,6 +1,8 @@
 """What killed processes leave under an overlay home, and how ``gc`` / ``orphans`` find and remove it.
 
 Leftovers are: staging and trash entries nobody holds (`layerstore.kit.ScratchArea`),
+what a killed process of an earlier release left at the top of the home (``.tmp-*``, ``.new-*``,
+``.trash-*``, ``.probe-*``, and ``.diff-copy-*`` in a layer),
 frozen states no child stacks on and stale child records (`links.Freezer.unused`), links no layer
 record explains (`links.Links.stale_links`), and temporary files of `layerstore.kit.atomic_write`.
 Each is found under the lock its owner holds while working on it, so a live operation is never
@@ -26,6 +28,7 @@ from .links import Freezer
 __all__ = ["Housekeeper", "delete_scratch", "scratch_areas"]
 
 _log = logging.getLogger(__name__)
+_EARLIER_PREFIXES = (".tmp-", ".new-", ".trash-", ".probe-")
 
 
 def delete_scratch(path: Path) -> None:
@@ -75,6 +78,9 @@ class Housekeeper:
         for description, action in self.freezer.links.stale_links():
             action()
             removed.append(description)
+        for path in self._earlier_layout():
+            remove_tree_quietly(path, _log.warning)
+            removed.append(f"overlay leftover {os.path.relpath(path, self.layout.home)}")
         removed += [f"overlay temporary file {n}" for n in sweep_atomic_temporaries(self.layout.home)]
         return removed
 
@@ -85,4 +91,15 @@ class Housekeeper:
         for layer_id in self.layout.layer_ids():
             found += [description for description, _ in self.freezer.unused(layer_id)]
         found += [description for description, _ in self.freezer.links.stale_links()]
+        found += [f"overlay leftover {os.path.relpath(p, self.layout.home)}" for p in self._earlier_layout()]
         return found
+
+    def _earlier_layout(self) -> list[str]:
+        """Staging, trash and copies of killed processes in the layout of earlier releases."""
+        home = self.layout.home
+        found = [os.path.join(home, n) for n in os.listdir(home) if n.startswith(_EARLIER_PREFIXES)]
+        for layer_id in self.layout.layer_ids():
+            layer = self.layout.dir(layer_id)
+            with contextlib.suppress(FileNotFoundError):
+                found += [os.path.join(layer, n) for n in os.listdir(layer) if n.startswith(".diff-copy-")]
+        return sorted(found)
