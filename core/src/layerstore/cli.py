@@ -40,7 +40,7 @@ from .cli_support import (
     summary,
 )
 from .counting import CountingReader as _CountingReader
-from .errors import ImageNotFound, LayerStoreError
+from .errors import CommandError, ImageNotFound, LayerStoreError
 from .imagecli import image_commands, image_layer, inspect_image, refuse_image_archive
 from .registrycli import registry_commands
 from .sizes import format_size
@@ -60,10 +60,6 @@ class _Interrupted(Exception):
 
 class _BrokenPipe(Exception):
     """BrokenPipeError carried past click (which would exit silently)."""
-
-
-class CommandError(LayerStoreError):
-    """A command failed in a way already explained by its output (e.g. `check` found bad layers)."""
 
 
 def _error_line(message: str) -> None:

@@ -37,6 +37,7 @@ from .errors import (
     DriverNotFound,
     DriverNotSupported,
     InvalidDriver,
+    InvalidID,
     LayerExists,
     LayerInUse,
     LayerNotFound,
@@ -379,6 +380,14 @@ class Driver:
         with self._refs.locked(id):
             return self._live_children(id)
 
+    def layers(self) -> list[str]:
+        """The existing layers created through this facade (every process's), sorted.
+
+        Read from the parent index the facade keeps for every ``create``, so
+        the store never has to guess layer names from the driver's home.
+        """
+        return sorted({layer_id for layer_id, _ in self._parents.records() if self.exists(layer_id)})
+
     def gc(self, live_ids: Iterable[str] = ()) -> list[str]:
         """Collect leftovers: layers cut short by a crash, stale records, then the driver's own (its ``gc`` hook).
 
@@ -529,4 +538,4 @@ class Driver:
 
 def _check_id(layer_id: str) -> None:
     if not layer_id or "/" in layer_id or layer_id in (".", "..") or "\0" in layer_id or layer_id.startswith("."):
-        raise LayerStoreError(f"invalid layer ID {layer_id!r}: it must be non-empty, without '/', not start with '.'")
+        raise InvalidID(f"invalid layer ID {layer_id!r}: it must be non-empty, without '/', not start with '.'")
