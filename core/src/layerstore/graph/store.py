@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from ..errors import ImageNotFound, InvalidID, LayerInUse, LayerStoreError
+from ..errors import ImageNotFound, InvalidID, LayerInUse
 from ..idtools import IDMap, IDMappings
-from ..image import Image, format_created, generate_id, go_architecture, is_valid_id, validate_id
+from ..image import Image, format_created, generate_id, go_architecture, validate_id
 from ..tarsplit.layerstream import open_layer
-from ..truncindex import TruncIndex
 from .files import DIGEST_FILE, TAR_DATA_FILE, ImageFiles, write_atomic
 from .maintenance import CheckResult, GCReport, check_layer, collect_garbage
+from .reader import ImageReader
+from .retain import RetainSessions
 from .staging import sweep_staging
 from .transaction import delete_locked, register_locked
 
@@ -34,7 +34,7 @@ __all__ = ["Graph"]
 _CHUNK = 1 << 20
 
 
-class Graph:
+class Graph(ImageReader):
     """A store of images: metadata under ``<root>/graph`` and layers in `driver`.
 
     Safe to use from several threads and several processes at once: changes
@@ -50,11 +50,9 @@ class Graph:
         gid_maps: Iterable[IDMap] = (),
     ) -> None:
         self.root = Path(root).absolute()
-        self.driver = driver
         self.id_maps = IDMappings(tuple(uid_maps), tuple(gid_maps))
-        self.files = ImageFiles(self.root, self.id_maps)
-        self._retained: dict[str, set[str]] = {}
-        self._retained_lock = threading.Lock()
+        super().__init__(ImageFiles(self.root, self.id_maps), driver)
+        self._sessions = RetainSessions()
         sweep_staging(self.files, driver)
 
     def __repr__(self) -> str:
@@ -65,148 +63,24 @@ class Graph:
         """Where commands record temporary output files (see `layerstore.outfile.open_output`)."""
         return self.files.tmp
 
-    def image_root(self, image_id: str) -> Path:
-        """The metadata directory of `image_id` (``<root>/graph/<id>``)."""
-        return self.files.image_root(image_id)
-
     def _locked(
         self, image_id: str, *, shared: bool = False, blocking: bool = True
     ) -> contextlib.AbstractContextManager[bool]:
         return self.files.locked(image_id, shared=shared, blocking=blocking)
 
-    def _is_whole(self, image_id: str) -> bool:
-        return self.files.has_metadata(image_id) and self.driver.exists(image_id)
-
-    # -- reading ---------------------------------------------------------------
-
-    def ids(self) -> list[str]:
-        """The IDs of every whole image, sorted."""
-        return [i for i in self.files.metadata_ids() if self.driver.exists(i)]
-
-    def resolve(self, name: str) -> str:
-        """Return the full ID of the image named by `name` (an ID, a unique prefix, or a ``sha256:`` digest).
-
-        A digest names a layer by its chain ID, its diff digest or a recorded
-        compressed digest (`layerstore.images.layers.resolve_digest`).
-        `InvalidID` for an empty name or one with spaces, `ImageNotFound`,
-        `AmbiguousID` naming the candidates.
-        """
-        if name.startswith("sha256:"):
-            from ..images.layers import resolve_digest
-
-            return resolve_digest(self, name)
-        if is_valid_id(name):
-            if self._is_whole(name):
-                return name
-            raise ImageNotFound(f"no image with ID {name}; `layerstore ls` lists the images")
-        return TruncIndex(self.ids()).get(name)
-
-    def exists(self, name: str) -> bool:
-        """True if `name` (an ID or unique prefix) names a whole image: metadata and driver layer."""
-        try:
-            self.resolve(name)
-        except LayerStoreError:
-            return False
-        return True
-
-    def get(self, name: str) -> Image:
-        """Return the image named by `name` (an ID or a unique prefix).
-
-        The layer size is recomputed with the driver's ``diff_size`` (and
-        saved) when the ``layersize`` file is missing.
-        """
-        return self._load(self.resolve(name))
-
-    def _load(self, image_id: str) -> Image:
-        image, size = self.files.load(image_id)
-        if size is None:
-            size = self.driver.diff_size(image_id, image.parent)
-            self.files.save_size(image_id, size)
-        image.size = size
-        return image
-
-    def raw_json(self, name: str) -> bytes:
-        """The image's JSON exactly as stored."""
-        return self.files.read_json(self.resolve(name))
-
-    def walk_all(self, handler: Callable[[Image], object] | None = None) -> list[Image]:
-        """Call `handler` on every image (images whose metadata cannot be read are skipped); return them."""
-        images = []
-        for image_id in self.ids():
-            try:
-                image = self._load(image_id)
-            except LayerStoreError:
-                continue
-            images.append(image)
-            if handler is not None:
-                handler(image)
-        return images
-
-    def __iter__(self) -> Iterator[Image]:
-        return iter(self.walk_all())
-
-    def map(self) -> dict[str, Image]:
-        """Every image, by ID."""
-        return {image.id: image for image in self.walk_all()}
-
-    def by_parent(self) -> dict[str, list[Image]]:
-        """Images by the ID of their parent; an image without children has no entry."""
-        images = self.map()
-        result: dict[str, list[Image]] = {}
-        for image in images.values():
-            if image.parent and image.parent in images:
-                result.setdefault(image.parent, []).append(image)
-        return result
-
-    def heads(self) -> dict[str, Image]:
-        """Images that are no other image's parent, by ID."""
-        images = self.map()
-        parents = {image.parent for image in images.values() if image.parent}
-        return {image_id: image for image_id, image in images.items() if image_id not in parents}
-
-    def children(self, name: str | Image) -> list[str]:
-        """The IDs of the images whose parent is the given image, sorted."""
-        image_id = name.id if isinstance(name, Image) else self.resolve(name)
-        return self._children_of(image_id)
-
-    def _children_of(self, image_id: str) -> list[str]:
-        found = []
-        for child in self.files.metadata_ids():
-            try:
-                image = Image.from_json(self.files.read_json(child))
-            except (LayerStoreError, OSError):
-                continue
-            if image.parent == image_id:
-                found.append(child)
-        return found
-
-    def has_children(self, image: str | Image) -> bool:
-        """True when another image has `image` as its parent."""
-        return bool(self.children(image))
-
     # -- retain sessions (pulls and builds in progress) -----------------------
 
     def retain(self, session_id: str, *layer_ids: str) -> None:
         """Hold `layer_ids` for `session_id` so that `delete` refuses them until `release`."""
-        with self._retained_lock:
-            for layer_id in layer_ids:
-                self._retained.setdefault(layer_id, set()).add(session_id)
+        self._sessions.retain(session_id, layer_ids)
 
     def release(self, session_id: str, *layer_ids: str) -> None:
         """Drop the holds of `session_id` on `layer_ids` (unknown ones are ignored)."""
-        with self._retained_lock:
-            for layer_id in layer_ids:
-                holders = self._retained.get(layer_id)
-                if holders is None:
-                    continue
-                holders.discard(session_id)
-                if not holders:
-                    del self._retained[layer_id]
+        self._sessions.release(session_id, layer_ids)
 
     def is_held(self, layer_id: str) -> bool:
         """True while some session retains `layer_id`."""
-        with self._retained_lock:
-            return layer_id in self._retained
+        return self._sessions.is_held(layer_id)
 
     # -- writing ---------------------------------------------------------------
 
@@ -300,8 +174,7 @@ class Graph:
                         f"unmount it (`layerstore umount {image_id[:12]}`) or delete with force"
                     )
             delete_locked(self.files, self.driver, image_id, driver_has=driver_has)
-        with self._retained_lock:
-            self._retained.pop(image_id, None)
+        self._sessions.forget(image_id)
 
     def set_digest(self, name: str, digest: str) -> None:
         """Record `digest` (``sha256:<hex>``) as the image's layer digest."""
