@@ -131,12 +131,12 @@ class _State:
 
     def check_driver_name(self) -> None:
         """Fail as opening the store would for a driver that is not installed or a misnamed option scope."""
-        from .drivers import _no_such_driver, available_drivers
+        from .discovery import available_drivers, no_such_driver
 
         installed = available_drivers()
         self.settings.check_driver_names(installed)
         if self.settings.driver is not None and self.settings.driver not in installed:
-            raise _no_such_driver(self.settings.driver)
+            raise no_such_driver(self.settings.driver)
 
     def graph_for(self, image: str) -> Graph:
         """The store's graph for a command about `image`; `ImageNotFound` when there is no store yet."""
@@ -341,7 +341,7 @@ def _probe_driver(name: str, probe: Path, settings: Settings, *, selected: bool)
 def drivers(as_json: bool) -> None:
     """List installed drivers and whether each can run on this store's filesystem."""
     from .config import auto_candidates
-    from .drivers import available_drivers
+    from .discovery import NO_DRIVER_INSTALLED, available_drivers
 
     state = _state()
     settings = state.settings
@@ -349,8 +349,7 @@ def drivers(as_json: bool) -> None:
     if not installed:
         if as_json:
             emit_json([])
-        click.echo("no storage driver is installed; install one, e.g. `pip install layerstore-vfs` "
-                   "(or layerstore-overlay, layerstore-btrfs, layerstore-zfs)", err=as_json)
+        click.echo(f"{NO_DRIVER_INSTALLED} (or layerstore-overlay, layerstore-btrfs, layerstore-zfs)", err=as_json)
         return
     settings.check_driver_names(installed)
     # Probe in a fresh directory on the store's filesystem, never inside the store itself.

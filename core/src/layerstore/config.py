@@ -462,7 +462,7 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
-    from .drivers import available_drivers
+    from .discovery import NO_DRIVER_INSTALLED, available_drivers
 
     installed = available_drivers()
     settings.check_driver_names(installed)
@@ -482,7 +482,7 @@ def open_driver_for(settings: Settings) -> Driver:
                 f"the store at {settings.root} uses driver {recorded}, which cannot start: {exc}"
             ) from None
     if not installed:
-        raise DriverNotFound("no storage driver is installed; install one, e.g. `pip install layerstore-vfs`")
+        raise DriverNotFound(NO_DRIVER_INSTALLED)
     reasons = []
     for name in auto_candidates(settings.root, installed):
         if name not in installed:
