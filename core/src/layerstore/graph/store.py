@@ -84,7 +84,7 @@ class Graph(ImageReader):
 
     # -- writing ---------------------------------------------------------------
 
-    def create(  # noqa: PLR0917 -- the engine's signature
+    def create(
         self,
         layer_data: BinaryIO | None,
         container_id: str = "",

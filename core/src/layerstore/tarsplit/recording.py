@@ -276,8 +276,8 @@ class LayerRecording(io.RawIOBase):
         if self._recorder is not None:
             while self._recorder.readinto(buffer):
                 pass
-            assert self._hashing is not None
-            self._done = "sha256:" + self._hashing.hexdigest()
+            hashing = cast(BackgroundSha256, self._hashing)  # set together with the recorder
+            self._done = "sha256:" + hashing.hexdigest()
             return self._done
         while self.readinto(buffer):
             pass
