@@ -58,6 +58,15 @@ class _Interrupted(Exception):
     """KeyboardInterrupt carried past click (which would print a blank line and abort)."""
 
 
+class _StoreOSError(Exception):
+    """An OSError of a command, with the store root it happened in (for the message)."""
+
+    def __init__(self, error: OSError, root: Path | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.root = root
+
+
 class _BrokenPipe(Exception):
     """BrokenPipeError carried past click (which would exit silently)."""
 
@@ -82,9 +91,6 @@ def _os_error_message(exc: OSError, root: Path | None = None) -> str:
     return exc.strerror or str(exc)
 
 
-_last_state: list[_State] = []
-
-
 class _State:
     """What the group options chose; opens the store on first use and closes it when the command ends."""
 
@@ -96,7 +102,11 @@ class _State:
         self._settings: Settings | None = None
         self._store: tuple[Driver, Graph] | None = None
         self.keep_mounts = False
-        _last_state[:] = [self]
+
+    @property
+    def resolved_root(self) -> Path | None:
+        """The store root, once the settings were resolved (for error messages); None before."""
+        return self._settings.root if self._settings is not None else None
 
     @property
     def settings(self) -> Settings:
@@ -172,6 +182,9 @@ class _Group(click.Group):
             raise _Interrupted() from None
         except BrokenPipeError:
             raise _BrokenPipe() from None
+        except OSError as exc:
+            state = ctx.find_object(_State)
+            raise _StoreOSError(exc, state.resolved_root if state is not None else None) from exc
 
 
 def _short(image_id: str | None, full: bool = False) -> str:
@@ -860,8 +873,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except LayerStoreError as exc:
         _error_line(str(exc))
         code = 1
+    except _StoreOSError as exc:
+        _error_line(_os_error_message(exc.error, exc.root))
+        code = 1
     except OSError as exc:
-        _error_line(_os_error_message(exc, _current_root()))
+        _error_line(_os_error_message(exc))
         code = 1
     except Exception as exc:
         if os.environ.get("LAYERSTORE_DEBUG"):
@@ -880,13 +896,6 @@ def _exit(code: int) -> NoReturn:
     except ValueError:
         _silence_stdout()
     raise SystemExit(code)
-
-
-def _current_root() -> Path | None:
-    state = _last_state[0] if _last_state else None
-    if state is None or state._settings is None:
-        return None
-    return state._settings.root
 
 
 from .cli_new_driver import new_driver  # noqa: E402 - its own module, attached here
