@@ -59,6 +59,21 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _targets(node: ast.AST, package: str) -> set[str]:
+    """The modules an import statement (in `package`) names; empty for any other node."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    if node.level:
+        base = package.split(".")
+        base = base[: len(base) - node.level + 1]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    return _from_targets(target, node)
+
+
 def _imports(path: Path) -> set[str]:
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -69,16 +84,7 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.If) and _is_type_checking(node):
             stack.extend(node.orelse)
             continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            found.update(_from_targets(target, node))
+        found.update(_targets(node, package))
         stack.extend(ast.iter_child_nodes(node))
     return {name for name in found if name == "layerstore" or name.startswith("layerstore.")}
 
@@ -149,16 +155,7 @@ def _imports_of_tree(tree: ast.Module, module: str, path: Path) -> set[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in tree.body:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            found.update(_from_targets(target, node))
+        found.update(_targets(node, package))
     return found
 
 
