@@ -11,7 +11,7 @@ from ..change import ChangeKind
 from ..errors import LayerStoreError
 from ..idtools import IDMappings
 from ..xattrs import get_xattr, list_xattrs
-from ._tarheader import (
+from .tarheader import (
     END_OF_ARCHIVE,
     TYPE_BLOCKDEV,
     TYPE_CHARDEV,
