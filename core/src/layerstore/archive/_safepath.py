@@ -51,11 +51,14 @@ def split_name(name: str, what: str = "tar entry") -> list[str]:
         raise InvalidArchive(
             f"unsafe {what} {name!r}: absolute paths are refused; use names relative to the layer root"
         )
-    parts = name.split("/")
-    if "" in parts or "." in parts:
+    # Substring tests first: a name may have thousands of components, and
+    # scanning the list for each rule would cost as much again per entry.
+    bare = name.rstrip("/")
+    parts = bare.split("/")
+    if not bare or "//" in bare or "." in parts[0] or "/." in bare:
         parts = [p for p in parts if p and p != "."]
-    if ".." in parts:
-        raise InvalidArchive(f"unsafe {what} {name!r}: '..' components are refused")
+        if ".." in parts:
+            raise InvalidArchive(f"unsafe {what} {name!r}: '..' components are refused")
     return parts
 
 
