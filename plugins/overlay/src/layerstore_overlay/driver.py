@@ -22,8 +22,9 @@ A child must never see later changes to its parent.  Before a layer that
 has children is mounted writable (or has a diff applied), its diff/ is
 *frozen*: renamed to ``frozen-<short>`` (the children's link is pointed
 there; mounted children keep the very same directory) and replaced by a
-copy (``cp -a --reflink=auto``) under a new short name.  Read-only layers and
-layers without children never pay for this.
+copy (`layerstore.kit.copy_tree`: reflinks where the filesystem has them,
+trees of any depth) under a new short name.  Read-only layers and layers
+without children never pay for this.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from layerstore.archive.apply import apply_tar
 from layerstore.archive.export import GeneratedStream
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
-    CommandFailed,
     ConfigError,
     CorruptMetadata,
     DriverNotSupported,
@@ -58,7 +58,7 @@ from layerstore.errors import (
 from layerstore.flock import held_flock
 from layerstore.fstree import remove_tree_quietly
 from layerstore.kit import check_options, check_storage_options
-from layerstore.process import run_command
+from layerstore.kit.copytree import copy_tree
 from layerstore.xattrs import get_xattr, list_xattrs
 
 from . import _mount, _native, _support
@@ -555,8 +555,9 @@ class OverlayDriver:
                 remove_tree_quietly(stale, _log.warning)
         copy = os.path.join(layer, f".diff-copy-{secrets.token_hex(6)}")
         try:
-            run_command(["cp", "-a", "--reflink=auto", "--", diff, copy])
-        except CommandFailed as exc:
+            os.mkdir(copy, 0o700)
+            copy_tree(diff, copy)
+        except OSError as exc:
             remove_tree_quietly(copy, _log.warning)
             raise LayerStoreError(
                 f"layer {id} has children and must be copied before it changes, but the copy failed: {exc}"
