@@ -111,6 +111,10 @@ class ZfsDriver:
             )
         self.mnt = self.home / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
+        # The driver's lock file is part of the home from the start (a fixed name: creating it
+        # again is harmless), not something the first locked operation leaves behind.
+        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
 
     def __repr__(self) -> str:
         return f"<ZfsDriver {self.fsname} at {self.home}>"
