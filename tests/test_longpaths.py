@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from layerstore.archive.inroot import open_in_root
+from layerstore.fstree import remove_tree
 from layerstore.longpaths import PATH_LIMIT, ShortPaths
 
 DEPTH = 2500  # 5,000-byte relative paths: beyond PATH_MAX
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Path]:
+    """A directory for a deep tree, removed afterwards (pytest's own clean-up recurses per level)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    yield root
+    remove_tree(root)
 
 
 def _chain(root: Path, depth: int, name: str = "d") -> str:
@@ -29,11 +40,11 @@ def _chain(root: Path, depth: int, name: str = "d") -> str:
     return "/".join([name] * depth + ["file"])
 
 
-def test_short_paths_reach_entries_beyond_path_max(tmp_path: Path) -> None:
-    rel = _chain(tmp_path, DEPTH)
-    with ShortPaths(tmp_path) as paths:
-        assert paths.path("") == str(tmp_path)
-        assert paths.path("d") == f"{tmp_path}/d"  # short: as it is
+def test_short_paths_reach_entries_beyond_path_max(tree: Path) -> None:
+    rel = _chain(tree, DEPTH)
+    with ShortPaths(tree) as paths:
+        assert paths.path("") == str(tree)
+        assert paths.path("d") == f"{tree}/d"  # short: as it is
         for depth in (DEPTH, DEPTH // 2, DEPTH):  # down, up, down again
             sub = "/".join(["d"] * depth)
             path = paths.path(sub)
@@ -46,10 +57,10 @@ def test_short_paths_reach_entries_beyond_path_max(tmp_path: Path) -> None:
         assert os.lstat(paths.path(rel)).st_size == len(b"bottom\n")
 
 
-def test_forget_reopens_a_replaced_directory(tmp_path: Path) -> None:
-    rel = _chain(tmp_path, DEPTH)
+def test_forget_reopens_a_replaced_directory(tree: Path) -> None:
+    rel = _chain(tree, DEPTH)
     parent = rel.rpartition("/")[0]
-    with ShortPaths(tmp_path) as paths:
+    with ShortPaths(tree) as paths:
         old = paths.path(rel)
         os.unlink(old)
         os.rmdir(paths.path(parent))
@@ -61,14 +72,14 @@ def test_forget_reopens_a_replaced_directory(tmp_path: Path) -> None:
         assert os.listdir(paths.path(parent)) == ["file"]
 
 
-def test_open_in_root_beyond_path_max_follows_links_inside(tmp_path: Path) -> None:
-    rel = _chain(tmp_path, DEPTH)
+def test_open_in_root_beyond_path_max_follows_links_inside(tree: Path) -> None:
+    rel = _chain(tree, DEPTH)
     parts = rel.split("/")
     # A link half-way down pointing back to the root (absolute: the layer root).
     middle = "/".join(parts[: DEPTH // 2])
-    with ShortPaths(tmp_path) as paths:
+    with ShortPaths(tree) as paths:
         os.symlink("/", paths.path(f"{middle}/top"))
-    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    root_fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fd = open_in_root(root_fd, rel, os.O_RDONLY | os.O_NOFOLLOW)
         with open(fd, "rb") as f:
