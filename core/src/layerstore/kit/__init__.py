@@ -5,7 +5,9 @@
   with reflink / ``copy_file_range`` where the filesystem allows.
 - `remove_tree`: deletes a tree of any depth without recursion (`layerstore.fstree`).
 - `ScratchArea`: staging with atomic publish, and a trash that survives
-  crashes; `ScratchArea.sweep` collects what killed processes left.
+  crashes; `ScratchEntry.exchange` swaps a finished copy with a live
+  directory in one step; `ScratchArea.sweep` collects what killed
+  processes left, `ScratchArea.unheld` lists it.
 - `atomic_write`: replace a small file in one step;
   `sweep_atomic_temporaries` collects what killed writers left.
 - `check_options`, `check_storage_options`: refuse unknown options with one
