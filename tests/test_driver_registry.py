@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from layerstore import drivers, hookimpl
+from layerstore import discovery, hookimpl
 from layerstore.drivers import available_drivers, open_driver
 from layerstore.errors import InvalidDriver
 from layerstore.hookspecs import HOOK_API_VERSION
@@ -69,6 +69,6 @@ def test_hook_api_version_is_checked(tmp_path: Path) -> None:
 
 
 def test_shipped_drivers_declare_the_hook_api() -> None:
-    for name, ep in drivers._driver_entry_points().items():
+    for name, ep in discovery.driver_entry_points().items():
         if ep.dist is not None and ep.dist.name.startswith("layerstore-"):
             assert ep.load().hook_api_version == HOOK_API_VERSION, name

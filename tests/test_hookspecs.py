@@ -11,6 +11,7 @@ import pytest
 from layerstore import hookspecs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+SUITE = Path(hookspecs.__file__).resolve().parent / "conformance" / "suite"
 
 
 def _hook_names() -> list[str]:
@@ -51,3 +52,12 @@ def test_hookspec_is_in_readme_driver_section(name: str) -> None:
 
 def test_required_hooks_are_hookspecs() -> None:
     assert set(hookspecs.REQUIRED_HOOKS) <= set(_hook_names())
+
+
+@pytest.mark.parametrize("name", _hook_names())
+def test_hookspec_has_a_conformance_test(name: str) -> None:
+    """Every hook is exercised by the conformance suite through the facade (in the style of datasette)."""
+    suite = "\n".join(path.read_text() for path in sorted(SUITE.glob("*.py")))
+    # The facade exposes the capabilities hook as an attribute, read by every capability check.
+    call = re.compile(rf"\.{name}\b" if name == "capabilities" else rf"\bdriver\.{name}\(")
+    assert call.search(suite), f"hook {name!r} has no test in layerstore.conformance.suite; add one"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from layerstore.archive import compression
-from layerstore.cli import _CountingReader
+from layerstore.counting import CountingReader as _CountingReader
 
 
 def _xz_layer(tmp_path: Path) -> tuple[bytes, Path]:

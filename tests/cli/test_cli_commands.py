@@ -121,7 +121,7 @@ def test_drivers_without_any_driver_installed(cli_env: dict[str, str]) -> None:
     import subprocess
     import sys
 
-    code = ("import layerstore.drivers as d; d._driver_entry_points = dict; "
+    code = ("import layerstore.discovery as d; d.driver_entry_points = dict; "
             "from layerstore.cli import main; main(['drivers'])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=cli_env, check=False)
     assert proc.returncode == 0

@@ -43,13 +43,16 @@ def _layer(tmp_path: Path, name: str, members: dict[str, bytes | None]) -> Path:
     return path
 
 
+_CORE_COMMAND_MODULES = ("layerstore.cli", "layerstore.layercli", "layerstore.storecli")
+
+
 def _json_commands() -> set[str]:
     """Every command of layerstore.cli that takes --json (the walk below must cover each one).
 
     Image and registry commands (their own modules) are walked by their own tests.
     """
     return {name for name, command in cli.commands.items()
-            if getattr(command.callback, "__module__", "") == "layerstore.cli"
+            if getattr(command.callback, "__module__", "") in _CORE_COMMAND_MODULES
             and any(isinstance(p, click.Option) and "--json" in p.opts for p in command.params)}
 
 

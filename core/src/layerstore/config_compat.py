@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigFile, canonical_driver_name, parse_id_map_value, parse_options
 from .errors import ConfigError
+from .settings import ConfigFile, canonical_driver_name, parse_id_map_value, parse_options
 
 __all__ = ["parse_daemon_json", "parse_storage_conf"]
 

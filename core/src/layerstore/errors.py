@@ -13,10 +13,12 @@ from collections.abc import Sequence
 __all__ = [
     "AmbiguousID",
     "AuthenticationFailed",
+    "CommandError",
     "CommandFailed",
     "ConfigError",
     "CorruptMetadata",
     "DigestMismatch",
+    "DigestNotSet",
     "DriverNotFound",
     "DriverNotSupported",
     "IDMapMismatch",
@@ -96,6 +98,10 @@ class DigestMismatch(LayerStoreError):
     """Content read back does not match its recorded checksum; the message names the file."""
 
 
+class DigestNotSet(LayerStoreError):
+    """The image has no recorded layer digest (``checksum`` file)."""
+
+
 class StorageFull(LayerStoreError):
     """The backing storage ran out of space or quota; nothing partial was kept."""
 
@@ -109,6 +115,10 @@ class CommandFailed(LayerStoreError):
         self.stderr = stderr
         detail = " ".join(stderr.split()) or "no error output"
         super().__init__(f"command failed ({returncode}): {' '.join(self.argv)}: {detail}")
+
+
+class CommandError(LayerStoreError):
+    """A command failed in a way already explained by its output (e.g. `check` found bad layers)."""
 
 
 class IDMapMismatch(ConfigError):

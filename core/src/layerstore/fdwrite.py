@@ -61,7 +61,8 @@ def _write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], 
     fd = flushed_descriptor(out)
     total = 0
     if fd is None:
-        assert not isinstance(out, int)
+        if isinstance(out, int):  # not reached: flushed_descriptor returns every int as it is
+            raise TypeError(f"descriptor {out} has no file to write to")
         while chunk := read(CHUNK):
             _write_file(out, chunk)
             total += len(chunk)

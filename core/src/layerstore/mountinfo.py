@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["MountEntry", "mount_of", "read_mountinfo", "unescape"]
+__all__ = ["MountEntry", "backing_filesystem", "mount_of", "read_mountinfo", "unescape"]
 
 
 @attrs.frozen
@@ -70,3 +70,12 @@ def mount_of(path: str | os.PathLike[str], fstype: str | None = None) -> MountEn
         if inside and (best is None or len(mp) >= len(best.mountpoint)):
             best = entry
     return best
+
+
+def backing_filesystem(path: str | os.PathLike[str]) -> str:
+    """The filesystem type (as in /proc/self/mountinfo) of the mount holding `path` or its nearest existing parent."""
+    try:
+        entry = mount_of(path)
+    except OSError:
+        return ""
+    return entry.fstype if entry is not None else ""

@@ -1,9 +1,12 @@
 """Generic `diff`, `apply_diff`, `diff_size` and `changes` for drivers without native ones.
 
 Registered ``trylast`` on every driver's plugin manager by the `Driver`
-facade: it mounts layers through the facade (`Driver.get`/`Driver.put`) and
+facade: it mounts layers through a narrow get/put protocol (`Mounts`) and
 compares, extracts and exports plain directory trees with
-`layerstore.archive`.  A driver that answers these hooks itself wins.
+`layerstore.archive`.  A driver that answers these hooks itself wins.  (The
+model is containers/storage's ``NaiveDiffDriver``, which wraps the bare
+driver; here the get/put handed in are the facade's reference-counted ones,
+so that another user's ``put`` never unmounts a layer while it is compared.)
 """
 
 from __future__ import annotations
@@ -15,40 +18,42 @@ from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .change import Change
-    from .drivers import Driver
+    from .idtools import IDMappings
+    from .mounts import Mounts
 
 __all__ = ["NaiveDiff"]
 
 
 class NaiveDiff:
-    """The fallback implementations of the diff hooks, working from `get`/`put` of one driver facade."""
+    """The fallback implementations of the diff hooks, working from `get`/`put` of one driver."""
 
-    def __init__(self, driver: Driver) -> None:
-        self._driver = driver
+    def __init__(self, mounts: Mounts, id_maps: IDMappings) -> None:
+        self._mounts = mounts
+        self._id_maps = id_maps
 
     def _changes(self, id: str, parent: str | None) -> tuple[str, list[Change]]:
         """Mount `id` (left mounted for the caller to `put`) and `parent` (released); return the path and changes."""
         from .archive.changes import tree_changes  # imported on use: drivers load faster
 
-        driver = self._driver
-        layer_dir = driver.get(id)
+        mounts = self._mounts
+        layer_dir = mounts.get(id)
         try:
             if parent is None:
                 return layer_dir, tree_changes(layer_dir, None)
-            parent_dir = driver.get(parent)
+            parent_dir = mounts.get(parent)
             try:
                 return layer_dir, tree_changes(layer_dir, parent_dir)
             finally:
-                driver.put(parent)
+                mounts.put(parent)
         except BaseException:
-            driver.put(id)
+            mounts.put(id)
             raise
 
     @hookimpl(trylast=True)
     def changes(self, id: str, parent: str | None) -> list[Change]:
         """Compare the mounted trees of `id` and `parent` (see `tree_changes`)."""
         _, result = self._changes(id, parent)
-        self._driver.put(id)
+        self._mounts.put(id)
         return result
 
     @hookimpl(trylast=True)
@@ -60,7 +65,7 @@ class NaiveDiff:
         try:
             return changes_size(layer_dir, result)
         finally:
-            self._driver.put(id)
+            self._mounts.put(id)
 
     @hookimpl(trylast=True)
     def diff(self, id: str, parent: str | None) -> BinaryIO:
@@ -76,10 +81,10 @@ class NaiveDiff:
                 if state["done"]:
                     return
                 state["done"] = True
-            self._driver.put(id)
+            self._mounts.put(id)
 
         try:
-            return export_changes(layer_dir, result, id_maps=self._driver.id_maps, on_close=release)
+            return export_changes(layer_dir, result, id_maps=self._id_maps, on_close=release)
         except BaseException:
             release()
             raise
@@ -89,9 +94,9 @@ class NaiveDiff:
         """Extract `stream` into the mounted layer `id`, deleting what canonical whiteouts name."""
         from .archive.apply import apply_tar
 
-        driver = self._driver
-        layer_dir = driver.get(id)
+        mounts = self._mounts
+        layer_dir = mounts.get(id)
         try:
-            return apply_tar(stream, layer_dir, id_maps=driver.id_maps)
+            return apply_tar(stream, layer_dir, id_maps=self._id_maps)
         finally:
-            driver.put(id)
+            mounts.put(id)

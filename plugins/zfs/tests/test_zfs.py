@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from layerstore import CreateOpts, Driver, IDMap, IDMappings, load_driver
-from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse, LayerNotFound
+from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse
 from layerstore.process import run_command
 from layerstore_zfs._commands import run_retrying_busy
 
@@ -182,11 +182,6 @@ def test_root_of_a_base_layer_belongs_to_the_mapped_root(zfs_root: Path) -> None
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (100000, 200000, 0o755)
     assert not mounted_at(path)
     driver.remove("base")
-
-
-def test_get_of_a_missing_layer(driver: Driver) -> None:
-    with pytest.raises(LayerNotFound):
-        driver.get("nothing")
 
 
 def test_without_zfs_tools_the_driver_is_not_supported(

@@ -12,7 +12,7 @@ from ..errors import LayerStoreError
 from ..idtools import IDMappings
 from ..longpaths import ShortPaths
 from ..xattrs import get_xattr, list_xattrs
-from ._tarheader import (
+from .tarheader import (
     END_OF_ARCHIVE,
     TYPE_BLOCKDEV,
     TYPE_CHARDEV,

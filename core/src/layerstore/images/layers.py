@@ -26,7 +26,7 @@ from ..errors import AmbiguousID, CorruptMetadata, ImageNotFound, InvalidID
 from .reference import is_digest
 
 if TYPE_CHECKING:
-    from ..graph import Graph
+    from ..graph.reader import ImageReader
 
 __all__ = ["BLOBS_FILE", "LayerBlob", "add_layer_blob", "chain_id", "chain_ids", "layer_blobs", "resolve_digest"]
 
@@ -63,7 +63,7 @@ class LayerBlob:
                 "locations": list(self.locations)}
 
 
-def layer_blobs(graph: Graph, layer_id: str) -> list[LayerBlob]:
+def layer_blobs(graph: ImageReader, layer_id: str) -> list[LayerBlob]:
     """The recorded blob forms of a layer (empty when none was recorded)."""
     path = graph.image_root(layer_id) / BLOBS_FILE
     try:
@@ -77,7 +77,7 @@ def layer_blobs(graph: Graph, layer_id: str) -> list[LayerBlob]:
 
 
 @contextlib.contextmanager
-def _records_lock(graph: Graph, layer_id: str) -> Iterator[None]:
+def _records_lock(graph: ImageReader, layer_id: str) -> Iterator[None]:
     fd = os.open(graph.image_root(layer_id) / f".{BLOBS_FILE}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -86,7 +86,7 @@ def _records_lock(graph: Graph, layer_id: str) -> Iterator[None]:
         os.close(fd)
 
 
-def add_layer_blob(graph: Graph, layer_id: str, blob: LayerBlob) -> None:
+def add_layer_blob(graph: ImageReader, layer_id: str, blob: LayerBlob) -> None:
     """Record `blob` as a form of the layer, merging its locations into an existing record of the same digest."""
     with _records_lock(graph, layer_id):
         blobs = layer_blobs(graph, layer_id)
@@ -103,7 +103,7 @@ def add_layer_blob(graph: Graph, layer_id: str, blob: LayerBlob) -> None:
         os.replace(tmp, path)
 
 
-def resolve_digest(graph: Graph, digest: str) -> str:
+def resolve_digest(graph: ImageReader, digest: str) -> str:
     """The layer ID named by a ``sha256:…`` digest: its chain ID, its diff digest, or a recorded blob digest.
 
     `ImageNotFound` when no layer has it, `AmbiguousID` when the diff digest

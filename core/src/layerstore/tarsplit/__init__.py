@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .assembler import AssembledTar, OpenFile, assemble, layer_opener
+from .assembler import AssembledTar, OpenFile, assemble
 from .crc64 import Crc64, crc64_digest, crc64_update
 from .format import Entry, EntryType, EntryWriter, encode_entry, iter_entries
+from .layerfiles import layer_opener
 
 if TYPE_CHECKING:
     from .recorder import TarSplitRecorder, disassemble

@@ -8,7 +8,7 @@ stays bounded whatever the layer size.
 Names: ``open_file`` receives the member name exactly as recorded (as the tar
 reported it: it may start with ``./`` or ``/``, and a directory name may end
 with ``/``).  Mapping it into a layer directory is the caller's job:
-`layer_opener` does it for a mounted layer (strips a leading ``./`` or ``/``
+`layerstore.tarsplit.layerfiles` does it for a mounted layer (strips a leading ``./`` or ``/``
 and resolves the rest inside the layer root, links followed as extraction
 follows them, never out of the layer).  A name that is not UTF-8 is passed
 as ``os.fsdecode(raw_bytes)`` (surrogate escapes), which ``open()`` maps back
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from _typeshed import WriteableBuffer
 
-__all__ = ["AssembledTar", "OpenFile", "assemble", "layer_opener"]
+__all__ = ["AssembledTar", "OpenFile", "assemble"]
 
 #: Opens the content of a tar member by its recorded name.
 OpenFile = Callable[[str], "BinaryIO | IO[bytes]"]
@@ -252,33 +252,3 @@ def assemble(
     a mount); ``metadata`` itself is never closed here.
     """
     return AssembledTar(metadata, open_file, on_close)
-
-
-def layer_opener(root: str | os.PathLike[str]) -> OpenFile:
-    """Return an ``open_file`` for `assemble` that reads member contents from the layer directory ``root``.
-
-    The recorded name loses a leading ``./`` or ``/`` and is looked up below
-    ``root`` as layers are extracted: symbolic links on the way are followed
-    with ``root`` as ``/``, never out of it.  A name with a ``..`` component
-    raises `CorruptMetadata`; a final symbolic link is not followed (a
-    regular file was recorded there, so the open fails and `assemble` reports
-    the file as changed).
-    """
-    from ..archive.inroot import open_in_root
-
-    base = os.fspath(root)
-
-    def open_file(name: str) -> IO[bytes]:
-        relative = name.lstrip("/")
-        while relative.startswith("./"):
-            relative = relative[2:].lstrip("/")
-        if ".." in relative.split("/"):
-            raise CorruptMetadata(f"tar-split metadata names {name!r}, outside the layer; re-import the layer")
-        root_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fd = open_in_root(root_fd, relative, os.O_RDONLY | os.O_NOFOLLOW)
-        finally:
-            os.close(root_fd)
-        return os.fdopen(fd, "rb")
-
-    return open_file

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from layerstore.archive._tarheader import END_OF_ARCHIVE
 from layerstore.archive.changes import regular_files_size, same_attrs
 from layerstore.archive.export import exported_xattrs, marker_header, member_chunks
+from layerstore.archive.tarheader import END_OF_ARCHIVE
 from layerstore.archive.whiteouts import OPAQUE, whiteout_name
 from layerstore.change import Change, ChangeKind
 from layerstore.longpaths import ShortPaths

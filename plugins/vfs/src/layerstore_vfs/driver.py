@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerstore import Capabilities, hookimpl
-from layerstore.config import backing_filesystem
 from layerstore.errors import DriverNotSupported, LayerExists, LayerNotFound, StorageFull
 from layerstore.fstree import remove_tree_quietly
 from layerstore.kit import (
@@ -35,6 +34,7 @@ from layerstore.kit import (
     copy_tree,
     probe_reflink,
 )
+from layerstore.mountinfo import backing_filesystem
 
 if TYPE_CHECKING:
     from layerstore import CreateOpts, IDMappings

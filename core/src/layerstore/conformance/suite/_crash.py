@@ -115,6 +115,7 @@ def _id_reusable_and_nothing_left(driver: Driver, layer: str, live: list[str], b
     driver.gc(live)
     left = _home_paths(driver.home) - before
     assert not left, f"after {what}, gc left {sorted(left)[:5]} in the driver home"
+    assert driver.orphans() == [], f"after {what} and gc, the orphans hook still reports leftovers"
 
 
 class _Crasher:

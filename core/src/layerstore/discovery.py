@@ -1,0 +1,125 @@
+"""Driver discovery and loading: entry points of the group ``layerstore.drivers``, factories, the facade.
+
+``load_driver(name, home, ...)`` finds the entry point `name`, imports its
+factory, checks the hook API version the factory declares, calls it, and
+wraps the plugin it returns in a `layerstore.facade.Driver`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import hookspecs
+from .errors import DriverNotFound, DriverNotSupported, InvalidDriver, LayerStoreError
+from .facade import Driver
+from .idtools import IDMappings
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NO_DRIVER_INSTALLED",
+    "DriverFactory",
+    "available_drivers",
+    "driver_entry_points",
+    "load_driver",
+    "no_such_driver",
+    "open_driver",
+]
+
+ENTRY_POINT_GROUP = "layerstore.drivers"
+NO_DRIVER_INSTALLED = "no storage driver is installed; install one, e.g. `pip install layerstore-vfs`"
+"""The one message for an installation without drivers (commands and selection print it)."""
+
+DriverFactory = Callable[[Path, Mapping[str, str], IDMappings], object]
+
+
+def _distribution_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.name) if dist is not None else "?"
+
+
+def driver_entry_points() -> dict[str, Any]:
+    """Entry points by driver name; `InvalidDriver` naming both distributions when two register one name."""
+    import importlib_metadata
+
+    found: dict[str, Any] = {}
+    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        earlier = found.get(ep.name)
+        if earlier is None:
+            found[ep.name] = ep
+            continue
+        first, second = _distribution_name(earlier), _distribution_name(ep)
+        if first != second or earlier.value != ep.value:
+            raise InvalidDriver(
+                f"driver name {ep.name!r} is registered by two distributions, {first} ({earlier.value}) and "
+                f"{second} ({ep.value}); uninstall one of them"
+            )
+    return found
+
+
+def available_drivers() -> dict[str, str]:
+    """Return the installed drivers as ``{name: distribution name}``, sorted by name."""
+    return {name: _distribution_name(ep) for name, ep in sorted(driver_entry_points().items())}
+
+
+def no_such_driver(name: str) -> DriverNotFound:
+    """The `DriverNotFound` for an unknown driver `name`, listing the installed drivers (or saying there is none)."""
+    installed = sorted(driver_entry_points())
+    if not installed:
+        return DriverNotFound(f"no storage driver named {name!r}: {NO_DRIVER_INSTALLED}")
+    return DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed)}")
+
+
+def load_driver(
+    name: str,
+    home: str | os.PathLike[str],
+    options: Mapping[str, str] | None = None,
+    id_maps: IDMappings | None = None,
+    *,
+    runroot: str | os.PathLike[str] | None = None,
+) -> Driver:
+    """Open the installed driver `name` on `home` and return its facade.
+
+    Mount references are kept under `runroot` (default: see
+    `layerstore.references.default_runroot`).  Raises `DriverNotFound` (listing the installed drivers) for an unknown
+    name, `DriverNotSupported` with the reason when the driver cannot run
+    here, `InvalidDriver` when the driver does not implement the contract.
+    """
+    ep = driver_entry_points().get(name)
+    if ep is None:
+        raise no_such_driver(name)
+    try:
+        factory = ep.load()
+    except Exception as exc:  # a broken distribution must not crash selection with a traceback
+        raise InvalidDriver(f"driver {name!r} failed to import ({ep.value}): {exc}") from exc
+    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
+
+
+def open_driver(
+    name: str,
+    factory: DriverFactory,
+    home: str | os.PathLike[str],
+    options: Mapping[str, str] | None = None,
+    id_maps: IDMappings | None = None,
+    *,
+    runroot: str | os.PathLike[str] | None = None,
+) -> Driver:
+    """Open a driver from its factory directly (for tests and drivers not installed as distributions)."""
+    home_path = Path(home)
+    opts = dict(options or {})
+    maps = id_maps if id_maps is not None else IDMappings()
+    declared = getattr(factory, "hook_api_version", hookspecs.HOOK_API_VERSION)
+    if declared != hookspecs.HOOK_API_VERSION:
+        raise InvalidDriver(
+            f"driver {name!r} is written for hook API version {declared!r}, but this layerstore provides "
+            f"version {hookspecs.HOOK_API_VERSION}; install a release of the driver made for this layerstore"
+        )
+    try:
+        plugin = factory(home_path, opts, maps)
+    except LayerStoreError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DriverNotSupported(f"driver {name!r} cannot start on {home_path}: {exc}") from exc
+    return Driver(name, plugin, home_path, maps, runroot=Path(runroot) if runroot is not None else None)

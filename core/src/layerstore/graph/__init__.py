@@ -1,0 +1,18 @@
+"""The image store: images (metadata + one layer each) on top of a storage driver.
+
+This is the Docker engine's image ``graph`` (2015) in Python, one idea a module:
+`files` (the on-disk layout, atomic writes, locks), `staging` (sweeping what
+killed processes left), `transaction` (atomic register and delete), `reader`
+(resolving names, loading and walking images), `retain` (sessions holding
+layers), `maintenance` (``check``, ``gc``) and `store` (`Graph`, which ties
+them to one driver).
+"""
+
+from __future__ import annotations
+
+from ..errors import DigestNotSet
+from .files import GRAPH_DIR
+from .maintenance import CheckResult, GCReport
+from .store import Graph
+
+__all__ = ["GRAPH_DIR", "CheckResult", "DigestNotSet", "GCReport", "Graph"]

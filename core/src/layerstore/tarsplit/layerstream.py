@@ -1,0 +1,152 @@
+"""The export stream: a stored layer's tar rebuilt from its tar-split metadata and its mounted files.
+
+`open_layer` mounts the layer (one reference), opens its root directory once
+and returns a `LayerStream` that reassembles the tar block by block, hashes
+it in the background, and checks the sha256 against the imported digest at
+the end.  Closing the stream releases the directory and the mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..errors import DigestMismatch
+from ..hashing import BackgroundSha256
+from .assembler import assemble
+from .layerfiles import layer_file_opener
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..mounts import Mounts
+    from .assembler import AssembledTar
+
+__all__ = ["LayerStream", "open_layer"]
+
+
+class LayerStream(io.BufferedIOBase):
+    """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF.
+
+    ``read1`` hands out the reassembled blocks without copying them; ``digest``
+    is the sha256 of the whole tar once the end was read.
+    """
+
+    def __init__(
+        self,
+        image_id: str,
+        source: AssembledTar,
+        closers: list[Callable[[], object]],
+        expected: str | None,
+    ) -> None:
+        super().__init__()
+        self._id = image_id
+        self._source = source
+        self._closers = closers
+        self._expected = expected
+        self._blocks = source.chunks()
+        self._hash = BackgroundSha256()
+        self._block = b""
+        self._offset = 0
+        self._done = False
+        self.digest: str | None = None
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def _next_block(self) -> bytes:
+        if self._done:
+            return b""
+        block = next(self._blocks, b"")
+        if block:
+            self._hash.update(block)
+            return block
+        self._done = True
+        self.digest = "sha256:" + self._hash.hexdigest()
+        if self._expected is not None and self.digest != self._expected:
+            raise DigestMismatch(
+                f"layer {self._id}: reassembled tar is {self.digest} but {self._expected} was imported; "
+                "files of the layer changed on disk (run `layerstore check`)"
+            )
+        return b""
+
+    def read1(self, size: int | None = -1, /) -> bytes:
+        """The rest of the current block (at most `size` bytes), without copying when it is returned whole."""
+        if self._offset < len(self._block):
+            block, start = self._block, self._offset
+        else:
+            block, start = self._next_block(), 0
+        end = len(block) if size is None or size < 0 else min(len(block), start + size)
+        if end < len(block):
+            self._block, self._offset = block, end
+        else:
+            self._block, self._offset = b"", 0
+        return block if start == 0 and end == len(block) else block[start:end]
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read `size` bytes (all with a negative size), fewer only at the end."""
+        if size is None or size < 0:
+            return b"".join(iter(self.read1, b""))
+        first = self.read1(size)
+        if len(first) == size or not first:
+            return first
+        pieces = [first]
+        got = len(first)
+        while got < size and (piece := self.read1(size - got)):
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into `buffer`; return the number of bytes."""
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Release the mount and the metadata (once)."""
+        if self.closed:
+            return
+        try:
+            with contextlib.ExitStack() as stack:
+                for closer in reversed(self._closers):
+                    stack.callback(closer)
+                stack.callback(self._source.close)
+                stack.callback(self._hash.close)
+        finally:
+            super().close()
+
+
+def open_layer(layer_id: str, metadata: BinaryIO, mounts: Mounts, expected: str | None) -> LayerStream:
+    """Reassemble layer `layer_id` from the open tar-split `metadata` and the files `mounts.get` shows.
+
+    The stream owns `metadata` (closed with it).  With `expected` (a
+    ``sha256:`` digest) a tar that differs raises `DigestMismatch` at the end.
+    """
+    closers: list[Callable[[], object]] = [metadata.close]
+    try:
+        root = mounts.get(layer_id)
+        try:
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            mounts.put(layer_id)
+            raise
+
+        def release() -> None:
+            try:
+                os.close(root_fd)  # before put: an open directory would keep the mount busy
+            finally:
+                mounts.put(layer_id)
+
+        closers.append(release)
+        source = assemble(metadata, layer_file_opener(layer_id, root_fd))
+    except BaseException:
+        for closer in reversed(closers):
+            with contextlib.suppress(Exception):
+                closer()
+        raise
+    return LayerStream(layer_id, source, closers, expected)
