@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", (
         "layerstore.errors", "layerstore.capabilities", "layerstore.change", "layerstore.idtools",
         "layerstore.image", "layerstore.truncindex", "layerstore.hashing", "layerstore.flock",
-        "layerstore.fstree", "layerstore.xattrs", "layerstore.kit", "layerstore.mountinfo",
+        "layerstore.fstree", "layerstore.longpaths", "layerstore.xattrs", "layerstore.kit", "layerstore.mountinfo",
         "layerstore.owner", "layerstore.process", "layerstore.sizes", "layerstore.outfile",
         "layerstore.fdwrite", "layerstore.counting", "layerstore.mounts", "layerstore.hookspecs",
         "layerstore.hookrelay", "layerstore.references", "layerstore._parents", "layerstore._pending",

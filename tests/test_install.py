@@ -90,12 +90,11 @@ THIRD_PARTY_MODULE = '''\
 """A directory driver by a third party: each layer is a `cp -a` copy of its parent."""
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from layerstore import Capabilities, hookimpl
 from layerstore.errors import ConfigError, LayerExists, LayerInUse, LayerNotFound
+from layerstore.kit import copy_tree, remove_tree
 
 
 class CopyDriver:
@@ -116,13 +115,13 @@ class CopyDriver:
         if self._dir(id).exists():
             raise LayerExists(id)
         tmp = self.layers / f".new-{id}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
+        tmp.mkdir()
         if parent is None:
-            tmp.mkdir()
             os.chmod(tmp, 0o755)
             os.chown(tmp, *self.id_maps.root_pair)
         else:
-            subprocess.run(["cp", "-a", "--", str(self._dir(parent)), str(tmp)], check=True)
+            copy_tree(self._dir(parent), tmp)
         (tmp.parent / f".parent-{id}").write_text(parent or "")
         os.rename(tmp, self._dir(id))
 
@@ -133,7 +132,7 @@ class CopyDriver:
         for mark in self.layers.glob(".parent-*"):
             if mark.read_text() == id:
                 raise LayerInUse(f"layer {id} has a child")
-        shutil.rmtree(self._dir(id))
+        remove_tree(self._dir(id))
         (self.layers / f".parent-{id}").unlink()
 
     @hookimpl

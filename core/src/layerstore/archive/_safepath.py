@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
 from ..fstree import remove_tree
+from ..longpaths import ShortPaths
 from ..xattrs import get_xattr, list_xattrs
 from .whiteouts import OVERLAY_XATTR_PREFIXES
 
@@ -50,11 +51,14 @@ def split_name(name: str, what: str = "tar entry") -> list[str]:
         raise InvalidArchive(
             f"unsafe {what} {name!r}: absolute paths are refused; use names relative to the layer root"
         )
-    parts = name.split("/")
-    if "" in parts or "." in parts:
+    # Substring tests first: a name may have thousands of components, and
+    # scanning the list for each rule would cost as much again per entry.
+    bare = name.rstrip("/")
+    parts = bare.split("/")
+    if not bare or "//" in bare or "." in parts[0] or "/." in bare:
         parts = [p for p in parts if p and p != "."]
-    if ".." in parts:
-        raise InvalidArchive(f"unsafe {what} {name!r}: '..' components are refused")
+        if ".." in parts:
+            raise InvalidArchive(f"unsafe {what} {name!r}: '..' components are refused")
     return parts
 
 
@@ -105,9 +109,11 @@ class SafeTree:
 
     def __init__(self, root: str, owner: tuple[int, int], lowers: Sequence[str] = (), opaque_xattr: str = "") -> None:
         self.root = root.rstrip("/") or "/"
-        self._prefix = self.root if self.root != "/" else ""
         self.owner = owner
         self.lowers = [lower.rstrip("/") for lower in lowers]
+        # Paths below PATH_MAX for every entry, however deep (see layerstore.longpaths).
+        self._paths = ShortPaths(self.root)
+        self._lower_paths = [ShortPaths(lower) for lower in self.lowers]
         self._opaque_xattr = opaque_xattr
         # Resolved real directories of the upper/layer tree (relative paths).
         self.dirs: set[str] = {""}
@@ -120,14 +126,26 @@ class SafeTree:
         self.traversed: dict[str, str] = {}
 
     def path(self, rel: str) -> str:
-        """The absolute path of a relative one (``""`` is the root)."""
-        return f"{self._prefix}/{rel}" if rel else self.root
+        """A path of the entry at `rel` (``""`` is the root), valid until the next `trim` (see `ShortPaths`)."""
+        return self._paths.path(rel)
+
+    def trim(self) -> None:
+        """Between entries: bound the directory descriptors that keep deep paths short."""
+        self._paths.trim()
+        for lower in self._lower_paths:
+            lower.trim()
+
+    def close(self) -> None:
+        """Release the descriptors held for deep paths."""
+        self._paths.close()
+        for lower in self._lower_paths:
+            lower.close()
 
     # -- lookups in the merged view -------------------------------------------
 
     def _upper_lstat(self, rel: str) -> os.stat_result | None:
         try:
-            return os.lstat(f"{self._prefix}/{rel}")
+            return os.lstat(self._paths.path(rel))
         except _NOT_FOUND:
             return None
 
@@ -138,7 +156,7 @@ class SafeTree:
         if layers is None:
             layers = self._merged_into(parent)
         for pos, index in enumerate(layers):
-            path = f"{self.lowers[index]}/{rel}"
+            path = self._lower_paths[index].path(rel)
             try:
                 st = os.lstat(path)
             except _NOT_FOUND:
@@ -151,13 +169,14 @@ class SafeTree:
                 if not self._opaque(path):
                     for other in layers[pos + 1 :]:
                         try:
-                            other_st = os.lstat(f"{self.lowers[other]}/{rel}")
+                            other_path = self._lower_paths[other].path(rel)
+                            other_st = os.lstat(other_path)
                         except _NOT_FOUND:
                             continue
                         if not stat.S_ISDIR(other_st.st_mode):
                             break  # a whiteout or a non-directory ends the merge
                         merging.append(other)
-                        if self._opaque(f"{self.lowers[other]}/{rel}"):
+                        if self._opaque(other_path):
                             break
                 below = tuple(merging)
             return st, path, below
@@ -173,7 +192,7 @@ class SafeTree:
 
     def _copy_up_dir(self, rel: str, lower_st: os.stat_result, lower_path: str, below: tuple[int, ...]) -> None:
         """Create upper directory `rel` with the owner, mode and xattrs of the lower directory it extends."""
-        path = f"{self._prefix}/{rel}"
+        path = self._paths.path(rel)
         os.mkdir(path, 0o700)
         for key in list_xattrs(lower_path):
             if key.startswith(OVERLAY_XATTR_PREFIXES) or (self._opaque_xattr and key.startswith(self._opaque_xattr)):
@@ -252,7 +271,7 @@ class SafeTree:
                 lower = self._lower_lookup(rel, child)
                 if lower is not None:
                     st = lower[0]
-            path = f"{self._prefix}/{child}"
+            path = self._paths.path(child)
             if st is None:
                 if whiteout:
                     os.unlink(path)  # the new directory replaces the whiteout
@@ -308,7 +327,7 @@ class SafeTree:
         """The names the lower layers show in the resolved directory `rel` (whiteouts and opaque dirs honoured)."""
         names: dict[str, bool] = {}
         for index in self._merged_into(rel):
-            directory = f"{self.lowers[index]}/{rel}" if rel else self.lowers[index]
+            directory = self._lower_paths[index].path(rel)
             with os.scandir(directory) as it:
                 for entry in it:
                     if entry.name not in names:
@@ -318,7 +337,7 @@ class SafeTree:
     def kind(self, rel: str) -> tuple[str | None, str]:
         """What the merged view has at the resolved path `rel`: ("dir" | "link" | "other" | None, link target)."""
         st = self._upper_lstat(rel)
-        path = f"{self._prefix}/{rel}"
+        path = self._paths.path(rel)
         if self.lowers and (st is None or is_whiteout_node(st)):
             if st is not None:
                 return None, ""
@@ -347,7 +366,7 @@ class SafeTree:
             if known is None:
                 known = ()
                 st = self._upper_lstat(child)
-                if st is None or (stat.S_ISDIR(st.st_mode) and not self._opaque(f"{self._prefix}/{child}")):
+                if st is None or (stat.S_ISDIR(st.st_mode) and not self._opaque(self._paths.path(child))):
                     found = self._lower_lookup(done, child, layers)
                     if found is not None:
                         known = found[2]
@@ -359,6 +378,7 @@ class SafeTree:
     def forget(self, rel: str) -> None:
         """Forget what is known about `rel` and everything below it (it was removed or replaced)."""
         self._aliases.clear()
+        self._paths.forget(rel)
         below = f"{rel}/"
         if rel in self.dirs:
             self.dirs.difference_update([d for d in self.dirs if d == rel or d.startswith(below)])

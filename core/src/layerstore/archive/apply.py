@@ -454,6 +454,7 @@ class _Extraction:
         """Overlay: remove lower files copied up for hardlinks that an opaque directory now hides (as on vfs)."""
         tops = ["" if self.opaque_root else None, *self.opaque]
         for rel in self.copied_up - self.created:
+            self.tree.trim()
             if any(top == "" or (top is not None and rel.startswith(f"{top}/")) for top in tops):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.tree.path(rel))
@@ -475,6 +476,7 @@ class _Extraction:
         stack = [top]
         while stack:
             rel = stack.pop()
+            self.tree.trim()
             with os.scandir(self.tree.path(rel)) as it:
                 children = list(it)
             for child in children:
@@ -497,6 +499,7 @@ class _Extraction:
         for entry in self.reader:
             name = entry.name
             self.current = name
+            tree.trim()
             try:
                 parts = split_name(name)
                 if not parts:
@@ -524,6 +527,7 @@ class _Extraction:
             if self.opaque and not self.overlay:
                 self.prune_opaque()
             for rel, times in self.dir_times.items():
+                tree.trim()
                 os.utime(tree.path(rel), ns=times, follow_symlinks=False)
         except OSError as exc:
             raise _os_error(exc, "") from exc
@@ -592,4 +596,7 @@ def apply_tar(
         raise LayerStoreError(f"cannot extract into {root}: it does not exist") from None
     maps = id_maps if id_maps is not None else IDMappings()
     extraction = _Extraction(TarReader(stream), root, maps, whiteout_format, overlay_xattr_prefix, lowers=lowers)
-    return extraction.run()
+    try:
+        return extraction.run()
+    finally:
+        extraction.tree.close()

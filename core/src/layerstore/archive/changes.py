@@ -1,4 +1,8 @@
-"""Changes of a layer directory against its parent's, by walking both trees (docs/driver-guide.md)."""
+"""Changes of a layer directory against its parent's, by walking both trees (docs/driver-guide.md).
+
+The walks are iterative and reach entries through `ShortPaths`, so trees of
+any depth (paths far beyond ``PATH_MAX``) compare like flat ones.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from ..change import Change, ChangeKind
+from ..longpaths import ShortPaths
 from ..xattrs import get_xattr
 
 if TYPE_CHECKING:
@@ -62,26 +67,33 @@ def _differs(new: os.stat_result, old: os.stat_result, new_path: str, old_path: 
     return False
 
 
-def _add_tree(path: str, rel: str, out: list[Change]) -> None:
-    stack = [(path, rel)]
+def _add_tree(paths: ShortPaths, rel: str, out: list[Change]) -> None:
+    stack = [rel]
     while stack:
-        dir_path, dir_rel = stack.pop()
-        with os.scandir(dir_path) as it:
+        dir_rel = stack.pop()
+        paths.trim()
+        with os.scandir(paths.path(dir_rel)) as it:
             for entry in it:
                 child = f"{dir_rel}/{entry.name}"
                 out.append(Change(child, _ADD))
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, child))
+                    stack.append(child)
 
 
-def _compare(new_root: str, old_root: str, out: list[Change]) -> None:
-    """Append the changes of the tree `new_root` against `old_root`; iterative, so any depth works."""
+def _compare(new_paths: ShortPaths, old_paths: ShortPaths, out: list[Change]) -> None:
+    """Append the changes of the tree of `new_paths` against `old_paths`'s; iterative, so any depth works."""
     same_dirs: set[str] = set()  # directories on both sides whose own attributes agree
-    stack = [(new_root, old_root, "")]
+    stack = [""]
     while stack:
-        new_dir, old_dir, rel = stack.pop()
+        rel = stack.pop()
+        new_paths.trim()
+        old_paths.trim()
+        # Short directory paths: with one name appended they stay below PATH_MAX.
+        new_dir = new_paths.path(rel)
+        old_dir = old_paths.path(rel)
         new_entries = _scan(new_dir)
         old_entries = _scan(old_dir)
+        added: list[str] = []  # new subtrees, walked once this directory is done (that may trim)
         for name, new in new_entries.items():
             child = f"{rel}/{name}"
             new_path = f"{new_dir}/{name}"
@@ -89,7 +101,7 @@ def _compare(new_root: str, old_root: str, out: list[Change]) -> None:
             if old is None:
                 out.append(Change(child, _ADD))
                 if stat.S_ISDIR(new.st_mode):
-                    _add_tree(new_path, child, out)
+                    added.append(child)
                 continue
             old_path = f"{old_dir}/{name}"
             modified = _differs(new, old, new_path, old_path)
@@ -97,13 +109,15 @@ def _compare(new_root: str, old_root: str, out: list[Change]) -> None:
                 out.append(Change(child, _MODIFY))
             if stat.S_ISDIR(new.st_mode):
                 if stat.S_ISDIR(old.st_mode):
-                    stack.append((new_path, old_path, child))
+                    stack.append(child)
                     if not modified:
                         same_dirs.add(child)
                 else:
-                    _add_tree(new_path, child, out)
+                    added.append(child)
         for name in old_entries:
             out.append(Change(f"{rel}/{name}", _DELETE))
+        for child in added:
+            _add_tree(new_paths, child, out)
     # A directory that contains changes is itself listed as Modify.  Walking up
     # stops at a directory already listed: its ancestors were handled with it.
     for change in list(out):
@@ -125,11 +139,12 @@ def tree_changes(layer_dir: str | os.PathLike[str], parent_dir: str | os.PathLik
     directory containing changes is listed as Modify.
     """
     out: list[Change] = []
-    layer = os.fspath(layer_dir).rstrip("/") or "/"
-    if parent_dir is None:
-        _add_tree(layer, "", out)
-    else:
-        _compare(layer, os.fspath(parent_dir).rstrip("/") or "/", out)
+    with ShortPaths(layer_dir) as layer:
+        if parent_dir is None:
+            _add_tree(layer, "", out)
+        else:
+            with ShortPaths(parent_dir) as parent:
+                _compare(layer, parent, out)
     out.sort(key=_BY_PATH)
     return out
 
@@ -139,13 +154,14 @@ def changes_size(layer_dir: str | os.PathLike[str], changes: Iterable[Change]) -
 
     This is what `apply_tar` returns for the tar `export_changes` makes of the same changes.
     """
-    root = os.fspath(layer_dir).rstrip("/")
-    return regular_files_size(_lstat(f"{root}{change.path}") for change in changes if change.kind != _DELETE)
+    with ShortPaths(layer_dir) as paths:
+        return regular_files_size(_lstat(paths, change.path) for change in changes if change.kind != _DELETE)
 
 
-def _lstat(path: str) -> os.stat_result | None:
+def _lstat(paths: ShortPaths, rel: str) -> os.stat_result | None:
+    paths.trim()
     try:
-        return os.lstat(path)
+        return os.lstat(paths.path(rel))
     except FileNotFoundError:
         return None
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from ..change import ChangeKind
 from ..errors import LayerStoreError
 from ..idtools import IDMappings
+from ..longpaths import ShortPaths
 from ..xattrs import get_xattr, list_xattrs
 from .tarheader import (
     END_OF_ARCHIVE,
@@ -140,6 +141,12 @@ def member_chunks(
 
 
 def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterator[bytes]:
+    with ShortPaths(root) as paths:
+        yield from _members(paths, changes, maps)
+    yield END_OF_ARCHIVE
+
+
+def _members(paths: ShortPaths, changes: Iterable[Change], maps: IDMappings) -> Iterator[bytes]:
     owners: dict[tuple[int, int], tuple[int, int]] = {}
     links: dict[tuple[int, int], bytes] = {}
     for change in changes:
@@ -149,7 +156,8 @@ def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterato
         if change.kind == ChangeKind.DELETE:
             yield marker_header(whiteout_name(rel))
             continue
-        path = f"{root}/{rel}"
+        paths.trim()  # the previous member is done with its path
+        path = paths.path(rel)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -168,7 +176,6 @@ def _generate(root: str, changes: Iterable[Change], maps: IDMappings) -> Iterato
             "xattrs": exported_xattrs(path),
         }
         yield from member_chunks(path, os.fsencode(rel), st, common, links)
-    yield END_OF_ARCHIVE
 
 
 def _file(path: str, name: bytes, size: int, common: dict[str, Any]) -> Iterator[bytes]:

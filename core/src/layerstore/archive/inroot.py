@@ -4,7 +4,9 @@
 link on the way is followed inside the directory (absolute targets start at
 it, ``..`` stops at it), the rule layers are extracted by, so a member written
 through a link is read back through the same link.  Kernels without
-``openat2`` (before 5.6) get the same resolution done in Python.
+``openat2`` (before 5.6) get the same resolution done in Python, and so do
+paths longer than ``PATH_MAX`` (a component at a time, through directory
+descriptors).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class _OpenHow(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+_DIR_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _state = {"openat2": True}  # False once the kernel said it has none
 
 
@@ -45,10 +48,61 @@ def open_in_root(root_fd: int, path: str, flags: int) -> int:
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()
+        if err == errno.ENAMETOOLONG:
+            return _open_deep(root_fd, path, flags)
         if err not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter that does not know openat2
             raise OSError(err, os.strerror(err), path)
         _state["openat2"] = False
-    return os.open(_resolve(root_fd, path), flags | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        return os.open(_resolve(root_fd, path), flags | os.O_CLOEXEC, dir_fd=root_fd)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    return _open_deep(root_fd, path, flags)
+
+
+def _open_deep(root_fd: int, path: str, flags: int) -> int:
+    """`open_in_root` for a path too long for one system call: one directory descriptor at a time."""
+    root_st = os.fstat(root_fd)
+    root = (root_st.st_dev, root_st.st_ino)
+    todo = path.split("/")[::-1]
+    fd = os.dup(root_fd)
+    links = 0
+    try:
+        while len(todo) > 1:
+            comp = todo.pop()
+            if comp in ("", "."):
+                continue
+            if comp == "..":  # the real parent, never above the root
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != root:
+                    fd = _replace(fd, os.open("..", _DIR_FLAGS, dir_fd=fd))
+                continue
+            try:
+                fd = _replace(fd, os.open(comp, _DIR_FLAGS, dir_fd=fd))
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                try:
+                    target = os.readlink(comp, dir_fd=fd)
+                except OSError:
+                    raise exc from None  # neither a directory nor a link
+            links += 1
+            if links > MAX_LINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            if target.startswith("/"):
+                fd = _replace(fd, os.dup(root_fd))
+            todo.extend(reversed(target.split("/")))
+        last = todo[0] if todo else ""
+        return os.open(last or ".", flags | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(old: int, new: int) -> int:
+    os.close(old)
+    return new
 
 
 def _resolve(root_fd: int, path: str) -> str:

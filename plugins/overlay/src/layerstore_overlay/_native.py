@@ -6,10 +6,14 @@ kernel whiteouts (0/0 character devices) for deletions, opaque directories
 modified entry.  Whether an entry is an addition or a modification depends on
 the *parent's view*: the merged lower layers, honouring the whiteouts and
 opaque directories of intermediate layers.
+
+Every walk reaches entries through `layerstore.longpaths.ShortPaths`, so a
+layer whose paths are far longer than ``PATH_MAX`` diffs like a flat one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -22,6 +26,7 @@ from layerstore.archive.export import exported_xattrs, marker_header, member_chu
 from layerstore.archive.tarheader import END_OF_ARCHIVE
 from layerstore.archive.whiteouts import OPAQUE, whiteout_name
 from layerstore.change import Change, ChangeKind
+from layerstore.longpaths import ShortPaths
 from layerstore.xattrs import get_xattr
 
 if TYPE_CHECKING:
@@ -55,7 +60,10 @@ class Entry:
     """Path relative to the layer root, without leading slash."""
     kind: ChangeKind
     path: str | None
-    """The upper path whose metadata and content to export; None for a Delete or a hidden lower entry."""
+    """The upper path whose metadata and content to export; None for a Delete or a hidden lower entry.
+
+    It may be longer than ``PATH_MAX``: reach it through `ShortPaths` of the upper directory and `rel`.
+    """
     st: os.stat_result | None
     """lstat of `path` (of the kernel whiteout for a whiteout Delete)."""
     whiteout: bool = False
@@ -65,19 +73,19 @@ class Entry:
 
 
 class _Lower:
-    """The parent's view of one directory: the lower directories that merge into it, top-down."""
+    """The parent's view of one directory: the lower layers (top-down) whose directories merge into it."""
 
     __slots__ = ("dirs",)
 
-    def __init__(self, dirs: list[str]) -> None:
+    def __init__(self, dirs: list[ShortPaths]) -> None:
         self.dirs = dirs
 
-    def lookup(self, name: str, prefixes: Sequence[str]) -> tuple[os.stat_result | None, _Lower]:
-        """Return the visible entry `name` (its stat, or None) and, if it is a directory, its own view."""
+    def lookup(self, rel: str, prefixes: Sequence[str]) -> tuple[os.stat_result | None, _Lower]:
+        """Return the visible entry at `rel` (its stat, or None) and, if it is a directory, its own view."""
         found: os.stat_result | None = None
-        below: list[str] = []
+        below: list[ShortPaths] = []
         for d in self.dirs:
-            p = os.path.join(d, name)
+            p = d.path(rel)
             try:
                 st = os.lstat(p)
             except (FileNotFoundError, NotADirectoryError):
@@ -88,18 +96,18 @@ class _Lower:
                 found = st
             if not stat.S_ISDIR(st.st_mode) or not stat.S_ISDIR(found.st_mode):
                 break
-            below.append(p)
+            below.append(d)
             if _has_opaque(p, prefixes):
                 break
         return found, _Lower(below)
 
-    def names(self, prefixes: Sequence[str]) -> list[str]:
-        """The names visible in this directory of the parent's view."""
+    def names(self, rel: str) -> list[str]:
+        """The names visible in the directory `rel` of the parent's view."""
         seen: set[str] = set()
         visible: list[str] = []
         for d in self.dirs:
             try:
-                it = os.scandir(d)
+                it = os.scandir(d.path(rel))
             except OSError:
                 continue
             with it:
@@ -123,21 +131,24 @@ def drop_hidden_whiteouts(root: str, prefixes: Sequence[str]) -> None:
     so a whiteout there would be listed (as an unreadable entry) instead of
     hiding anything; a tar may carry both ``d/.wh.x`` and ``d/.wh..wh..opq``.
     """
-    stack = [(root, False)]
-    while stack:
-        path, hidden = stack.pop()
-        hidden = hidden or _has_opaque(path, prefixes)
-        with os.scandir(path) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append((e.path, hidden))
-                elif (
-                    hidden
-                    and not e.is_file(follow_symlinks=False)
-                    and not e.is_symlink()
-                    and is_whiteout(e.stat(follow_symlinks=False))
-                ):
-                    os.unlink(e.path)
+    with ShortPaths(root) as paths:
+        stack = [("", False)]
+        while stack:
+            rel, hidden = stack.pop()
+            paths.trim()
+            path = paths.path(rel)
+            hidden = hidden or _has_opaque(path, prefixes)
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((f"{rel}/{e.name}" if rel else e.name, hidden))
+                    elif (
+                        hidden
+                        and not e.is_file(follow_symlinks=False)
+                        and not e.is_symlink()
+                        and is_whiteout(e.stat(follow_symlinks=False))
+                    ):
+                        os.unlink(e.path)
 
 
 def walk(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> Iterator[Entry]:
@@ -145,30 +156,41 @@ def walk(upper: str, lowers: Sequence[str], prefixes: Sequence[str]) -> Iterator
 
     Iterative (an explicit stack of directories), so any depth works.
     """
-    root = _Frame(upper, "", _Lower(list(lowers)), hidden=False, head=None)
+    with contextlib.ExitStack() as stack:
+        upper_paths = stack.enter_context(ShortPaths(upper))
+        lower_paths = [stack.enter_context(ShortPaths(lower)) for lower in lowers]
+        out = _walk(upper_paths, lower_paths, prefixes)
+    yield from out
+
+
+def _walk(upper: ShortPaths, lowers: list[ShortPaths], prefixes: Sequence[str]) -> list[Entry]:
+    root = _Frame(upper, "", _Lower(lowers), hidden=False, head=None)
     stack = [root]
     while stack:
+        # Between directories no path is in use: bound the descriptors kept for deep ones.
+        upper.trim()
+        for lower in lowers:
+            lower.trim()
         frame = stack[-1]
-        sub = frame.advance(prefixes)
+        sub = frame.advance(upper, prefixes)
         if sub is not None:
             stack.append(sub)
             continue
         stack.pop()
         if stack:
             stack[-1].finish_child(frame)
-    yield from root.out
+    return root.out
 
 
 class _Frame:
     """One upper directory being walked: its remaining entries and the changes found so far."""
 
-    __slots__ = ("changed", "entries", "head", "hidden", "lower", "out", "path", "present", "rel")
+    __slots__ = ("changed", "entries", "head", "hidden", "lower", "out", "present", "rel")
 
-    def __init__(self, path: str, rel: str, lower: _Lower, *, hidden: bool, head: Entry | None) -> None:
-        with os.scandir(path) as it:
+    def __init__(self, upper: ShortPaths, rel: str, lower: _Lower, *, hidden: bool, head: Entry | None) -> None:
+        with os.scandir(upper.path(rel)) as it:
             names = sorted((e.name for e in it), key=os.fsencode, reverse=True)
         self.entries = names  # popped from the end: byte order
-        self.path = path
         self.rel = rel
         self.lower = lower
         self.hidden = hidden
@@ -179,34 +201,37 @@ class _Frame:
         self.present: set[str] = set()
         self.out: list[Entry] = []
 
-    def advance(self, prefixes: Sequence[str]) -> _Frame | None:
+    def advance(self, upper: ShortPaths, prefixes: Sequence[str]) -> _Frame | None:
         """Handle entries until a subdirectory needs walking (returned); None when this directory is done."""
+        # A short path of this directory: with one name appended it stays below PATH_MAX.
+        dir_path = upper.path(self.rel)
         while self.entries:
             name = self.entries.pop()
-            child = f"{self.path}/{name}"
+            child = f"{dir_path}/{name}"
             st = os.lstat(child)
             child_rel = f"{self.rel}/{name}" if self.rel else name
+            upper_path = f"{upper.root}/{child_rel}"
             if is_whiteout(st):
                 if not self.hidden:
-                    found, _ = self.lower.lookup(name, prefixes)
+                    found, _ = self.lower.lookup(child_rel, prefixes)
                     if found is not None:
                         self.out.append(Entry(child_rel, ChangeKind.DELETE, None, st, whiteout=True))
                 continue
             self.present.add(name)
-            found, child_lower = self.lower.lookup(name, prefixes)
+            found, child_lower = self.lower.lookup(child_rel, prefixes)
             kind = ChangeKind.ADD if found is None else ChangeKind.MODIFY
             if not stat.S_ISDIR(st.st_mode):
-                self.out.append(Entry(child_rel, kind, child, st))
+                self.out.append(Entry(child_rel, kind, upper_path, st))
                 continue
             opaque = self.hidden or _has_opaque(child, prefixes)
-            lower_names = child_lower.names(prefixes) if opaque and found is not None else []
+            lower_names = child_lower.names(child_rel) if opaque and found is not None else []
             changed = kind == ChangeKind.ADD or bool(lower_names) or found is None or not same_attrs(st, found)
-            head = Entry(child_rel, kind, child, st, opaque_marker=bool(lower_names) and not self.hidden)
-            sub = _Frame(child, child_rel, child_lower, hidden=opaque, head=head)
+            head = Entry(child_rel, kind, upper_path, st, opaque_marker=bool(lower_names) and not self.hidden)
+            sub = _Frame(upper, child_rel, child_lower, hidden=opaque, head=head)
             sub.changed = changed
             return sub
         if self.hidden:
-            for name in sorted(self.lower.names(prefixes), key=os.fsencode):
+            for name in sorted(self.lower.names(self.rel), key=os.fsencode):
                 if name not in self.present:
                     self.out.append(Entry(f"{self.rel}/{name}" if self.rel else name, ChangeKind.DELETE, None, None))
         return None
@@ -233,14 +258,24 @@ def tar_chunks(
 ) -> Iterator[bytes]:
     """Generate an uncompressed tar of the layer's changes with canonical whiteouts, in bounded chunks."""
     links: dict[tuple[int, int], bytes] = {}
-    for e in walk(upper, lowers, prefixes):
+    with ShortPaths(upper) as paths:
+        yield from _members(paths, walk(upper, lowers, prefixes), id_maps, links)
+    yield END_OF_ARCHIVE
+
+
+def _members(
+    paths: ShortPaths, entries: Iterator[Entry], id_maps: IDMappings | None, links: dict[tuple[int, int], bytes]
+) -> Iterator[bytes]:
+    for e in entries:
         if e.kind == ChangeKind.DELETE:
             if e.whiteout:  # else hidden by an opaque directory's marker
                 yield marker_header(whiteout_name(e.rel))
             continue
-        path, st = e.path, e.st
-        if path is None or st is None:
+        st = e.st
+        if e.path is None or st is None:
             continue
+        paths.trim()  # the previous member is done with its path
+        path = paths.path(e.rel)
         uid, gid = (st.st_uid, st.st_gid) if id_maps is None else id_maps.to_container(st.st_uid, st.st_gid)
         common: dict[str, Any] = {
             "mode": stat.S_IMODE(st.st_mode),
@@ -252,4 +287,3 @@ def tar_chunks(
         yield from member_chunks(path, os.fsencode(e.rel), st, common, links)
         if e.opaque_marker:
             yield marker_header(f"{e.rel}/{OPAQUE}")
-    yield END_OF_ARCHIVE

@@ -11,6 +11,7 @@ from ._base import ConformanceBase, DriverSpec, MakeDriver
 from ._chains import ChainTests
 from ._copies import CopyTests
 from ._crash import CrashTests
+from ._deeptrees import DeepTreeTests
 from ._diffs import DiffTests
 from ._layers import LayerTests
 from ._optional import OptionalTests
@@ -27,6 +28,7 @@ class DriverConformance(
     LayerTests,
     CopyTests,
     ChainTests,
+    DeepTreeTests,
     DiffTests,
     WhiteoutTests,
     TarSemanticsTests,
