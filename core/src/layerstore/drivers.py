@@ -44,6 +44,7 @@ from .errors import (
 )
 from .idtools import IDMappings
 from .kit.atomic import sweep_atomic_temporaries
+from .kit.ids import check_layer_id
 from .references import ReferenceTable
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ class Driver:
 
     def create(self, id: str, parent: str | None = None, opts: CreateOpts | None = None) -> None:
         """Create layer `id` as a copy of `parent` (empty when None).  See `DriverSpec.create`."""
-        _check_id(id)
+        check_layer_id(self.name, id)
         with self._refs.locked(id):
             self._clear_interrupted(id)
             if self.hook.exists(id=id):
@@ -525,8 +526,3 @@ class Driver:
                 f"layer {id} is the parent of {len(children)} layer{'s' if len(children) != 1 else ''} "
                 f"({shown}); remove {'them' if len(children) != 1 else 'it'} first"
             )
-
-
-def _check_id(layer_id: str) -> None:
-    if not layer_id or "/" in layer_id or layer_id in (".", "..") or "\0" in layer_id or layer_id.startswith("."):
-        raise LayerStoreError(f"invalid layer ID {layer_id!r}: it must be non-empty, without '/', not start with '.'")

@@ -144,6 +144,26 @@ class ScratchArea:
                 removed.append(name)
         return removed
 
+    def leftovers(self) -> list[str]:
+        """The entries nobody holds: what `sweep` would delete now (for a driver's ``orphans`` hook).
+
+        Nothing is deleted; an entry whose lock file outlived it counts too.
+        """
+        try:
+            names = set(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in sorted(names):
+            if name.endswith(_LOCK):
+                fd = self._claim(name[: -len(_LOCK)])
+                if fd is not None:
+                    os.close(fd)
+                    found.append(name[: -len(_LOCK)])
+            elif f"{name}{_LOCK}" not in names:
+                found.append(name)
+        return found
+
     def entries(self) -> list[str]:
         """The names of the entries present now (held or left over)."""
         try:
@@ -163,22 +183,30 @@ class ScratchArea:
                 return fd, path
             os.close(fd)
 
-    def _remove_if_unlocked(self, entry: str) -> bool:
-        lock = self.directory / f"{entry}{_LOCK}"
+    def _claim(self, entry: str) -> int | None:
+        """Lock the lock file of `entry` without waiting; its descriptor, or None if held or gone."""
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self.directory / f"{entry}{_LOCK}", os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False  # its owner finished meanwhile
+            return None  # its owner finished meanwhile
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # a live process holds it
-            if os.fstat(fd).st_nlink == 0:
-                return False  # its owner finished between our listing and open
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # a live process holds it
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            return None  # its owner finished between our listing and open
+        return fd
+
+    def _remove_if_unlocked(self, entry: str) -> bool:
+        fd = self._claim(entry)
+        if fd is None:
+            return False
+        try:
             if os.path.lexists(self.directory / entry):
                 self.delete(self.directory / entry)
-            os.unlink(lock)
+            os.unlink(self.directory / f"{entry}{_LOCK}")
             return True
         finally:
             os.close(fd)

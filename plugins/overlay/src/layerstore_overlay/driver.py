@@ -57,7 +57,7 @@ from layerstore.errors import (
 )
 from layerstore.flock import held_flock
 from layerstore.fstree import remove_tree_quietly
-from layerstore.kit import check_options, check_storage_options
+from layerstore.kit import check_layer_id, check_options, check_storage_options, is_valid_layer_id
 from layerstore.process import run_command
 from layerstore.xattrs import get_xattr, list_xattrs
 
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MOUNT_OPTIONS", "OPTIONS", "OverlayDriver"]
 
 LINK_DIR = "l"
+_RESERVED = (LINK_DIR,)  # layer IDs the layout takes for itself
 PROBE_CACHE = "mount-probe"
 DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("redirect_dir=off", "metacopy=off", "index=off")
 """Renamed directories and metadata-only copy-ups would leave diff/ incomplete for the native diff."""
@@ -290,7 +291,7 @@ class OverlayDriver:
         return os.path.join(self.home, layer_id)
 
     def _valid(self, layer_id: str) -> bool:
-        return bool(layer_id) and layer_id != LINK_DIR and "/" not in layer_id and not layer_id.startswith(".")
+        return is_valid_layer_id(layer_id, _RESERVED)
 
     def _parent_of(self, layer_id: str) -> str | None:
         return _read(os.path.join(self._dir(layer_id), "parent")) or None
@@ -324,8 +325,7 @@ class OverlayDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create diff/, work/, merged/, the short link and the lower chain of layer `id`."""
-        if not self._valid(id):
-            raise LayerStoreError(f"invalid layer ID {id!r} for the overlay driver: {LINK_DIR!r} is reserved")
+        check_layer_id("overlay", id, _RESERVED)
         check_storage_options("overlay", id, opts.storage_opts, ())
         if os.path.lexists(self._dir(id)):
             raise LayerExists(f"layer {id} already exists in driver overlay")
