@@ -59,7 +59,10 @@ def test_sweep_takes_the_owners_lock(tmp_path: Path) -> None:
     fd = os.open(area.directory / "alive.2.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        assert area.leftovers() == ["dead.1", "orphan.3"]
+        assert area.leftovers() == ["dead.1", "orphan.3"], "listing leftovers deleted them"
         assert area.sweep() == ["dead.1", "orphan.3"]
+        assert area.leftovers() == []
         assert area.entries() == ["alive.2"]
     finally:
         os.close(fd)
