@@ -110,6 +110,10 @@ class ZfsDriver:
             )
         self.mnt = self.home / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
+        self._lock = self.home / "lock"
+        if not self._lock.exists():
+            # Made with the home, like mnt/: gc and creates only ever open it, which needs no space.
+            os.close(os.open(self._lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
     def __repr__(self) -> str:
         return f"<ZfsDriver {self.fsname} at {self.home}>"
@@ -322,7 +326,7 @@ class ZfsDriver:
         return found
 
     def _locked(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
-        return held_lock(self.home / "lock", shared=not exclusive)
+        return held_lock(self._lock, shared=not exclusive)
 
     @hookimpl
     def cleanup(self) -> None:
