@@ -90,7 +90,7 @@ def test_every_json_command_follows_one_schema(run: Run, tmp_path: Path) -> None
     assert walked["info"]["capabilities"]["max_depth"] is None or walked["info"]["capabilities"]["max_depth"] > 0
     assert walked["rm"] == [{"name": child, "id": child, "deleted": True, "error": None}]
     assert walked["gc"] == {"removed_layers": [], "removed_staging": [], "removed_locks": [],
-                            "released_references": []}
+                            "released_references": [], "removed_driver_leftovers": []}
 
 
 def test_quiet_prints_only_ids_and_no_summary(run: Run, tmp_path: Path) -> None:
