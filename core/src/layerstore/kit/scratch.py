@@ -127,21 +127,18 @@ class ScratchArea:
 
     def sweep(self) -> list[str]:
         """Delete the entries nobody holds (leftovers of killed processes); return their names."""
-        try:
-            names = set(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
         removed = []
-        for name in sorted(names):
-            if name.endswith(_LOCK):
-                entry = name[: -len(_LOCK)]
-                if self._remove_if_unlocked(entry):
-                    removed.append(entry)
-            elif f"{name}{_LOCK}" not in names:
-                # An entry always has its lock file while its owner lives
-                # (the lock is made first and removed last): this is garbage.
-                self.delete(self.directory / name)
-                removed.append(name)
+        for entry, fd in self._unheld():
+            try:
+                if os.path.lexists(self.directory / entry):
+                    self.delete(self.directory / entry)
+                if fd is not None:
+                    # Only once the entry is gone: a lock file left makes the next sweep retry.
+                    os.unlink(self.directory / f"{entry}{_LOCK}")
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            removed.append(entry)
         return removed
 
     def leftovers(self) -> list[str]:
@@ -149,20 +146,29 @@ class ScratchArea:
 
         Nothing is deleted; an entry whose lock file outlived it counts too.
         """
+        found = []
+        for entry, fd in self._unheld():
+            if fd is not None:
+                os.close(fd)
+            found.append(entry)
+        return found
+
+    def _unheld(self) -> Iterator[tuple[str, int | None]]:
+        """Yield each entry nobody holds with its claimed lock (None: it has no lock file); the caller closes it."""
         try:
             names = set(os.listdir(self.directory))
         except FileNotFoundError:
-            return []
-        found = []
+            return
         for name in sorted(names):
             if name.endswith(_LOCK):
-                fd = self._claim(name[: -len(_LOCK)])
+                entry = name[: -len(_LOCK)]
+                fd = self._claim(entry)
                 if fd is not None:
-                    os.close(fd)
-                    found.append(name[: -len(_LOCK)])
+                    yield entry, fd
             elif f"{name}{_LOCK}" not in names:
-                found.append(name)
-        return found
+                # An entry always has its lock file while its owner lives
+                # (the lock is made first and removed last): this is garbage.
+                yield name, None
 
     def entries(self) -> list[str]:
         """The names of the entries present now (held or left over)."""
@@ -198,15 +204,3 @@ class ScratchArea:
             os.close(fd)
             return None  # its owner finished between our listing and open
         return fd
-
-    def _remove_if_unlocked(self, entry: str) -> bool:
-        fd = self._claim(entry)
-        if fd is None:
-            return False
-        try:
-            if os.path.lexists(self.directory / entry):
-                self.delete(self.directory / entry)
-            os.unlink(self.directory / f"{entry}{_LOCK}")
-            return True
-        finally:
-            os.close(fd)
