@@ -37,6 +37,7 @@ pytestmark = pytest.mark.fault
 TRIALS = int(os.environ.get("LAYERSTORE_FAULT_TRIALS", "6"))
 OPS = ("import", "import-parent", "rm", "export", "check", "mount")
 _LEFTOVER_PREFIXES = (".tmp-", ".trash-", ".new-", ".diff-copy-")
+_SCRATCH_DIRS = (".staging", ".deleting")  # overlay's staging and trash: empty once gc ran
 
 
 def _leftovers(store: Store) -> list[str]:
@@ -46,7 +47,7 @@ def _leftovers(store: Store) -> list[str]:
         path, depth = stack.pop()
         with os.scandir(path) as it:
             for entry in it:
-                if entry.name.startswith(_LEFTOVER_PREFIXES):
+                if entry.name.startswith(_LEFTOVER_PREFIXES) or path.name in _SCRATCH_DIRS:
                     found.append(entry.path)
                 elif depth < 2 and entry.is_dir(follow_symlinks=False) and entry.name != "l":
                     stack.append((Path(entry.path), depth + 1))

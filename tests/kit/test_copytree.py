@@ -11,19 +11,15 @@ import pytest
 
 from layerstore.conformance.suite._support import describe_difference, populate_every_kind, snapshot
 from layerstore.kit import COPY_METHODS, TreeCopier, copy_tree, probe_reflink, remove_tree
+from layerstore.testing.trees import deep_directory
 
 DEPTH = 5000
 
 
 def _deep(root: Path, depth: int) -> list[str]:
     """A chain of `depth` directories named "d" below `root`, a file and a hardlink at the bottom."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = deep_directory(root, depth)
     try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
         with open(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd), "wb") as f:
             f.write(b"at the bottom\n")
         os.link("leaf", "leaf-link", src_dir_fd=fd, dst_dir_fd=fd)

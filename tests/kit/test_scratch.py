@@ -59,15 +59,33 @@ def test_sweep_takes_the_owners_lock(tmp_path: Path) -> None:
     fd = os.open(area.directory / "alive.2.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        assert area.leftovers() == ["dead.1", "orphan.3"]
-        assert area.leftovers() == ["dead.1", "orphan.3"], "listing leftovers deleted them"
+        assert area.unheld() == ["dead.1", "orphan.3"]
+        assert sorted(os.listdir(area.directory)) == ["alive.2", "alive.2.lock", "dead.1", "dead.1.lock", "orphan.3"]
         assert area.sweep() == ["dead.1", "orphan.3"]
-        assert area.leftovers() == []
         assert area.entries() == ["alive.2"]
     finally:
         os.close(fd)
     assert area.sweep() == ["alive.2"]
     assert os.listdir(area.directory) == []
+
+
+def test_exchange_swaps_in_one_step_and_keeps_or_deletes_the_old(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "f").write_bytes(b"old")
+    area = ScratchArea(tmp_path / "staging")
+    with area.reserve("copy") as entry:
+        (entry.path / "f").write_bytes(b"new")
+        entry.exchange(live)
+        assert (live / "f").read_bytes() == b"new"
+        assert (entry.path / "f").read_bytes() == b"old"
+        entry.publish(tmp_path / "kept")
+    assert (tmp_path / "kept" / "f").read_bytes() == b"old"
+    with area.reserve("copy") as entry:
+        entry.exchange(live)  # not published: the old tree goes with the entry
+    assert os.listdir(live) == [] and os.listdir(area.directory) == []
+    with pytest.raises(FileNotFoundError), area.reserve("copy") as entry:
+        entry.exchange(tmp_path / "missing")
 
 
 def test_atomic_write_replaces_in_one_step(tmp_path: Path) -> None:

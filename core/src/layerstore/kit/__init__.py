@@ -5,8 +5,9 @@
   with reflink / ``copy_file_range`` where the filesystem allows.
 - `remove_tree`: deletes a tree of any depth without recursion (`layerstore.fstree`).
 - `ScratchArea`: staging with atomic publish, and a trash that survives
-  crashes; `ScratchArea.sweep` collects what killed processes left,
-  `ScratchArea.leftovers` lists it.
+  crashes; `ScratchEntry.exchange` swaps a finished copy with a live
+  directory in one step; `ScratchArea.sweep` collects what killed
+  processes left, `ScratchArea.unheld` lists it.
 - `held_lock`: a driver-wide lock file held with ``flock``.
 - `atomic_write`: replace a small file in one step;
   `sweep_atomic_temporaries` collects what killed writers left.

@@ -70,7 +70,8 @@ def sweep_atomic_temporaries(directory: str | os.PathLike[str]) -> list[str]:
         pid_text = name.rpartition(_TMP)[2].partition("-")[0]
         if pid_text.isdigit() and _alive(int(pid_text)):
             continue
-        with contextlib.suppress(FileNotFoundError):
+        # A directory is never an atomic_write temporary, whatever its name.
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(os.path.join(directory, name))
             removed.append(name)
     return sorted(removed)

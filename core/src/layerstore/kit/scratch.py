@@ -15,17 +15,24 @@ the other way round, to rename a layer out of sight before deleting it.  A
     trash = ScratchArea(home / "trash")
     trash.discard(home / "layers" / layer_id, layer_id)  # rename away, then delete
 
+    with staging.reserve("copy") as entry:     # replace a live directory in one step
+        copy_tree(live_dir, entry.path)
+        entry.exchange(live_dir)                 # live_dir is the copy; entry.path the old one
+        entry.publish(home / "old")              # keep the old one (else it is deleted on exit)
+
 Every entry ``<label>.<token>`` has a lock file ``<label>.<token>.lock``
 that its owner creates and locks (``flock``) *before* the entry exists, and
 holds until the entry is published or deleted.  `sweep` deletes the
 entries whose lock nobody holds (left by a killed process) and takes the
 same lock first, so it never deletes the work of a live process.  Drivers
-call `sweep` from their ``gc`` hook.
+call `sweep` from their ``gc`` hook, and `unheld` from their ``orphans``
+hook (it only looks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -40,6 +47,9 @@ from ..fstree import remove_tree
 __all__ = ["ScratchArea", "ScratchEntry"]
 
 _LOCK = ".lock"
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @attrs.define
@@ -59,6 +69,20 @@ class ScratchEntry:
         """
         os.rename(self.path, destination)
         self.published = True
+
+    def exchange(self, destination: str | os.PathLike[str]) -> None:
+        """Swap the entry with the existing `destination` in one step (``renameat2`` ``RENAME_EXCHANGE``).
+
+        Readers of `destination` see the old or the new tree, never none.
+        Afterwards the entry's path holds what `destination` held: it is
+        deleted on exit (or swept after a crash) unless `publish` moves it
+        somewhere.  Raises `OSError` (``ENOENT`` when `destination` does not
+        exist, ``EINVAL`` where the filesystem cannot exchange).
+        """
+        old, new = os.fsencode(self.path), os.fsencode(destination)
+        if _libc.renameat2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_EXCHANGE) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), os.fspath(destination))
 
 
 @attrs.define
@@ -127,48 +151,30 @@ class ScratchArea:
 
     def sweep(self) -> list[str]:
         """Delete the entries nobody holds (leftovers of killed processes); return their names."""
-        removed = []
-        for entry, fd in self._unheld():
-            try:
-                if os.path.lexists(self.directory / entry):
-                    self.delete(self.directory / entry)
-                if fd is not None:
-                    # Only once the entry is gone: a lock file left makes the next sweep retry.
-                    os.unlink(self.directory / f"{entry}{_LOCK}")
-            finally:
-                if fd is not None:
-                    os.close(fd)
-            removed.append(entry)
-        return removed
+        return self._unheld(remove=True)
 
-    def leftovers(self) -> list[str]:
-        """The entries nobody holds: what `sweep` would delete now (for a driver's ``orphans`` hook).
+    def unheld(self) -> list[str]:
+        """The names of the entries nobody holds (what `sweep` would delete now), without deleting anything."""
+        return self._unheld(remove=False)
 
-        Nothing is deleted; an entry whose lock file outlived it counts too.
-        """
-        found = []
-        for entry, fd in self._unheld():
-            if fd is not None:
-                os.close(fd)
-            found.append(entry)
-        return found
-
-    def _unheld(self) -> Iterator[tuple[str, int | None]]:
-        """Yield each entry nobody holds with its claimed lock (None: it has no lock file); the caller closes it."""
+    def _unheld(self, *, remove: bool) -> list[str]:
         try:
             names = set(os.listdir(self.directory))
         except FileNotFoundError:
-            return
+            return []
+        found = []
         for name in sorted(names):
             if name.endswith(_LOCK):
                 entry = name[: -len(_LOCK)]
-                fd = self._claim(entry)
-                if fd is not None:
-                    yield entry, fd
+                if self._unheld_entry(entry, remove=remove):
+                    found.append(entry)
             elif f"{name}{_LOCK}" not in names:
                 # An entry always has its lock file while its owner lives
                 # (the lock is made first and removed last): this is garbage.
-                yield name, None
+                if remove:
+                    self.delete(self.directory / name)
+                found.append(name)
+        return found
 
     def entries(self) -> list[str]:
         """The names of the entries present now (held or left over)."""
@@ -189,18 +195,24 @@ class ScratchArea:
                 return fd, path
             os.close(fd)
 
-    def _claim(self, entry: str) -> int | None:
-        """Lock the lock file of `entry` without waiting; its descriptor, or None if held or gone."""
+    def _unheld_entry(self, entry: str, *, remove: bool) -> bool:
+        """True when nobody holds `entry`'s lock; with `remove`, delete the entry and then its lock file."""
+        lock = self.directory / f"{entry}{_LOCK}"
         try:
-            fd = os.open(self.directory / f"{entry}{_LOCK}", os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return None  # its owner finished meanwhile
+            return False  # its owner finished meanwhile
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live process holds it
+            if os.fstat(fd).st_nlink == 0:
+                return False  # its owner finished between our listing and open
+            if remove:
+                if os.path.lexists(self.directory / entry):
+                    self.delete(self.directory / entry)
+                os.unlink(lock)
+            return True
+        finally:
             os.close(fd)
-            return None  # a live process holds it
-        if os.fstat(fd).st_nlink == 0:
-            os.close(fd)
-            return None  # its owner finished between our listing and open
-        return fd

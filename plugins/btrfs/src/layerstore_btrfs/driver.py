@@ -153,8 +153,8 @@ class BtrfsDriver:
     @hookimpl
     def orphans(self) -> list[str]:
         """Staging/trash subvolumes nobody holds, and records or temporary files of layers that do not exist."""
-        scratch = [f"staging/{name}" for name in self._staging.leftovers()]
-        scratch += [f"trash/{name}" for name in self._trash.leftovers()]
+        scratch = [f"staging/{name}" for name in self._staging.unheld()]
+        scratch += [f"trash/{name}" for name in self._trash.unheld()]
         with self._locked():
             records = [path.relative_to(self.home).as_posix() for path in self._record_orphans()]
         return [f"btrfs {name}" for name in scratch + records]

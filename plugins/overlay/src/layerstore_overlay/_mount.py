@@ -16,11 +16,12 @@ import platform
 import time
 from collections.abc import Sequence
 
-from layerstore.errors import CommandFailed, LayerStoreError, LimitExceeded
+from layerstore.errors import CommandFailed, ConfigError, LayerStoreError, LimitExceeded
 from layerstore.process import run_command
 
 __all__ = [
     "CLASSIC_MAX_LOWERS",
+    "DEFAULT_MOUNT_OPTIONS",
     "KERNEL_MAX_LOWERS",
     "MountAPI",
     "MountError",
@@ -28,6 +29,8 @@ __all__ = [
     "is_mounted",
     "mount_overlay",
     "new_api_available",
+    "overlay_options",
+    "parse_mount_options",
     "unmount",
 ]
 
@@ -36,6 +39,37 @@ KERNEL_MAX_LOWERS = 500
 CLASSIC_MAX_LOWERS = 128
 """With mount(2) data limited to a page, 128 short links (29 bytes each) leave room for the rest."""
 PAGE_DATA_LIMIT = 4095
+
+
+DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("redirect_dir=off", "metacopy=off", "index=off")
+"""Renamed directories and metadata-only copy-ups would leave diff/ incomplete for the native diff."""
+_DIRECTORY_OPTIONS = frozenset({"upperdir", "lowerdir", "workdir", "lowerdir+", "datadir+"})
+
+
+def parse_mount_options(text: str) -> list[str]:
+    """Split the driver option ``mountopt`` (comma-separated); `ConfigError` if it names directories.
+
+    The driver chooses every layer's directories inside the store: an
+    ``upperdir`` given here would send writes elsewhere.
+    """
+    options = [o.strip() for o in text.split(",") if o.strip()]
+    named = sorted({o.partition("=")[0] for o in options} & _DIRECTORY_OPTIONS)
+    if named:
+        raise ConfigError(
+            f"overlay driver option mountopt must not name directories ({', '.join(named)}): the driver "
+            "chooses each layer's directories inside the store; remove them from mountopt"
+        )
+    return options
+
+
+def overlay_options(api: str, extra: list[str], mount_label: str = "") -> list[str]:
+    """The options of a layer's mount: `DEFAULT_MOUNT_OPTIONS`, the configured `extra` ones, the SELinux label."""
+    options = [*DEFAULT_MOUNT_OPTIONS, *extra]
+    if mount_label and os.path.exists("/sys/fs/selinux/enforce"):
+        # mount(8) data needs the label quoted (it may hold commas); fsconfig takes the value as is.
+        quoted = mount_label if api == MountAPI.FSOPEN else f'"{mount_label}"'
+        options.append(f"context={quoted}")
+    return options
 
 
 class MountAPI:

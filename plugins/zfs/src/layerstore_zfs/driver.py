@@ -110,10 +110,10 @@ class ZfsDriver:
             )
         self.mnt = self.home / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
+        # The driver's lock file is part of the home from the start (a fixed name: creating it
+        # again is harmless), not something the first locked operation leaves behind.
         self._lock = self.home / "lock"
-        if not self._lock.exists():
-            # Made with the home, like mnt/: gc and creates only ever open it, which needs no space.
-            os.close(os.open(self._lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.close(os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
     def __repr__(self) -> str:
         return f"<ZfsDriver {self.fsname} at {self.home}>"
