@@ -3,7 +3,9 @@
 Each trial starts two to four commands at once (import, import --parent,
 rm, export, check, mount) and SIGKILLs some of them after a random pause.
 After every trial: the store opens, `check` passes, `gc` leaves no staging,
-trash or temporary leftovers.  At the end a re-import exports byte-identical
+trash or temporary leftovers and `check` lists no orphan afterwards; on zfs,
+``zfs list`` (not our reader) shows a dataset per image and only the clone
+snapshots of existing children.  At the end a re-import exports byte-identical
 and `rm` of every image succeeds.
 
 ``LAYERSTORE_FAULT_TRIALS`` sets the number of trials per driver (default 6);
@@ -23,6 +25,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from layerstore.mountinfo import mount_of
+from layerstore.process import run_command
 
 from .conftest import Store
 from .test_references import layer_tar
@@ -47,6 +52,29 @@ def _leftovers(store: Store) -> list[str]:
                 elif depth < 2 and entry.is_dir(follow_symlinks=False) and entry.name != "l":
                     stack.append((Path(entry.path), depth + 1))
     return found
+
+
+def _zfs_leaks(store: Store) -> list[str]:
+    """Datasets and snapshots under the store's parent dataset that no image accounts for, per ``zfs list``."""
+    entry = mount_of(store.root)
+    assert entry is not None
+    fsname = entry.source
+    listed = run_command(["zfs", "list", "-H", "-o", "name", "-r", "-t", "filesystem,snapshot", fsname])
+    images = set(_images(store))
+    leaks = []
+    for name in listed.stdout.decode().split():
+        if name == fsname:
+            continue
+        dataset, _, snapshot = name.partition("@")
+        layer = dataset.removeprefix(f"{fsname}/")
+        if not snapshot:
+            if layer not in images:
+                leaks.append(name)
+        elif snapshot.removeprefix("layerstore-clone-") not in images or layer not in images:
+            leaks.append(name)
+    mnt = store.root / "zfs" / "mnt"
+    leaks += [f"mount directory {n}" for n in os.listdir(mnt) if n not in images] if mnt.is_dir() else []
+    return leaks
 
 
 def _images(store: Store) -> dict[str, str | None]:
@@ -112,6 +140,10 @@ def test_sigkill_at_random_moments(store: Store, tmp_path: Path) -> None:
         assert check.returncode == 0, (seed, trial, check.stdout.decode(), check.stderr.decode())
         store.ok("gc")
         assert _leftovers(store) == [], (seed, trial)
+        after = store.run("check")
+        assert after.returncode == 0 and b"orphan" not in after.stdout, (seed, trial, after.stdout.decode())
+        if store.driver == "zfs":
+            assert _zfs_leaks(store) == [], (seed, trial)
         for name in os.listdir(tmp_path):
             assert ".layerstore-" not in name, (seed, trial, name)
     again = store.ok("import", base_tar).strip()

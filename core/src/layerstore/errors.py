@@ -83,7 +83,7 @@ class AmbiguousID(LayerStoreError):
 
 
 class InvalidID(LayerStoreError):
-    """A string is not a valid image ID or ID prefix."""
+    """A string is not a valid image ID, ID prefix or layer ID."""
 
 
 class InvalidArchive(LayerStoreError):

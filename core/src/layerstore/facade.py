@@ -26,8 +26,9 @@ import pluggy
 
 from . import hookspecs
 from .capabilities import Capabilities, CreateOpts
-from .errors import InvalidDriver, InvalidID, LayerExists, LayerInUse, LayerNotFound, LayerStoreError
+from .errors import InvalidDriver, LayerExists, LayerInUse, LayerNotFound, LayerStoreError
 from .idtools import IDMappings
+from .kit.ids import check_layer_id
 from .layerstate import LayerState
 from .naivediff import NaiveDiff
 from .references import ReferenceTable
@@ -113,7 +114,7 @@ class Driver:
 
     def create(self, id: str, parent: str | None = None, opts: CreateOpts | None = None) -> None:
         """Create layer `id` as a copy of `parent` (empty when None).  See `DriverSpec.create`."""
-        _check_id(id)
+        check_layer_id(self.name, id)
         with self._refs.locked(id):
             self._state.clear_interrupted(id)
             if self.hook.exists(id=id):
@@ -344,7 +345,3 @@ class Driver:
         if not self.exists(id):
             raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
 
-
-def _check_id(layer_id: str) -> None:
-    if not layer_id or "/" in layer_id or layer_id in (".", "..") or "\0" in layer_id or layer_id.startswith("."):
-        raise InvalidID(f"invalid layer ID {layer_id!r}: it must be non-empty, without '/', not start with '.'")

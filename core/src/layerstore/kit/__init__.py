@@ -8,10 +8,13 @@
   crashes; `ScratchEntry.exchange` swaps a finished copy with a live
   directory in one step; `ScratchArea.sweep` collects what killed
   processes left, `ScratchArea.unheld` lists it.
+- `held_lock`: a driver-wide lock file held with ``flock``.
 - `atomic_write`: replace a small file in one step;
   `sweep_atomic_temporaries` collects what killed writers left.
 - `check_options`, `check_storage_options`: refuse unknown options with one
   wording (`ConfigError`).
+- `check_layer_id`, `is_valid_layer_id`: the one rule for layer IDs a driver
+  turns into names (`InvalidID`).
 
 The facade (`layerstore.Driver`) already tracks parents and refuses to remove
 a layer that has children, counts mounts and serialises operations on one
@@ -23,6 +26,8 @@ from __future__ import annotations
 from ..fstree import remove_tree
 from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
+from .ids import check_layer_id, is_valid_layer_id
+from .locks import held_lock
 from .options import check_options, check_storage_options
 from .scratch import ScratchArea, ScratchEntry
 
@@ -32,10 +37,13 @@ __all__ = [
     "ScratchEntry",
     "TreeCopier",
     "atomic_write",
+    "check_layer_id",
     "check_options",
     "check_storage_options",
     "copy_tree",
+    "held_lock",
     "is_atomic_temporary",
+    "is_valid_layer_id",
     "probe_reflink",
     "remove_tree",
     "sweep_atomic_temporaries",

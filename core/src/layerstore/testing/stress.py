@@ -241,6 +241,7 @@ def concurrency_run(root: Path, workdir: Path, driver: str, *, workers: int = 8,
     proc = cli(root, ["rm", base_id], env)
     if proc.returncode != 0:
         problems.append(f"`layerstore rm` of the base image failed: {proc.stderr.strip()}")
+    print(f"concurrency on {driver}: {workers} workers, {rounds} rounds, {commands} commands, {len(problems)} problems")
     return problems
 
 

@@ -5,20 +5,23 @@ Layout under the driver home::
     subvolumes/<id>           the layer (a subvolume); it exists when this path does
     parents/<id>              the parent's ID ("" for a base layer), for `metadata`
     readonly/<id>             marker: made read-only once its diff is applied
-    staging/                  layers being created (renamed into subvolumes/ when complete)
-    trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first); the remover
-                              holds a flock on the subvolume's root directory until it is gone
-    lock                      flock held while layers are created, and while removal moves a layer to trash
+    staging/<id>.<rand>       layers being created, renamed into subvolumes/ when complete
+    trash/<id>.<rand>         layers being deleted (renamed out of subvolumes/ first)
+    lock                      flock held while layers are created and records are collected
     probed                    the answer of the one-time support probe (written when the home is made)
 
-A layer therefore appears and disappears with one rename: a crash leaves at
-worst a subvolume in staging/ or trash/, deleted when the driver next opens
-(staging only ever holds entries of the process holding ``lock``; a trash
-entry is deleted by whoever holds the flock on its directory).  Removal
-creates no file, so it works on a completely full filesystem.  Every name is attributable:
-records of a layer whose subvolume is gone, temporary record files and
-unheld scratch entries are orphans that ``gc`` removes and ``check`` lists.
-Opening an existing home writes nothing except that deletion of leftovers.
+staging/ and trash/ are `layerstore.kit.ScratchArea` directories: a
+subvolume is created inside a directory and renamed like one, so every entry
+carries a lock file (``<entry>.lock``, flock-held by its owner from before
+the entry exists until it is gone).  A layer therefore appears and
+disappears with one rename: a crash leaves at worst an unheld subvolume in
+staging/ or trash/, deleted when the driver next opens or by ``gc``.  On a
+completely full filesystem, where neither a lock file nor a rename fits,
+removal deletes the subvolume in place (deleting needs no space).  Every
+name is attributable: records of a layer whose subvolume is gone, temporary
+record files and unheld scratch entries are orphans that ``gc`` removes and
+``check`` lists.  Opening an existing home writes nothing except that
+deletion of leftovers.
 Snapshots do not depend on their origin in btrfs, but the contract keeps a
 parent until its children are gone: the facade refuses that removal.
 """
@@ -27,11 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import secrets
-import shutil
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -43,7 +43,17 @@ from layerstore.errors import (
     LayerStoreError,
     StorageFull,
 )
-from layerstore.kit import atomic_write, check_options, check_storage_options, is_atomic_temporary
+from layerstore.kit import (
+    ScratchArea,
+    atomic_write,
+    check_layer_id,
+    check_options,
+    check_storage_options,
+    held_lock,
+    is_atomic_temporary,
+    is_valid_layer_id,
+    remove_tree,
+)
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 from layerstore.sizes import format_size, parse_size
@@ -60,10 +70,6 @@ STORAGE_OPTIONS = frozenset({"size"})
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _PROBED = "probed"
-
-
-def _valid_id(layer_id: str) -> bool:
-    return bool(layer_id) and "/" not in layer_id and "\0" not in layer_id and not layer_id.startswith(".")
 
 
 class BtrfsDriver:
@@ -83,13 +89,15 @@ class BtrfsDriver:
         _check_backing_filesystem(self.home)
         self._subvolumes = self.home / "subvolumes"
         self._parents = self.home / "parents"
-        self._staging = self.home / "staging"
-        self._trash = self.home / "trash"
+        self._staging = ScratchArea(self.home / "staging", delete=self._destroy)
+        self._trash = ScratchArea(self.home / "trash", delete=self._destroy)
         self._readonly = self.home / "readonly"
         if not (self.home / _PROBED).is_file():
             self._init_home()
         self._fs_uuid = _btrfs.filesystem_uuid(self.home)
-        self._sweep()
+        # What killed processes left; one that resists stays for gc to report.
+        with contextlib.suppress(OSError):
+            self._sweep()
 
     def __repr__(self) -> str:
         return f"<BtrfsDriver at {self.home}>"
@@ -98,7 +106,7 @@ class BtrfsDriver:
 
     def _init_home(self) -> None:
         """Make the layout and run the support probe once, under the lock; record that it passed."""
-        for d in (self._subvolumes, self._parents, self._staging, self._trash, self._readonly):
+        for d in (self._subvolumes, self._parents, self._staging.directory, self._trash.directory, self._readonly):
             d.mkdir(parents=True, exist_ok=True)
         with self._locked():
             if (self.home / _PROBED).is_file():
@@ -107,52 +115,31 @@ class BtrfsDriver:
             atomic_write(self.home / _PROBED, "subvolumes can be created and deleted here\n", durable=False)
 
     def _probe(self) -> None:
-        """Create and delete a subvolume in staging/, so that an unprivileged process is told why here.
-
-        Runs with the lock held, so no sweep of another process sees the probe's subvolume.
-        """
-        name = f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+        """Create and delete a subvolume in staging/, so that an unprivileged process is told why here."""
+        created = False
         try:
-            _btrfs.create_subvolume(self._staging, name)
+            with self._staging.reserve("probe", make_dir=False) as entry:
+                _btrfs.create_subvolume(entry.path.parent, entry.path.name)
+                created = True
+                try:
+                    _btrfs.delete_subvolume(entry.path.parent, entry.path.name)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)  # an empty subvolume, where the kernel lets users rmdir it
+                    raise
         except OSError as exc:
-            raise DriverNotSupported(f"btrfs: cannot create subvolumes in {self.home}: {exc.strerror}") from None
-        try:
-            _btrfs.delete_subvolume(self._staging, name)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.rmdir(self._staging / name)
+            if not created:
+                raise DriverNotSupported(f"btrfs: cannot create subvolumes in {self.home}: {exc.strerror}") from None
             raise DriverNotSupported(
                 f"btrfs: cannot delete subvolumes in {self.home}: {exc.strerror} "
                 "(run as root, or mount the filesystem with user_subvol_rm_allowed)"
             ) from None
 
     def _sweep(self) -> list[str]:
-        """Delete what killed processes left in staging/ and trash/; return the names deleted.
-
-        Staging entries are listed under the lock (a live create holds it all
-        along, so every entry seen is dead); a trash entry is deleted only by
-        whoever holds its lock file, so a live removal is never disturbed.
-        """
-        with self._locked():
-            staged = list(self._staging.iterdir())
-            trashed = list(self._trash.iterdir())
-        removed = []
-        for path in staged:
-            with contextlib.suppress(OSError):
-                self._destroy(path)
-                removed.append(f"staging/{path.name}")
-        for path in trashed:
-            fd = _claim(path, wait=False)
-            if fd is None:
-                continue  # its remover is alive, or it is gone already
-            try:
-                self._destroy(path)
-                removed.append(f"trash/{path.name}")
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        return removed
+        """Delete the staging/ and trash/ entries nobody holds (left by killed processes); return them."""
+        return [f"staging/{name}" for name in self._staging.sweep()] + [
+            f"trash/{name}" for name in self._trash.sweep()
+        ]
 
     def _record_orphans(self) -> list[Path]:
         """Records and temporary files that belong to no layer (call with the lock held)."""
@@ -163,22 +150,14 @@ class BtrfsDriver:
                     found.append(entry)
         return found
 
-    def _unheld_scratch(self) -> list[Path]:
-        """Staging and trash entries no live process holds (call with the lock held)."""
-        found = list(self._staging.iterdir())
-        for path in self._trash.iterdir():
-            fd = _claim(path, wait=False)
-            if fd is not None:
-                found.append(path)
-                os.close(fd)
-        return found
-
     @hookimpl
     def orphans(self) -> list[str]:
         """Staging/trash subvolumes nobody holds, and records or temporary files of layers that do not exist."""
+        scratch = [f"staging/{name}" for name in self._staging.unheld()]
+        scratch += [f"trash/{name}" for name in self._trash.unheld()]
         with self._locked():
-            paths = self._unheld_scratch() + self._record_orphans()
-        return [f"btrfs {path.relative_to(self.home)}" for path in paths]
+            records = [path.relative_to(self.home).as_posix() for path in self._record_orphans()]
+        return [f"btrfs {name}" for name in scratch + records]
 
     @hookimpl
     def gc(self, live_ids: list[str]) -> list[str]:
@@ -187,22 +166,17 @@ class BtrfsDriver:
         with self._locked():
             for path in self._record_orphans():
                 if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
+                    remove_tree(path)
                 else:
                     path.unlink(missing_ok=True)
                 removed.append(f"btrfs {path.relative_to(self.home)}")
         return removed
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return held_lock(self.home / "lock")
 
     def _path(self, layer_id: str) -> Path:
+        check_layer_id("btrfs", layer_id)
         return self._subvolumes / layer_id
 
     def _destroy(self, path: Path) -> None:
@@ -210,7 +184,7 @@ class BtrfsDriver:
         if not os.path.lexists(path):
             return
         if not _btrfs.is_subvolume(path):
-            shutil.rmtree(path)  # a plain directory: a layer record a crash cut short
+            remove_tree(path)  # a plain directory: a layer record a crash cut short
             return
         for nested in _btrfs.nested_subvolumes(path):
             with contextlib.suppress(FileNotFoundError):
@@ -242,37 +216,35 @@ class BtrfsDriver:
     @hookimpl
     def exists(self, id: str) -> bool:
         """True when ``subvolumes/<id>`` exists."""
-        return _valid_id(id) and os.path.isdir(self._path(id))
+        return is_valid_layer_id(id) and os.path.isdir(self._path(id))
 
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create layer `id`: an empty subvolume, or a writable snapshot of `parent`; apply a ``size`` quota."""
         check_storage_options("btrfs", id, opts.storage_opts, STORAGE_OPTIONS)
         size = parse_size(opts.storage_opts["size"], what="size option") if "size" in opts.storage_opts else None
-        if not _valid_id(id):
-            raise LayerStoreError(f"btrfs: invalid layer ID {id!r}")
+        target = self._path(id)
+        # The lock keeps gc from taking the records of a layer not yet published for orphans.
         with self._locked():
             if self.exists(id):
                 raise LayerExists(f"layer {id} already exists in driver btrfs")
             if parent is not None and not self.exists(parent):
                 raise LayerNotFound(f"parent layer {parent} of {id} does not exist in driver btrfs")
-            staged = self._staging / f"{id}.{secrets.token_hex(4)}"
             try:
-                if parent is None:
-                    _btrfs.create_subvolume(self._staging, staged.name)
-                    os.chown(staged, *self.id_maps.root_pair)
-                    os.chmod(staged, 0o755)
-                else:
-                    _btrfs.snapshot_subvolume(self._path(parent), self._staging, staged.name)
-                if size is not None:
-                    self._limit(staged, size)
-                atomic_write(self._parents / id, parent or "", durable=False)
-                if opts.read_only:
-                    (self._readonly / id).touch()
-                os.rename(staged, self._path(id))
+                with self._staging.reserve(id, make_dir=False) as entry:
+                    if parent is None:
+                        _btrfs.create_subvolume(entry.path.parent, entry.path.name)
+                        os.chown(entry.path, *self.id_maps.root_pair)
+                        os.chmod(entry.path, 0o755)
+                    else:
+                        _btrfs.snapshot_subvolume(self._path(parent), entry.path.parent, entry.path.name)
+                    if size is not None:
+                        self._limit(entry.path, size)
+                    atomic_write(self._parents / id, parent or "", durable=False)
+                    if opts.read_only:
+                        (self._readonly / id).touch()
+                    entry.publish(target)
             except BaseException as exc:
-                with contextlib.suppress(OSError):
-                    self._destroy(staged)
                 self._forget(id)
                 if isinstance(exc, OSError):
                     raise _os_error(exc, f"cannot create layer {id}") from exc
@@ -292,46 +264,39 @@ class BtrfsDriver:
     @hookimpl
     def remove(self, id: str) -> None:
         """Delete layer `id` and every subvolume created inside it (the facade refused it while it has children)."""
-        with self._locked():
-            if not self.exists(id):
-                raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
-            trashed = self._trash / f"{id}.{secrets.token_hex(4)}"
-            claim = _claim(self._path(id), wait=True)  # the same directory once it is renamed into trash/
-            if claim is None:
-                raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
-            try:
-                try:
-                    self._move_to_trash(id, trashed)
-                except OSError as exc:
-                    if exc.errno not in _SPACE_ERRNOS:
-                        raise
-                    # A full filesystem: even a rename needs space here, deleting does not.
-                    self._destroy(self._path(id))
-                    self._forget(id)
-                    return
-                self._forget(id)
-            finally:
-                if not os.path.lexists(trashed):
-                    os.close(claim)
+        path = self._path(id)
+        if not self.exists(id):
+            raise LayerNotFound(f"layer {id} does not exist in driver btrfs")
         try:
-            self._destroy(trashed)
+            self._discard(path, id)
         except OSError as exc:
-            raise LayerStoreError(
-                f"btrfs: layer {id} is removed but deleting its subvolume {trashed} failed ({exc}); "
-                "the driver retries when it next opens"
-            ) from exc
-        finally:
-            os.close(claim)
+            if not os.path.lexists(path):
+                with self._locked():
+                    self._forget(id)
+                raise LayerStoreError(
+                    f"btrfs: layer {id} is removed but deleting its subvolume failed ({exc.strerror or exc}); "
+                    "`layerstore gc` deletes what is left"
+                ) from exc
+            if exc.errno not in _SPACE_ERRNOS:
+                raise _os_error(exc, f"cannot remove layer {id}") from exc
+            # A full filesystem: even a rename needs space here, deleting does not.
+            try:
+                self._destroy(path)
+            except OSError as again:
+                raise _os_error(again, f"cannot remove layer {id}") from again
+        with self._locked():
+            self._forget(id)
 
-    def _move_to_trash(self, id: str, trashed: Path) -> None:
+    def _discard(self, path: Path, id: str) -> None:
+        """Rename the layer into trash/ and delete it there."""
         try:
-            os.rename(self._path(id), trashed)
+            self._trash.discard(path, id)
         except OSError as exc:
             if exc.errno != errno.EROFS:
                 raise
             # Moving a read-only subvolume would rewrite its "..": make it writable first.
-            _btrfs.set_read_only(self._path(id), False)
-            os.rename(self._path(id), trashed)
+            _btrfs.set_read_only(path, False)
+            self._trash.discard(path, id)
 
     @hookimpl(wrapper=True)
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> Generator[None, int, int]:
@@ -407,23 +372,6 @@ def _os_error(exc: OSError, what: str) -> LayerStoreError:
     if exc.errno in _SPACE_ERRNOS:
         return StorageFull(f"btrfs: {what}: {exc.strerror} ({exc.filename})")
     return LayerStoreError(f"btrfs: {what}: {exc}")
-
-
-def _claim(entry: Path, *, wait: bool) -> int | None:
-    """Lock the directory `entry` (a trash entry) with flock; its fd, or None when another holds it or it is gone."""
-    try:
-        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _mount_source(path: Path) -> str:

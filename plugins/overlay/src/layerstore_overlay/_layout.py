@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 from layerstore.flock import held_flock
+from layerstore.kit import is_valid_layer_id
 
 __all__ = [
     "ALIASES_DIR",
@@ -15,6 +16,7 @@ __all__ = [
     "FROZEN_PREFIX",
     "KIDS_DIR",
     "LINK_DIR",
+    "RESERVED",
     "STAGING_DIR",
     "TRASH_DIR",
     "Layout",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 LINK_DIR = "l"
+RESERVED = (LINK_DIR,)
+"""Layer IDs the layout takes for itself."""
 KIDS_DIR = "kids"
 ALIASES_DIR = "aliases"
 FROZEN_PREFIX = "frozen-"
@@ -78,7 +82,7 @@ class Layout:
 
     def valid(self, layer_id: str) -> bool:
         """True for a name that can be a layer (not a reserved or hidden name, no slash)."""
-        return bool(layer_id) and layer_id != LINK_DIR and "/" not in layer_id and not layer_id.startswith(".")
+        return is_valid_layer_id(layer_id, RESERVED)
 
     def dir(self, layer_id: str) -> str:
         """The layer's own directory, ``<home>/<id>``."""

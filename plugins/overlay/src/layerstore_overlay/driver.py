@@ -46,14 +46,13 @@ from layerstore.errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
-    LayerStoreError,
     LimitExceeded,
 )
-from layerstore.kit import check_options, check_storage_options
+from layerstore.kit import check_layer_id, check_options, check_storage_options
 
 from . import _mount, _native, probes
 from ._create import OVERLAY_XATTR_PREFIXES, build_layer
-from ._layout import LINK_DIR, STAGING_DIR, TRASH_DIR, Layout, dir_lock, make_dirs, read_text
+from ._layout import LINK_DIR, RESERVED, STAGING_DIR, TRASH_DIR, Layout, dir_lock, make_dirs, read_text
 from ._leftovers import Housekeeper, scratch_areas
 from ._mount import CLASSIC_MAX_LOWERS, DEFAULT_MOUNT_OPTIONS, KERNEL_MAX_LOWERS, MountAPI
 from .links import Freezer, Links
@@ -122,8 +121,7 @@ class OverlayDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Build diff/, work/, merged/ and the records of layer `id` in staging, rename it into place, link it."""
-        if not self.layout.valid(id):
-            raise LayerStoreError(f"invalid layer ID {id!r} for the overlay driver: {LINK_DIR!r} is reserved")
+        check_layer_id("overlay", id, RESERVED)
         check_storage_options("overlay", id, opts.storage_opts, ())
         if os.path.lexists(self.layout.dir(id)):
             raise LayerExists(f"layer {id} already exists in driver overlay")

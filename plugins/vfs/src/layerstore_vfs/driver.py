@@ -29,9 +29,11 @@ from layerstore.fstree import remove_tree_quietly
 from layerstore.kit import (
     COPY_METHODS,
     ScratchArea,
+    check_layer_id,
     check_options,
     check_storage_options,
     copy_tree,
+    is_valid_layer_id,
     probe_reflink,
 )
 from layerstore.mountinfo import backing_filesystem
@@ -137,7 +139,7 @@ class VfsDriver:
     @hookimpl
     def exists(self, id: str) -> bool:
         """A layer exists when its directory does (it appears and disappears by rename)."""
-        return self._path(id).is_dir()
+        return is_valid_layer_id(id) and self._path(id).is_dir()
 
     @hookimpl
     def status(self) -> list[tuple[str, str]]:
@@ -170,6 +172,7 @@ class VfsDriver:
     # -- helpers -----------------------------------------------------------
 
     def _path(self, id: str) -> Path:
+        check_layer_id("vfs", id)
         return self._layers / id
 
     def _sweep(self) -> list[str]:

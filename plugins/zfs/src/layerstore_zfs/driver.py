@@ -24,13 +24,12 @@ holds it exclusively, so it never takes a snapshot a live create needs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +43,7 @@ from layerstore.errors import (
     LayerStoreError,
     StorageFull,
 )
-from layerstore.kit import check_options, check_storage_options
+from layerstore.kit import check_layer_id, check_options, check_storage_options, held_lock, is_valid_layer_id
 from layerstore.sizes import parse_size
 
 from . import _commands as zfs
@@ -113,8 +112,8 @@ class ZfsDriver:
         self.mnt.mkdir(parents=True, exist_ok=True)
         # The driver's lock file is part of the home from the start (a fixed name: creating it
         # again is harmless), not something the first locked operation leaves behind.
-        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        self._lock = self.home / "lock"
+        os.close(os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
     def __repr__(self) -> str:
         return f"<ZfsDriver {self.fsname} at {self.home}>"
@@ -137,6 +136,8 @@ class ZfsDriver:
     @hookimpl
     def exists(self, id: str) -> bool:
         """True if the dataset of layer `id` exists (one ``zfs list``)."""
+        if not is_valid_layer_id(id):
+            return False
         proc = zfs.run(["zfs", "list", "-H", "-o", "name", self.dataset(id)], check=False)
         if proc.returncode == 0:
             return True
@@ -147,6 +148,7 @@ class ZfsDriver:
     @hookimpl
     def create(self, id: str, parent: str | None, opts: CreateOpts) -> None:
         """Create the dataset of `id`: ``zfs create`` for a base layer, snapshot + clone of `parent` otherwise."""
+        check_layer_id("zfs", id)
         check_storage_options("zfs", id, opts.storage_opts, STORAGE_OPTIONS)
         props = ["-o", "canmount=noauto", "-o", f"mountpoint={self.mountpoint(id)}"]
         if "size" in opts.storage_opts:
@@ -323,14 +325,8 @@ class ZfsDriver:
                     found.append((f"zfs mount directory {path} (its dataset is gone)", _rmdir(path)))
         return found
 
-    @contextlib.contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        return held_lock(self._lock, shared=not exclusive)
 
     @hookimpl
     def cleanup(self) -> None:
