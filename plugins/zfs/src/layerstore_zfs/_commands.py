@@ -4,18 +4,22 @@ Only the subset that both OpenZFS and zfs-fuse 0.7 accept is used: ``-H``
 (no headers, tab separated) everywhere, ``-p`` (exact numbers) only with
 ``zfs get`` because zfs-fuse's ``zfs list`` has no ``-p``.
 
-zfs-fuse serves every command of every process through one daemon, and
-its command listener hands a new connection to its worker thread through
-one shared, unlocked slot: two ``zfs`` commands whose connections arrive
-together can both be served on one socket while the other waits forever,
-and a command running while another one mounts or unmounts can leave the
-daemon's FUSE threads waiting on each other.  So the driver runs its
-commands one at a time per store (an ``flock`` on the store's mount
-directory, which exists from the start, so locking needs no new file and
-works on a full pool), and gives each a time limit: a daemon that stops
-answering is a one-line `StorageError` naming zfs-fuse, never a command
-that hangs forever.  Nothing is retried silently except "busy", which
-zfs-fuse says for a few milliseconds after an unmount.
+zfs-fuse (Debian's 0.7) hangs for good when two mounts happen at once:
+every mount's daemon thread tells the FUSE listener about the new
+filesystem by writing a record and then the mount point's name into one
+shared pipe, in two writes, so concurrent mounts interleave them; the
+listener then reads a garbage name length and waits forever on the pipe
+while holding the lock that every FUSE request needs.  From then on no
+file on any zfs-fuse mount can be read, and every later ``zfs mount``
+waits too.  ``zfs create``, ``clone``, ``mount``, ``rename`` and ``set
+mountpoint`` all mount.  So the driver runs its commands one at a time per
+store (an ``flock`` on the store's mount directory, opened once: it exists
+from the start, so locking needs no new file and works on a full pool),
+and gives each a time limit, so that a daemon that stops answering anyway
+(another program mounting at the same moment) is a one-line `StorageError`
+naming zfs-fuse, never a command that waits forever.  Nothing is retried
+silently except "busy", which zfs-fuse says for a few milliseconds after
+an unmount.
 """
 
 from __future__ import annotations
