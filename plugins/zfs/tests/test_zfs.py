@@ -253,10 +253,14 @@ def test_check_lists_and_gc_removes_what_killed_creates_and_removals_left(driver
     driver.remove("base")
 
 
-def test_a_daemon_that_stops_answering_is_a_one_line_error(zfs_root: Path, zfs_daemon: int | None) -> None:
+def test_a_daemon_that_stops_answering_is_a_one_line_error(
+    zfs_root: Path, tmp_path: Path, zfs_daemon: int | None
+) -> None:
     if zfs_daemon is None:
         unavailable("zfs", "the zfs-fuse daemon was not started by the tests, so they may not stop it")
-    driver = ZfsDriver(zfs_root / "home", {}, IDMappings())
+    fsname = dict(load_driver("zfs", zfs_root / "probe").status())["Parent Dataset"]
+    # The home off the daemon's mounts: only the zfs command itself can wait on the stopped daemon.
+    driver = ZfsDriver(tmp_path / "home", {"fsname": fsname}, IDMappings())
     driver.zfs.timeout = 1.0  # a stopped daemon never answers; any limit shows the error
     os.kill(zfs_daemon, signal.SIGSTOP)
     try:

@@ -13,8 +13,8 @@ while holding the lock that every FUSE request needs.  From then on no
 file on any zfs-fuse mount can be read, and every later ``zfs mount``
 waits too.  ``zfs create``, ``clone``, ``mount``, ``rename`` and ``set
 mountpoint`` all mount.  So the driver runs its commands one at a time per
-store (an ``flock`` on the store's mount directory, opened once: it exists
-from the start, so locking needs no new file and works on a full pool),
+store (an ``flock`` on the store's mount directory: it exists from the
+start, so locking needs no new file and works on a full pool),
 and gives each a time limit, so that a daemon that stops answering anyway
 (another program mounting at the same moment) is a one-line `StorageError`
 naming zfs-fuse, never a command that waits forever.  Nothing is retried
@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,30 +75,28 @@ def failure(proc: subprocess.CompletedProcess[bytes]) -> CommandFailed:
 class ZfsCommands:
     """Runs zfs/zpool commands for one store: serialized by an flock on `lock_dir`, each within `timeout` seconds.
 
-    The directory is opened once, here: opening it again for every command
-    would itself wait on a hung daemon when it is on a zfs-fuse mount.
     Without `lock_dir` (before the store's home exists) commands are not
     serialized.  Every method raises `StorageError` when the daemon does not
     answer in time, and `CommandFailed` when the program is missing.
     """
 
     def __init__(self, lock_dir: Path | None = None, *, timeout: float = COMMAND_TIMEOUT) -> None:
+        self.lock_dir = lock_dir
         self.timeout = timeout
-        self._lock_fd = None if lock_dir is None else os.open(lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        # An flock does not exclude the threads of one process from each other (one descriptor).
-        self._thread_lock = threading.Lock()
 
     def run(self, argv: Sequence[str], *, check: bool = False) -> subprocess.CompletedProcess[bytes]:
         """Run `argv` alone (holding the store's command lock); with `check`, a failure raises `CommandFailed`."""
-        if self._lock_fd is None:
+        if self.lock_dir is None:
             proc = self._run(argv)
         else:
-            with self._thread_lock:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-                try:
-                    proc = self._run(argv)
-                finally:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            # A descriptor of its own per command: a held one would keep the
+            # dataset of the home busy, and it also excludes this process's threads.
+            fd = os.open(self.lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                proc = self._run(argv)
+            finally:
+                os.close(fd)
         if check and proc.returncode != 0:
             raise failure(proc)
         return proc
