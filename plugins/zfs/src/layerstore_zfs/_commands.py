@@ -86,12 +86,10 @@ class ZfsCommands:
 
     def run(self, argv: Sequence[str], *, check: bool = False) -> subprocess.CompletedProcess[bytes]:
         """Run `argv` alone (holding the store's command lock); with `check`, a failure raises `CommandFailed`."""
-        if self.lock_dir is None:
+        fd = self._open_lock()
+        if fd is None:
             proc = self._run(argv)
         else:
-            # A descriptor of its own per command: a held one would keep the
-            # dataset of the home busy, and it also excludes this process's threads.
-            fd = os.open(self.lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 proc = self._run(argv)
@@ -100,6 +98,17 @@ class ZfsCommands:
         if check and proc.returncode != 0:
             raise failure(proc)
         return proc
+
+    def _open_lock(self) -> int | None:
+        # A descriptor of its own per command: a held one would keep the
+        # dataset of the home busy, and it also excludes this process's threads.
+        # A home deleted under an open store has no other user left to wait for.
+        if self.lock_dir is None:
+            return None
+        try:
+            return os.open(self.lock_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
 
     def _run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
         try:
