@@ -23,7 +23,9 @@ from zlib import adler32
 __all__ = [
     "BLOCK",
     "CHECKSUM_FIELD",
+    "DECIMAL",
     "PAX_SPARSE_MAP",
+    "PAX_TIME",
     "PLAIN_OCTAL",
     "byte_sum",
     "checksum_ok",
@@ -46,17 +48,22 @@ CHECKSUM_FIELD: Final = slice(148, 156)
 #: The pax key under which `parse_pax` gathers the offset/size pairs of a GNU sparse 0.0 header.
 PAX_SPARSE_MAP: Final = b"GNU.sparse.map"
 
-_SPARSE_PAIR_KEYS: Final = (b"GNU.sparse.offset", b"GNU.sparse.numbytes")
+_SPARSE_PAIR_KEYS: Final = frozenset((b"GNU.sparse.offset", b"GNU.sparse.numbytes"))
 _OCTAL: Final = re.compile(rb"[0-7]+")
-_DECIMAL: Final = re.compile(rb"[+-]?[0-9]+")
-_PAX_TIME: Final = re.compile(rb"([+-]?)([0-9]+)(?:\.([0-9]*))?")
+
+#: ``DECIMAL.fullmatch(value)`` tells a decimal pax value: an optional sign and ASCII digits.
+DECIMAL: Final = re.compile(rb"[+-]?[0-9]+")
+
+#: ``PAX_TIME.fullmatch(value)`` tells a valid pax time (what `pax_time_ns` reads); its groups are the sign,
+#: the seconds and the fraction.
+PAX_TIME: Final = re.compile(rb"([+-]?)([0-9]+)(?:\.([0-9]*))?")
 
 #: ``PLAIN_OCTAL.fullmatch(block, start, end)`` tells a numeric field that is octal digits between spaces and
 #: NULs: the usual case, valid for `parse_numeric`, and ``int(field.strip(b" \0") or b"0", 8)`` reads it.
 PLAIN_OCTAL: Final = re.compile(rb"[ \x00]*[0-7]*[ \x00]*")
 _INT64_MAX: Final = (1 << 63) - 1
 # Values of these pax keys are names: a NUL in them is an error, as in a key.
-_NAME_KEYS: Final = (b"path", b"linkpath", b"uname", b"gname")
+_NAME_KEYS: Final = frozenset((b"path", b"linkpath", b"uname", b"gname"))
 
 
 def text(raw: bytes) -> str:
@@ -75,7 +82,11 @@ def field_bytes(field: bytes) -> bytes:
 
 def field_text(field: bytes) -> str:
     """`field_bytes` decoded with `text`."""
-    return text(field_bytes(field))
+    # Self-contained: called for several fields of every header (the per-entry hot path).
+    if not field or not field[0]:
+        return ""
+    end = field.find(0)
+    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
 
 
 def parse_octal(field: bytes) -> int:
@@ -114,7 +125,7 @@ def parse_numeric(field: bytes) -> int:
     return value
 
 
-def byte_sum(block: bytes) -> int:
+def byte_sum(block: bytes | bytearray) -> int:
     """The sum of the bytes of a 512-byte block (what the header checksum adds up), computed in C.
 
     Adler-32's first component is 1 plus the byte sum modulo 65521; over 256
@@ -130,18 +141,22 @@ def checksum_ok(block: bytes) -> bool:
     the sum of signed bytes (old Sun tar) is accepted too.  A checksum field
     that is not octal (`parse_octal`) does not match.
     """
-    if PLAIN_OCTAL.fullmatch(block, 148, 156):
-        digits = block[148:156].strip(b" \x00")
-        recorded = int(digits, 8) if digits else 0
+    field = block[148:156]
+    digits = field.strip(b" \x00")
+    if digits.isdigit():  # the usual case: ASCII digits only (int() would take signs, "_" and spaces too)
+        try:
+            recorded = int(digits, 8)
+        except ValueError:  # an 8 or a 9
+            return False
     else:
         try:
-            recorded = parse_octal(block[148:156])
+            recorded = parse_octal(field)
         except ValueError:
             return False
-    unsigned = byte_sum(block) - sum(block[148:156]) + 8 * 32
+    unsigned = byte_sum(block) + 256 - sum(field)
     if recorded == unsigned:
         return True
-    high = sum(1 for b in block if b >= 0x80) - sum(1 for b in block[148:156] if b >= 0x80)
+    high = sum(1 for b in block if b >= 0x80) - sum(1 for b in field if b >= 0x80)
     return recorded == unsigned - 256 * high
 
 
@@ -157,6 +172,7 @@ def parse_pax(data: bytes, *, nul_padding: bool = False) -> dict[bytes, bytes]:
     the archive reader accepts that, Go's reader does not).
     """
     records: dict[bytes, bytes] = {}
+    check_nul = b"\x00" in data  # one scan of the whole data instead of one per record
     pos = 0
     end = len(data)
     while pos < end:
@@ -166,7 +182,7 @@ def parse_pax(data: bytes, *, nul_padding: bool = False) -> dict[bytes, bytes]:
         if space < 0:
             raise ValueError("pax record without length")
         length_text = data[pos:space]
-        if not _DECIMAL.fullmatch(length_text):
+        if not length_text.isdigit() and not DECIMAL.fullmatch(length_text):
             raise ValueError(f"invalid pax record length {length_text!r}")
         length = int(length_text)
         if length < 5 or pos + length > end:
@@ -175,9 +191,9 @@ def parse_pax(data: bytes, *, nul_padding: bool = False) -> dict[bytes, bytes]:
         if data[record_end - 1] != 0x0A:
             raise ValueError("pax record does not end with a newline")
         key, equals, value = data[space + 1 : record_end - 1].partition(b"=")
-        if not equals or not key:
+        if not key or not equals:
             raise ValueError("pax record without key")
-        if b"\x00" in (value if key in _NAME_KEYS else key):
+        if check_nul and b"\x00" in (value if key in _NAME_KEYS else key):
             raise ValueError(f"NUL byte in pax record {key!r}")
         if key in _SPARSE_PAIR_KEYS:
             previous = records.get(PAX_SPARSE_MAP)
@@ -193,7 +209,7 @@ def pax_integer(value: bytes) -> int:
 
     Accepts an optional sign and digits, within 64-bit signed integers; raises `ValueError` otherwise.
     """
-    if not _DECIMAL.fullmatch(value):
+    if not DECIMAL.fullmatch(value):
         raise ValueError(f"invalid number {value!r}")
     number = int(value)
     if not -_INT64_MAX - 1 <= number <= _INT64_MAX:
@@ -208,7 +224,7 @@ def pax_time_ns(value: bytes) -> int:
     whole (``-1.5`` is 1.5 s before the epoch).  Raises `ValueError` for
     anything but an optional sign, digits, and an optional ``.`` with digits.
     """
-    match = _PAX_TIME.fullmatch(value)
+    match = PAX_TIME.fullmatch(value)
     if match is None:
         raise ValueError(f"invalid time {value!r}")
     sign, whole, fraction = match.groups()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 from typing import Final
 
-from ..archive.tarfields import PLAIN_OCTAL, checksum_ok, field_bytes, parse_numeric, pax_integer, pax_time_ns
+from ..archive.tarfields import PAX_TIME, PLAIN_OCTAL, checksum_ok, field_bytes, parse_numeric, pax_integer
 
 __all__ = [
     "HEADER_ONLY_TYPES",
@@ -37,7 +37,6 @@ _VERSION_GNU: Final = b" \x00"
 _TRAILER_STAR: Final = b"tar\x00"
 _FIELDS: Final = ((100, 108), (108, 116), (116, 124), (136, 148))  # mode, uid, gid, mtime
 _DEVICE_FIELDS: Final = ((329, 337), (337, 345))  # devmajor, devminor
-_CHECKED_PAX: Final = (((b"size", b"uid", b"gid"), pax_integer), ((b"mtime", b"atime", b"ctime"), pax_time_ns))
 
 
 class TarHeader:
@@ -104,14 +103,17 @@ def parse_header(block: bytes) -> TarHeader:
 
 def validate_pax(records: dict[bytes, bytes]) -> None:
     """Check the pax records Go's reader interprets (sizes, IDs, times); raise `ValueError` naming the bad one."""
-    for keys, decode in _CHECKED_PAX:
-        for key in keys:
-            value = records.get(key)
-            if value:
-                try:
-                    decode(value)
-                except ValueError:
-                    raise ValueError(f"invalid pax {key.decode()} {value!r}") from None
+    for key in (b"size", b"uid", b"gid"):
+        value = records.get(key)
+        if value:
+            try:
+                pax_integer(value)
+            except ValueError:
+                raise ValueError(f"invalid pax {key.decode()} {value!r}") from None
+    for key in (b"mtime", b"atime", b"ctime"):
+        value = records.get(key)
+        if value and not PAX_TIME.fullmatch(value):  # what `pax_time_ns` reads, without computing it
+            raise ValueError(f"invalid pax {key.decode()} {value!r}")
 
 
 def clean_name(name: bytes) -> bytes:
