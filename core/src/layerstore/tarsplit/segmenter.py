@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Final
 from ..archive.tarfields import BLOCK
 from ..errors import InvalidArchive
 from .crc64 import crc64_digest, crc64_update
-from .headers import MAX_SPECIAL_SIZE, parse_header
+from .headers import MAX_SPECIAL_SIZE, TarHeader, parse_header
 from .members import EXTENSION_TYPES, TYPE_GNU_SPARSE, Members, display
 
 if TYPE_CHECKING:
     from .format import EntryWriter
-    from .headers import TarHeader
 
 __all__ = ["TRAILING_CHUNK", "Segmenter"]
 
@@ -67,7 +66,7 @@ class Segmenter:
         self._member_size = 0
         self._members = Members()
         self._trailing = bytearray()
-        self._sparse_header: TarHeader | None = None  # an old-GNU sparse header whose extension blocks follow
+        self._sparse_header = TarHeader(0, b"", 0)  # an old-GNU sparse header whose extension blocks follow
 
     # -- errors -----------------------------------------------------------
 
@@ -224,9 +223,6 @@ class Segmenter:
     def _end_of_sparse_header(self) -> None:
         """The last extension block of an old-GNU sparse member: its data follows, kept inline."""
         header = self._sparse_header
-        if header is None:  # pragma: no cover - _SPARSE_EXT is entered with a header only
-            raise self._invalid("sparse extension blocks without a header")
-        self._sparse_header = None
         self._state = _HEADER
         self._start_member(self._members.old_gnu_sparse(header), header.size, inline=True)
 
