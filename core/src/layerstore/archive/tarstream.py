@@ -164,7 +164,10 @@ class TarReader(TarInput):
                 raise InvalidArchive(f"corrupt tar archive: bad header checksum after entry {last!r}")
             typeflag = header[156]
             magic = header[257:263]
-            raw_name = field_bytes(header[0:100])
+            raw_name = header[0:100]
+            end = raw_name.find(0)  # `field_bytes`, inlined: the name of every header
+            if end >= 0:
+                raw_name = raw_name[:end]
             if magic == _USTAR_MAGIC and header[345] != 0:
                 raw_name = field_bytes(header[345:500]) + b"/" + raw_name
             name = text(raw_name)
