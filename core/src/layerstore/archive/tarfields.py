@@ -22,7 +22,6 @@ from zlib import adler32
 
 __all__ = [
     "BLOCK",
-    "CHECKSUM_FIELD",
     "DECIMAL",
     "PAX_SPARSE_MAP",
     "PAX_TIME",
@@ -42,14 +41,14 @@ __all__ = [
 #: Size of a tar block: a header, and the unit data is padded to.
 BLOCK: Final = 512
 
-#: Where the header checksum lives in a header block (``block[CHECKSUM_FIELD]``).
-CHECKSUM_FIELD: Final = slice(148, 156)
-
 #: The pax key under which `parse_pax` gathers the offset/size pairs of a GNU sparse 0.0 header.
 PAX_SPARSE_MAP: Final = b"GNU.sparse.map"
 
 _SPARSE_PAIR_KEYS: Final = frozenset((b"GNU.sparse.offset", b"GNU.sparse.numbytes"))
+# Values of these pax keys are names: a NUL in them is an error, as in a key.
+_NAME_KEYS: Final = frozenset((b"path", b"linkpath", b"uname", b"gname"))
 _OCTAL: Final = re.compile(rb"[0-7]+")
+_INT64_MAX: Final = (1 << 63) - 1
 
 #: ``DECIMAL.fullmatch(value)`` tells a decimal pax value: an optional sign and ASCII digits.
 DECIMAL: Final = re.compile(rb"[+-]?[0-9]+")
@@ -61,9 +60,6 @@ PAX_TIME: Final = re.compile(rb"([+-]?)([0-9]+)(?:\.([0-9]*))?")
 #: ``PLAIN_OCTAL.fullmatch(block, start, end)`` tells a numeric field that is octal digits between spaces and
 #: NULs: the usual case, valid for `parse_numeric`, and ``int(field.strip(b" \0") or b"0", 8)`` reads it.
 PLAIN_OCTAL: Final = re.compile(rb"[ \x00]*[0-7]*[ \x00]*")
-_INT64_MAX: Final = (1 << 63) - 1
-# Values of these pax keys are names: a NUL in them is an error, as in a key.
-_NAME_KEYS: Final = frozenset((b"path", b"linkpath", b"uname", b"gname"))
 
 
 def text(raw: bytes) -> str:
