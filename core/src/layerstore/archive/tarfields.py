@@ -5,8 +5,9 @@ archive reader that applies layers (`layerstore.archive.tarstream`) and the
 tar-split recorder (`layerstore.tarsplit.recorder`); a driver that reads tar
 headers itself should use them too.  What they accept is what Go's
 ``archive/tar`` accepts (the reader that tar-split embeds, and that Docker and
-containers/storage use), so that a layer one part of layerstore takes is never
-refused by another.  Each function raises `ValueError` with a short
+containers/storage use), so both readers read every field alike; where the
+archive reader deliberately accepts more (NULs padding a pax header), a
+parameter says so.  Each function raises `ValueError` with a short
 description of what is wrong; the caller adds which member or which byte
 offset, and raises its own `layerstore.errors.InvalidArchive`.
 
