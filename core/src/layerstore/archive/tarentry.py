@@ -92,7 +92,12 @@ class TarEntry:
 
 
 def header_number(raw: bytes, what: str, name: str) -> int:
-    """Decode the numeric header field `raw` (octal or base-256) of entry `name`; `what` names the field in errors."""
+    """Decode the numeric header field `raw` (octal or base-256) of entry `name`; `what` names the field in errors.
+
+    Beyond `parse_numeric`, the fast path takes whatever ``int(..., 8)`` reads
+    once trailing spaces and NULs are cut (a sign, say); the tar-split
+    recorder, reading the same bytes during an import, refuses those.
+    """
     if raw[0] < 0x80:
         # Fast path for the usual "0000644\0" / "0012345\0 " fields.
         try:
