@@ -221,6 +221,9 @@ def pax_time_ns(value: bytes) -> int:
     whole (``-1.5`` is 1.5 s before the epoch).  Raises `ValueError` for
     anything but an optional sign, digits, and an optional ``.`` with digits.
     """
+    whole, _, fraction = value.partition(b".")
+    if whole.isdigit() and (fraction.isdigit() or not fraction):  # the usual case, without a regex
+        return int(whole) * 1_000_000_000 + int((fraction + b"000000000")[:9])
     match = PAX_TIME.fullmatch(value)
     if match is None:
         raise ValueError(f"invalid time {value!r}")
