@@ -1,4 +1,9 @@
-"""What the archive destinations share: blobs written under names derived from their digests, atomically."""
+"""What the archive formats' sources and destinations share.
+
+A source reads one image of an archive that an `ArchiveReader` has open;
+a destination writes blobs under names derived from their digests, and
+nothing appears at its path before `commit`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from ._archivefiles import ArchiveWriter
+from ._archivefiles import ArchiveReader, ArchiveWriter
 from ._streams import VerifyingReader
 from .descriptor import Descriptor
 
-__all__ = ["BlobFileDestination"]
+__all__ = ["ArchiveSource", "BlobFileDestination"]
+
+
+class ArchiveSource:
+    """Base of the archive sources: one image of an open archive, read in place (`close` closes the archive)."""
+
+    def __init__(self, reader: ArchiveReader, description: str) -> None:
+        self._reader = reader
+        self._description = description
+
+    @property
+    def description(self) -> str:
+        """The format and the path (``oci:<path>``, ``docker-archive:<path>``)."""
+        return self._description
+
+    @property
+    def location(self) -> str | None:
+        """None: an archive is no place a registry can mount blobs from."""
+        return None
+
+    def prefetch(self, descriptors: Sequence[Descriptor]) -> None:
+        """Nothing to prepare: blobs are files of the archive, read when opened."""
+
+    def close(self) -> None:
+        """Close the archive."""
+        self._reader.close()
 
 
 class BlobFileDestination:
