@@ -18,11 +18,10 @@ from .descriptor import Descriptor
 __all__ = ["ArchiveSource", "BlobFileDestination"]
 
 
-class ArchiveSource:
-    """Base of the archive sources: one image of an open archive, read in place (`close` closes the archive)."""
+class _ArchiveEnd:
+    """What every archive source and destination has: a description, and no location."""
 
-    def __init__(self, reader: ArchiveReader, description: str) -> None:
-        self._reader = reader
+    def __init__(self, description: str) -> None:
         self._description = description
 
     @property
@@ -32,8 +31,16 @@ class ArchiveSource:
 
     @property
     def location(self) -> str | None:
-        """None: an archive is no place a registry can mount blobs from."""
+        """None: an archive is no place a registry can mount blobs from, and holds no blobs of earlier saves."""
         return None
+
+
+class ArchiveSource(_ArchiveEnd):
+    """Base of the archive sources: one image of an open archive, read in place (`close` closes the archive)."""
+
+    def __init__(self, reader: ArchiveReader, description: str) -> None:
+        super().__init__(description)
+        self._reader = reader
 
     def prefetch(self, descriptors: Sequence[Descriptor]) -> None:
         """Nothing to prepare: blobs are files of the archive, read when opened."""
@@ -43,27 +50,17 @@ class ArchiveSource:
         self._reader.close()
 
 
-class BlobFileDestination:
+class BlobFileDestination(_ArchiveEnd):
     """Base of the archive destinations: a blob is a file named by `blob_name`; nothing appears before `commit`."""
 
     def __init__(self, path: Path, *, as_dir: bool, description: str) -> None:
+        super().__init__(description)
         self._writer = ArchiveWriter(path, as_dir=as_dir)
-        self._description = description
         self._committed = False
 
     def blob_name(self, digest: str, media_type: str) -> str:
         """The file name of a blob in the archive."""
         raise NotImplementedError
-
-    @property
-    def description(self) -> str:
-        """The format and the path (``oci:<path>``, ``docker-archive:<path>``)."""
-        return self._description
-
-    @property
-    def location(self) -> str | None:
-        """None: a new archive holds no blobs of earlier saves."""
-        return None
 
     def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
         """True when this save wrote the blob already."""

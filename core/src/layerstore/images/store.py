@@ -32,7 +32,8 @@ __all__ = ["IMAGES_DIR", "NAMES_FILE", "ImageStore", "StoredImage"]
 class ImageStore:
     """Images and names on top of `graph`; loads from an `ImageSource`, saves to an `ImageDestination`.
 
-    Safe across processes: every change holds ``images/.lock``.
+    Safe across processes: every change holds ``images/.lock``.  `root` is
+    ``<store>/images`` and `records` its files (`ImageRecords`).
     """
 
     def __init__(self, graph: Graph) -> None:
