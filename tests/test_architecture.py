@@ -167,3 +167,16 @@ def test_no_import_cycle_in_core() -> None:
     for name in built:
         built[name] = {t for t in built[name] if not name.startswith(t + ".")}
     assert _cycle(built) is None
+
+
+def test_image_store_parts_do_not_import_the_entry_point() -> None:
+    """`images.store` imports its parts (records, load, save); none of them, nothing else in `images/` and
+    nothing in `registry/` imports it back at run time, and `images/` never imports `registry/`."""
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in sorted(_graph().items())
+        for target in sorted(targets)
+        if (target == "layerstore.images.store" and module.startswith(("layerstore.images.", "layerstore.registry.")))
+        or (module.startswith("layerstore.images") and target.startswith("layerstore.registry."))
+    ]
+    assert wrong == []

@@ -4,10 +4,13 @@
 ``docker.io/library/alpine:latest``), `descriptor` holds the media types,
 descriptors and platforms of the OCI image spec, and `transport` defines the
 `ImageSource` / `ImageDestination` protocols that archives, OCI layouts and
-registries implement.  `ImageStore` keeps images (manifest, config, layer
-chain) and their names on top of a `Graph`; `layers` has the chain IDs and
-the recorded blob forms of each layer; `oci_layout` and `docker_archive` are
-the two archive formats.
+registries implement.  `ImageStore` (`store`) keeps images (manifest, config,
+layer chain) and their names on top of a `Graph`: its files on disk are
+`records`, loading from a source is `load`, saving to a destination is
+`save`.  `layers` has the chain IDs and the recorded blob forms of each
+layer; `oci_layout` and `docker_archive` are the two archive formats
+(`archives` opens either), and `v1config` builds a config for content that
+has only Docker's v1 image JSON.
 """
 
 from __future__ import annotations

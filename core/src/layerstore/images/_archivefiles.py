@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from ..errors import InvalidArchive, LayerStoreError
+from .descriptor import MAX_JSON_SIZE
 
 __all__ = ["ArchiveReader", "ArchiveWriter", "open_reader"]
 
@@ -94,7 +95,7 @@ class ArchiveReader:
             raise InvalidArchive(f"{self.path}: {name} is not a regular file")
         return cast(BinaryIO, _TruncationChecked(cast(BinaryIO, stream), self.path, name))
 
-    def read(self, name: str, limit: int = 4 << 20) -> bytes:
+    def read(self, name: str, limit: int = MAX_JSON_SIZE) -> bytes:
         """The bytes of a small file (`InvalidArchive` when larger than `limit`)."""
         with contextlib.closing(self.open(name)) as f:
             data = f.read(limit + 1)

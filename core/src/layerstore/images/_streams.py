@@ -10,14 +10,9 @@ from typing import Any, BinaryIO
 
 from ..errors import DigestMismatch
 
-__all__ = ["CompressingReader", "VerifyingReader", "sha256_of"]
+__all__ = ["CompressingReader", "VerifyingReader"]
 
 _CHUNK = 1 << 20
-
-
-def sha256_of(data: bytes) -> str:
-    """``sha256:<hex>`` of `data`."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class VerifyingReader(io.RawIOBase):

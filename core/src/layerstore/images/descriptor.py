@@ -8,6 +8,7 @@ ones are, as Docker and Podman accept both.
 
 from __future__ import annotations
 
+import hashlib
 import platform as _platform
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "INDEX_TYPES",
     "LAYER_TYPES",
     "MANIFEST_TYPES",
+    "MAX_JSON_SIZE",
     "OCI_CONFIG",
     "OCI_INDEX",
     "OCI_LAYER",
@@ -37,6 +39,7 @@ __all__ = [
     "Descriptor",
     "Platform",
     "layer_compression",
+    "sha256_of",
 ]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -71,11 +74,19 @@ _LAYER_COMPRESSION = {
     OCI_NONDIST_LAYER_ZSTD: "zstd",
 }
 LAYER_TYPES = frozenset(_LAYER_COMPRESSION)
+#: Manifests, indexes and configs larger than this are refused, not read into memory (the reference
+#: registry's own limit for a manifest).
+MAX_JSON_SIZE = 4 << 20
 
 
 def layer_compression(media_type: str) -> str | None:
     """``"none"``, ``"gzip"`` or ``"zstd"`` for a layer media type; None when it is not a layer type we know."""
     return _LAYER_COMPRESSION.get(media_type)
+
+
+def sha256_of(data: bytes) -> str:
+    """The digest (``sha256:<hex>``) of a blob held in memory: a manifest, an index, a config."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _check_digest(_instance: object, _attribute: object, value: str) -> None:

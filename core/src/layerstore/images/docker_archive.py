@@ -26,11 +26,11 @@ from typing import Any, BinaryIO
 from ..errors import InvalidArchive, LayerStoreError
 from ..image import format_created
 from . import descriptor as mt
+from ._archivebase import ArchiveSource, BlobFileDestination
 from ._archivefiles import ArchiveReader
-from ._destination import BlobFileDestination
-from ._streams import sha256_of
-from .descriptor import Descriptor
+from .descriptor import Descriptor, sha256_of
 from .reference import parse_reference
+from .v1config import config_from_v1
 
 __all__ = ["DockerArchiveDestination", "DockerArchiveSource", "docker_archive_sources", "is_docker_archive"]
 
@@ -101,15 +101,9 @@ def _legacy_sources(reader: ArchiveReader, description: str) -> list[DockerArchi
         layers = [f"{v1['id']}/layer.tar" for v1 in chain]
         diff_ids = [_hash_file(reader, name) for name in layers]
         newest = chain[-1]
-        config: dict[str, Any] = {
-            "architecture": newest.get("architecture") or "amd64",
-            "os": newest.get("os") or "linux",
-            "created": newest.get("created") or format_created(),
-            "config": newest.get("config") or {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [_history(v1) for v1 in chain],
-        }
-        data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        data = config_from_v1(architecture=newest.get("architecture"), os=newest.get("os"),
+                              created=newest.get("created") or format_created(), run_config=newest.get("config"),
+                              diff_ids=diff_ids, history=[_history(v1) for v1 in chain])
         sources.append(DockerArchiveSource(reader, description, data, layers, tuple(names)))
     return sources
 
@@ -127,28 +121,17 @@ def _history(v1: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-class DockerArchiveSource:
+class DockerArchiveSource(ArchiveSource):
     """One image of a docker-archive; implements `ImageSource`."""
 
     def __init__(self, reader: ArchiveReader, description: str, config: bytes, layers: list[str],
                  tags: tuple[str, ...]) -> None:
-        self._reader = reader
-        self._description = description
+        super().__init__(reader, description)
         self._config = config
         self._layers = layers
         self._tags = tags
         self._paths: dict[str, str] = {}
         self._manifest: bytes | None = None
-
-    @property
-    def description(self) -> str:
-        """``docker-archive:<path>``."""
-        return self._description
-
-    @property
-    def location(self) -> str | None:
-        """None: an archive is no place a registry can mount blobs from."""
-        return None
 
     def _describe_layer(self, name: str, diff_id: str | None) -> Descriptor:
         if not self._reader.exists(name):
@@ -205,9 +188,6 @@ class DockerArchiveSource:
                 continue
         return tuple(out)
 
-    def prefetch(self, descriptors: Sequence[Descriptor]) -> None:
-        """Nothing to prepare: layers are members of the archive."""
-
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         """The config, or a layer file as stored."""
         self.top_manifest()
@@ -219,10 +199,6 @@ class DockerArchiveSource:
 
             return io.BytesIO(self._config)
         return self._reader.open(name)
-
-    def close(self) -> None:
-        """Close the archive."""
-        self._reader.close()
 
 
 class DockerArchiveDestination(BlobFileDestination):

@@ -12,21 +12,21 @@ locations (`ImageDestination.location`) where that blob is known to exist.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
 from ..errors import AmbiguousID, CorruptMetadata, ImageNotFound, InvalidID
+from ..kit.atomic import atomic_write
+from ..kit.locks import held_lock
 from .reference import is_digest
 
 if TYPE_CHECKING:
     from ..graph.reader import ImageReader
+    from .descriptor import Descriptor
 
 __all__ = ["BLOBS_FILE", "LayerBlob", "add_layer_blob", "chain_id", "chain_ids", "layer_blobs", "resolve_digest"]
 
@@ -57,6 +57,12 @@ class LayerBlob:
     media_type: str
     locations: tuple[str, ...] = ()
 
+    @classmethod
+    def from_descriptor(cls, descriptor: Descriptor, location: str | None) -> LayerBlob:
+        """The blob `descriptor` names, known to exist at `location` (nowhere in particular when None)."""
+        return cls(digest=descriptor.digest, size=descriptor.size, media_type=descriptor.media_type,
+                   locations=(location,) if location else ())
+
     def to_json(self) -> dict[str, object]:
         """The record as stored and as ``inspect --json`` prints it."""
         return {"digest": self.digest, "size": self.size, "media_type": self.media_type,
@@ -76,19 +82,9 @@ def layer_blobs(graph: ImageReader, layer_id: str) -> list[LayerBlob]:
         raise CorruptMetadata(f"{path}: cannot read the layer's blob records ({exc})") from None
 
 
-@contextlib.contextmanager
-def _records_lock(graph: ImageReader, layer_id: str) -> Iterator[None]:
-    fd = os.open(graph.image_root(layer_id) / f".{BLOBS_FILE}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def add_layer_blob(graph: ImageReader, layer_id: str, blob: LayerBlob) -> None:
     """Record `blob` as a form of the layer, merging its locations into an existing record of the same digest."""
-    with _records_lock(graph, layer_id):
+    with held_lock(graph.image_root(layer_id) / f".{BLOBS_FILE}.lock"):
         blobs = layer_blobs(graph, layer_id)
         for i, old in enumerate(blobs):
             if old.digest == blob.digest:
@@ -97,10 +93,7 @@ def add_layer_blob(graph: ImageReader, layer_id: str, blob: LayerBlob) -> None:
                 break
         else:
             blobs.append(blob)
-        path = graph.image_root(layer_id) / BLOBS_FILE
-        tmp = path.with_name(f".{BLOBS_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([b.to_json() for b in blobs], indent=1))
-        os.replace(tmp, path)
+        atomic_write(graph.image_root(layer_id) / BLOBS_FILE, json.dumps([b.to_json() for b in blobs], indent=1))
 
 
 def resolve_digest(graph: ImageReader, digest: str) -> str:

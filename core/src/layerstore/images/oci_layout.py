@@ -16,10 +16,9 @@ from typing import Any, BinaryIO
 
 from ..errors import DigestMismatch, InvalidArchive, LayerStoreError, UnsupportedMediaType
 from . import descriptor as mt
+from ._archivebase import ArchiveSource, BlobFileDestination
 from ._archivefiles import ArchiveReader
-from ._destination import BlobFileDestination
-from ._streams import sha256_of
-from .descriptor import Descriptor
+from .descriptor import MAX_JSON_SIZE, Descriptor, sha256_of
 from .reference import is_digest, parse_reference
 
 __all__ = ["REF_NAME", "OciLayoutDestination", "OciLayoutSource", "is_oci_layout", "oci_layout_sources"]
@@ -40,7 +39,7 @@ def _blob_path(digest: str) -> str:
 
 
 def _read_blob(reader: ArchiveReader, desc: Descriptor, what: str) -> bytes:
-    if desc.size > 4 << 20:
+    if desc.size > MAX_JSON_SIZE:
         raise InvalidArchive(f"{what}: {desc.digest} is larger than 4 MiB; refusing to read it as JSON")
     if not reader.exists(_blob_path(desc.digest)):
         raise InvalidArchive(f"{what}: blob {desc.digest} is missing from {reader.path}")
@@ -81,25 +80,14 @@ def oci_layout_sources(reader: ArchiveReader, description: str) -> list[OciLayou
     return sources
 
 
-class OciLayoutSource:
+class OciLayoutSource(ArchiveSource):
     """One image of an OCI layout (see `oci_layout_sources`); implements `ImageSource`."""
 
     def __init__(self, reader: ArchiveReader, description: str, top: tuple[bytes, str],
                  names: tuple[str, ...]) -> None:
-        self._reader = reader
-        self._description = description
+        super().__init__(reader, description)
         self._top = top
         self._names = names
-
-    @property
-    def description(self) -> str:
-        """``oci:<path>``."""
-        return self._description
-
-    @property
-    def location(self) -> str | None:
-        """None: an archive is no place a registry can mount blobs from."""
-        return None
 
     def top_manifest(self) -> tuple[bytes, str]:
         """The manifest or index that ``index.json`` names, verbatim."""
@@ -128,19 +116,12 @@ class OciLayoutSource:
                 out.append(str(parse_reference(name)))
         return tuple(out)
 
-    def prefetch(self, descriptors: Sequence[Descriptor]) -> None:
-        """Nothing to prepare: blobs are files."""
-
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         """The blob file, streamed."""
         path = _blob_path(descriptor.digest)
         if not self._reader.exists(path):
             raise InvalidArchive(f"{self._description}: blob {descriptor.digest} is missing from the layout")
         return self._reader.open(path)
-
-    def close(self) -> None:
-        """Close the archive."""
-        self._reader.close()
 
 
 class OciLayoutDestination(BlobFileDestination):

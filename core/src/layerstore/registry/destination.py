@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidReference
-from ..images.descriptor import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
+from ..images.descriptor import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor, sha256_of
 from ..images.reference import Reference, parse_reference
 from .blobs import blob_exists, cancel_upload, mount_blob, upload_blob
 from .client import RegistryClient, RegistryOptions
-from .manifests import put_manifest, sha256_digest
+from .manifests import put_manifest
 
 __all__ = ["RegistryDestination"]
 
@@ -102,7 +102,7 @@ class RegistryDestination:
         names its destination itself.
         """
         self._authenticate()
-        digest = sha256_digest(data)
+        digest = sha256_of(data)
         put_manifest(self.client, self._repository, self.reference.tag or digest, data, media_type)
         return digest
 

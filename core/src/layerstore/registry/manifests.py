@@ -7,22 +7,16 @@ than believed (the reference registry's own limit is 4 MiB).
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from ..errors import DigestMismatch, ImageNotFound, LimitExceeded, RegistryError, UnsupportedMediaType
-from ..images.descriptor import INDEX_TYPES, MANIFEST_TYPES
+from ..images.descriptor import INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_SIZE, sha256_of
 from .client import RegistryClient, error_codes
 
 __all__ = ["ACCEPT", "MAX_MANIFEST_SIZE", "get_manifest", "put_manifest"]
 
-MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_MANIFEST_SIZE = MAX_JSON_SIZE
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of `data`."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _not_found(client: RegistryClient, repository: str, reference: str, code: str) -> ImageNotFound:
@@ -62,9 +56,9 @@ def get_manifest(client: RegistryClient, repository: str, reference: str, *,
         media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
     finally:
         response.release_conn()
-    if reference.startswith("sha256:") and sha256_digest(data) != reference:
+    if reference.startswith("sha256:") and sha256_of(data) != reference:
         raise DigestMismatch(f"manifest {client.registry}/{repository}@{reference} from the registry has digest "
-                             f"{sha256_digest(data)}; the registry sent other bytes than asked for")
+                             f"{sha256_of(data)}; the registry sent other bytes than asked for")
     if media_type not in MANIFEST_TYPES | INDEX_TYPES:
         # Registries may label by the manifest's own mediaType field only.
         try:
@@ -90,7 +84,7 @@ def put_manifest(client: RegistryClient, repository: str, reference: str, data: 
         client.check(response, f"PUT manifest {repository}:{reference}")
     response.drain_conn()
     response.release_conn()
-    digest = sha256_digest(data)
+    digest = sha256_of(data)
     returned = response.headers.get("Docker-Content-Digest")
     if returned and returned != digest:
         raise RegistryError(f"registry {client.registry} stored manifest {repository}:{reference} as {returned}, "

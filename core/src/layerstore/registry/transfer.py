@@ -102,10 +102,8 @@ def pull(store: ImageStore, name: str, *, options: RegistryOptions | None = None
     """
     reference = parse_reference(name)
     stats = TransferStats(forward=progress or TransferProgress())
-    store.root.mkdir(parents=True, exist_ok=True)
-    # The store sweeps ".tmp-*" at start: a killed pull's spool goes with it.
-    spool_dir = store.root / f".tmp-pull-{time.monotonic_ns()}"
-    spool_dir.mkdir()
+    # The store sweeps its scratch directories at start: a killed pull's spool goes with it.
+    spool_dir = store.records.scratch_dir("pull")
     try:
         source = RegistrySource(reference, options, jobs=jobs, spool_dir=spool_dir,
                                 max_manifest_size=max_manifest_size)

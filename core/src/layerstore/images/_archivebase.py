@@ -1,4 +1,9 @@
-"""What the archive destinations share: blobs written under names derived from their digests, atomically."""
+"""What the archive formats' sources and destinations share.
+
+A source reads one image of an archive that an `ArchiveReader` has open;
+a destination writes blobs under names derived from their digests, and
+nothing appears at its path before `commit`.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from ._archivefiles import ArchiveWriter
+from ._archivefiles import ArchiveReader, ArchiveWriter
 from ._streams import VerifyingReader
 from .descriptor import Descriptor
 
-__all__ = ["BlobFileDestination"]
+__all__ = ["ArchiveSource", "BlobFileDestination"]
 
 
-class BlobFileDestination:
-    """Base of the archive destinations: a blob is a file named by `blob_name`; nothing appears before `commit`."""
+class _ArchiveEnd:
+    """What every archive source and destination has: a description, and no location."""
 
-    def __init__(self, path: Path, *, as_dir: bool, description: str) -> None:
-        self._writer = ArchiveWriter(path, as_dir=as_dir)
+    def __init__(self, description: str) -> None:
         self._description = description
-        self._committed = False
-
-    def blob_name(self, digest: str, media_type: str) -> str:
-        """The file name of a blob in the archive."""
-        raise NotImplementedError
 
     @property
     def description(self) -> str:
@@ -32,8 +31,36 @@ class BlobFileDestination:
 
     @property
     def location(self) -> str | None:
-        """None: a new archive holds no blobs of earlier saves."""
+        """None: an archive is no place a registry can mount blobs from, and holds no blobs of earlier saves."""
         return None
+
+
+class ArchiveSource(_ArchiveEnd):
+    """Base of the archive sources: one image of an open archive, read in place (`close` closes the archive)."""
+
+    def __init__(self, reader: ArchiveReader, description: str) -> None:
+        super().__init__(description)
+        self._reader = reader
+
+    def prefetch(self, descriptors: Sequence[Descriptor]) -> None:
+        """Nothing to prepare: blobs are files of the archive, read when opened."""
+
+    def close(self) -> None:
+        """Close the archive."""
+        self._reader.close()
+
+
+class BlobFileDestination(_ArchiveEnd):
+    """Base of the archive destinations: a blob is a file named by `blob_name`; nothing appears before `commit`."""
+
+    def __init__(self, path: Path, *, as_dir: bool, description: str) -> None:
+        super().__init__(description)
+        self._writer = ArchiveWriter(path, as_dir=as_dir)
+        self._committed = False
+
+    def blob_name(self, digest: str, media_type: str) -> str:
+        """The file name of a blob in the archive."""
+        raise NotImplementedError
 
     def has_blob(self, descriptor: Descriptor, *, mount_from: Sequence[str] = ()) -> bool:
         """True when this save wrote the blob already."""

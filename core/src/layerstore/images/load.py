@@ -1,0 +1,233 @@
+"""Loading one image from an `ImageSource` into the store: verify, reuse stored layers, apply the rest, record.
+
+The work behind `ImageStore.load` (whose docstring is the contract).  The
+steps: the top manifest (from an index, the one for the wanted platform),
+the config, the chain IDs of its ``diff_ids``; then each layer whose chain
+ID is not stored is read through a digest-checking reader and registered in
+the graph (decompressed and recorded with tar-split there), and its
+uncompressed digest is compared with the config's; last, the record and the
+names are written under the image store's lock.  A session retains the
+chain's layers in the graph meanwhile, so that no concurrent removal takes
+a layer this load is about to use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from ..errors import DigestMismatch, ImageNotFound, InvalidArchive, LayerStoreError, UnsupportedMediaType
+from ..image import Image, format_created
+from . import descriptor as mt
+from ._streams import VerifyingReader
+from .descriptor import MAX_JSON_SIZE, Descriptor, Platform, sha256_of
+from .layers import LayerBlob, add_layer_blob, chain_ids, layer_blobs
+from .records import NewImage
+from .reference import is_digest, parse_reference
+from .transport import TransferProgress
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..graph import Graph
+    from .records import ImageRecords
+    from .transport import ImageSource
+
+__all__ = ["ImageLoader", "pick_platform"]
+
+
+def _parse_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArchive(f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InvalidArchive(f"{what} is not a JSON object")
+    return value
+
+
+def _descriptor(data: Any, what: str) -> Descriptor:
+    try:
+        return Descriptor.from_json(data)
+    except (ValueError, KeyError, TypeError, LayerStoreError) as exc:
+        raise InvalidArchive(f"{what}: malformed descriptor ({exc})") from None
+
+
+def pick_platform(index: dict[str, Any], platform: Platform | None, what: str) -> Descriptor:
+    """The manifest descriptor of an index that fits `platform` (default: this machine's)."""
+    wanted = platform or Platform.current()
+    entries = [_descriptor(m, f"{what}: manifests[{i}]") for i, m in enumerate(index.get("manifests") or [])]
+    fits = []
+    for entry in entries:
+        p = entry.platform
+        if p is None or p.os != wanted.os or p.architecture != wanted.architecture:
+            continue
+        if wanted.variant and p.variant and p.variant != wanted.variant:
+            continue
+        fits.append(entry)
+    if not fits:
+        have = ", ".join(str(e.platform) for e in entries if e.platform) or "none"
+        raise ImageNotFound(f"{what} has no image for {wanted} (it has: {have}); choose one with --platform")
+    return fits[0]
+
+
+def _diff_ids(config: dict[str, Any], count: int, what: str) -> list[str]:
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) for d in diff_ids):
+        raise InvalidArchive(f"{what}: the config has no valid rootfs.diff_ids")
+    if len(diff_ids) != count:
+        raise InvalidArchive(f"{what}: the config lists {len(diff_ids)} diff_ids but the manifest {count} layers")
+    return diff_ids
+
+
+class ImageLoader:
+    """Loads images from `source` into `graph` and `records`, reporting blob transfers to `progress`."""
+
+    def __init__(self, graph: Graph, records: ImageRecords, source: ImageSource, progress: TransferProgress) -> None:
+        self.graph = graph
+        self.records = records
+        self.source = source
+        self.progress = progress
+        self._what = source.description
+
+    def load(self, *, names: Sequence[str], platform: Platform | None) -> str:
+        """Load the source's image (see `ImageStore.load`); returns its ID."""
+        manifest_bytes, manifest_type, index_bytes = self._manifest(platform)
+        config_desc, layer_descs = self._descriptors(_parse_json(manifest_bytes, f"{self._what}: manifest"))
+        config_bytes = self._read_config(config_desc)
+        config = _parse_json(config_bytes, f"{self._what}: config {config_desc.digest}")
+        diff_ids = _diff_ids(config, len(layer_descs), self._what)
+        chains = [c.partition(":")[2] for c in chain_ids(diff_ids)]
+        image_id = config_desc.digest.partition(":")[2]
+        all_names = [str(parse_reference(n)) for n in (*names, *self.source.names())]
+
+        session = "load-" + uuid.uuid4().hex
+        present = [self.graph.exists(c) for c in chains]
+        self.graph.retain(session, *(c for c, p in zip(chains, present, strict=True) if p))
+        added: list[str] = []
+        try:
+            self.source.prefetch([d for d, p in zip(layer_descs, present, strict=True) if not p])
+            parent: str | None = None
+            for i, (desc, chain, have) in enumerate(zip(layer_descs, chains, present, strict=True)):
+                if have:
+                    self.progress.blob_started(desc, reused=True)
+                    self._note_location(chain, desc)
+                    self.progress.blob_finished(desc)
+                else:
+                    if self._apply(desc, chain=chain, parent=parent, diff_id=diff_ids[i], index=i, config=config):
+                        added.append(chain)
+                    self.graph.retain(session, chain)
+                parent = chain
+            new = NewImage(manifest=manifest_bytes, manifest_media_type=manifest_type, config=config_bytes,
+                           created=str(config.get("created") or ""), index=index_bytes, layers=chains,
+                           diff_ids=diff_ids, location=self.source.location)
+            self._record(image_id, new, all_names)
+        except BaseException:
+            self.graph.release(session, *chains)
+            for layer in reversed(added):
+                with contextlib.suppress(LayerStoreError, OSError):
+                    self.graph.delete(layer, force=True)
+            raise
+        self.graph.release(session, *chains)
+        return image_id
+
+    def _manifest(self, platform: Platform | None) -> tuple[bytes, str, bytes | None]:
+        """The manifest to load, its media type, and the index it was picked from (None without one)."""
+        top, top_type = self.source.top_manifest()
+        if top_type in mt.INDEX_TYPES:
+            chosen = pick_platform(_parse_json(top, f"{self._what}: index"), platform, self._what)
+            manifest_bytes, manifest_type = self.source.manifest(chosen.digest)
+            if sha256_of(manifest_bytes) != chosen.digest:
+                raise DigestMismatch(f"{self._what}: manifest {chosen.digest} does not match its digest")
+            return manifest_bytes, manifest_type, top
+        if top_type in mt.MANIFEST_TYPES:
+            return top, top_type, None
+        raise UnsupportedMediaType(f"{self._what}: manifest media type {top_type!r} is not supported")
+
+    def _descriptors(self, manifest: dict[str, Any]) -> tuple[Descriptor, list[Descriptor]]:
+        """The manifest's config and layer descriptors, checked to be of types this version reads."""
+        what = self._what
+        if manifest.get("schemaVersion") != 2:
+            raise UnsupportedMediaType(f"{what}: manifest schemaVersion {manifest.get('schemaVersion')!r} "
+                                       "is not supported (only 2)")
+        config_desc = _descriptor(manifest.get("config"), f"{what}: config")
+        if config_desc.media_type not in mt.CONFIG_TYPES:
+            raise UnsupportedMediaType(f"{what}: config media type {config_desc.media_type!r} is not an image config")
+        layer_descs = [_descriptor(d, f"{what}: layers[{i}]") for i, d in enumerate(manifest.get("layers") or [])]
+        for i, desc in enumerate(layer_descs):
+            if mt.layer_compression(desc.media_type) is None:
+                raise UnsupportedMediaType(
+                    f"{what}: layer {i + 1} ({desc.digest}) has media type {desc.media_type!r}, "
+                    "which is not a layer type this version reads"
+                )
+        return config_desc, layer_descs
+
+    def _read_config(self, desc: Descriptor) -> bytes:
+        what = self._what
+        if desc.size > MAX_JSON_SIZE:
+            raise InvalidArchive(f"{what}: config {desc.digest} is larger than {MAX_JSON_SIZE} bytes")
+        with contextlib.closing(self.source.open_blob(desc)) as raw:
+            reader = VerifyingReader(raw, desc.digest, desc.size, f"{what}: config {desc.digest}")
+            data = reader.read(MAX_JSON_SIZE + 1)
+            if len(data) > MAX_JSON_SIZE:
+                raise InvalidArchive(f"{what}: config is larger than {MAX_JSON_SIZE} bytes; refusing to read it")
+            reader.drain()
+        return data
+
+    def _apply(self, desc: Descriptor, *, chain: str, parent: str | None, diff_id: str, index: int,
+               config: dict[str, Any]) -> bool:
+        """Register layer `index` as graph image `chain`; True when this call stored it (not a concurrent one)."""
+        label = f"{self._what}: layer {index + 1} ({desc.digest})"
+        self.progress.blob_started(desc, reused=False)
+        layer = Image(id=chain, parent=parent, created=format_created(),
+                      architecture=str(config.get("architecture") or ""), os=str(config.get("os") or "linux"),
+                      comment=f"layer {diff_id}")
+        with contextlib.closing(self.source.open_blob(desc)) as raw:
+            reader = VerifyingReader(raw, desc.digest, desc.size, label,
+                                     lambda n: self.progress.blob_advanced(desc, n))
+            try:
+                stored = self.graph.register(layer, cast(BinaryIO, reader))
+            except InvalidArchive as exc:
+                # A damaged blob usually breaks the decompressor first: its digest is the clearer news.
+                reader.drain()
+                raise InvalidArchive(f"{label}: {exc}") from None
+            try:
+                reader.drain()
+                if stored:
+                    actual = self.graph.get_digest(chain)
+                    if actual != diff_id:
+                        raise DigestMismatch(
+                            f"{label}: uncompressed content is {actual}, but the config's diff_ids says {diff_id}"
+                        )
+            except BaseException:
+                if stored:
+                    with contextlib.suppress(LayerStoreError, OSError):
+                        self.graph.delete(chain, force=True)
+                raise
+        add_layer_blob(self.graph, chain, LayerBlob.from_descriptor(desc, self.source.location))
+        self.progress.blob_finished(desc)
+        return stored
+
+    def _note_location(self, layer: str, desc: Descriptor) -> None:
+        """Record that a reused layer's blob `desc` exists at the source's location too.
+
+        Only for a blob digest already recorded with the layer: this blob was
+        not read, so that its bytes are a form of this layer is known only
+        from an earlier load that verified them.
+        """
+        location = self.source.location
+        if location and any(b.digest == desc.digest for b in layer_blobs(self.graph, layer)):
+            add_layer_blob(self.graph, layer, LayerBlob.from_descriptor(desc, location))
+
+    def _record(self, image_id: str, image: NewImage, names: list[str]) -> None:
+        """Write the image's record (or, when it is stored already, only the source's location) and its names."""
+        with self.records.locked():
+            if not self.records.exists(image_id):
+                self.records.create(image_id, image)
+            elif image.location:
+                self.records.add_config_location(image_id, image.location)
+            if names:
+                self.records.add_names(names, image_id)
