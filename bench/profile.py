@@ -43,24 +43,25 @@ def _py_spy() -> str:
     return found
 
 
-def _charge(frames: list[str]) -> str:
-    """The bucket of one sampled stack (outermost frame first)."""
+def _charge(frames: list[str]) -> tuple[str, str]:
+    """The bucket of one sampled stack (outermost frame first), and the line in it."""
     if any("_find_and_load" in f for f in frames):
-        return "start-up: imports"
-    own = None
+        return "start-up: imports", ""
+    own: tuple[str, str] | None = None
     for frame in frames:
         m = _FRAME.match(frame)
         if m and m.group("file").startswith(_OWN):
-            own = f"{m.group('func')} ({m.group('file')})"
-    leaf = _FRAME.match(frames[-1]) if frames else None
+            own = f"{m.group('func')} ({m.group('file')})", m.group("line") or ""
     if own is None:
-        return f"other: {leaf.group('func') if leaf else (frames[-1] if frames else '?')}"
+        leaf = _FRAME.match(frames[-1]) if frames else None
+        return f"other: {leaf.group('func') if leaf else (frames[-1] if frames else '?')}", ""
     return own
 
 
 def summarise(raw: Path, share: float = 0.9) -> list[str]:
-    """Lines: per process, the buckets covering `share` of its samples, largest first."""
+    """Lines: per process, the buckets covering `share` of its samples, largest first, with their top lines."""
     per_process: dict[str, Counter[str]] = {}
+    lines_of: dict[str, Counter[str]] = {}
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -70,20 +71,25 @@ def summarise(raw: Path, share: float = 0.9) -> list[str]:
         process = "process"
         while frames and frames[0].startswith("process "):
             process = frames.pop(0).split(":", 1)[0]
-        per_process.setdefault(process, Counter())[_charge(frames)] += int(count)
+        bucket, lineno = _charge(frames)
+        per_process.setdefault(process, Counter())[bucket] += int(count)
+        if lineno:
+            lines_of.setdefault(bucket, Counter())[lineno] += int(count)
     ranked = sorted(per_process.items(), key=lambda kv: -sum(kv[1].values()))
-    lines = []
+    out = []
     for n, (_process, counter) in enumerate(ranked):
         total = sum(counter.values())
         role = "main process" if n == 0 else "child process (recording worker)"
-        lines.append(f"  {role}: {total} samples")
+        out.append(f"  {role}: {total} samples")
         seen = 0
         for bucket, count in counter.most_common():
             if seen >= share * total:
                 break
             seen += count
-            lines.append(f"    {100 * count / total:5.1f} %  {bucket}")
-    return lines
+            where = lines_of.get(bucket, Counter()).most_common(2)
+            at = f"  [line {', '.join(f'{ln}: {100 * c // count}%' for ln, c in where)}]" if where else ""
+            out.append(f"    {100 * count / total:5.1f} %  {bucket}{at}")
+    return out
 
 
 def _record(out: Path, argv: list[str], rate: int, stdout: int | None) -> subprocess.CompletedProcess[bytes]:
