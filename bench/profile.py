@@ -9,8 +9,10 @@ driver's kind (`bench.filesystems`), the export piped to this process.  Idle
 samples count too (a process waiting for the disk or a pipe is part of the wall
 time).  Each sample is charged to the innermost frame in layerstore's own code
 (so ``os.write`` called by the extractor counts as the extractor's), start-up to
-"imports"; the summary prints, per process, the functions that together make up
-90 % of that process's samples, and writes the raw stacks to
+"imports".  Only the main thread of each process is summarised: helper threads
+(hashing, read-ahead) run beside it.  The summary prints, per process, the
+functions (with their busiest lines) that together make up 90 % of that
+process's samples, and writes the raw stacks to
 ``bench/results/profile-<stamp>/`` for flame graphs.
 """
 
@@ -71,6 +73,8 @@ def summarise(raw: Path, share: float = 0.9) -> list[str]:
         process = "process"
         while frames and frames[0].startswith("process "):
             process = frames.pop(0).split(":", 1)[0]
+        if not frames or not frames[0].startswith("<module>"):
+            continue  # a helper thread (hashing, read-ahead): its work overlaps the main thread's
         bucket, lineno = _charge(frames)
         per_process.setdefault(process, Counter())[bucket] += int(count)
         if lineno:
