@@ -24,12 +24,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# The editable sources are compiled to byte-code here: a run with PYTHONDONTWRITEBYTECODE (tox,
+# packagers) would otherwise compile every imported module on every start (a third of `layerstore --help`).
 $(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml)
 	$(PIP) install --quiet hatchling editables
 	$(PIP) install --quiet --no-build-isolation -e './core[test]' $(foreach p,$(PLUGINS),-e ./plugins/$(p))
 	$(PIP) install --quiet tox mypy ruff
-	# Byte-code of the editable sources now: a run with PYTHONDONTWRITEBYTECODE (tox, packagers) would
-	# otherwise compile every imported module on every start (a third of `layerstore --help`).
 	$(BIN)/python -m compileall -q core/src $(foreach p,$(PLUGINS),plugins/$(p)/src)
 	touch $@
 
