@@ -24,10 +24,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# The editable sources are compiled to byte-code here: a run with PYTHONDONTWRITEBYTECODE (tox,
+# packagers) would otherwise compile every imported module on every start (a third of `layerstore --help`).
 $(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml)
 	$(PIP) install --quiet hatchling editables
 	$(PIP) install --quiet --no-build-isolation -e './core[test]' $(foreach p,$(PLUGINS),-e ./plugins/$(p))
 	$(PIP) install --quiet tox mypy ruff
+	$(BIN)/python -m compileall -q core/src $(foreach p,$(PLUGINS),plugins/$(p)/src)
 	touch $@
 
 venv: $(VENV)/.installed

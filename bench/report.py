@@ -117,7 +117,7 @@ def table(results: Results) -> str:
         lines.append(header)
         lines.append("-" * len(header))
         for (d, dataset, op), tools in summary.items():
-            if d != driver:
+            if d != driver or op.startswith("image "):  # the images block below has its own columns
                 continue
             secs = {t: tools.get(t, {}).get("seconds") for t in TOOLS}
             peaks = "/".join(
@@ -154,6 +154,9 @@ def table(results: Results) -> str:
             removal = r.extra.get("remove_total", 0)
             steps += f", mount top {mount:.1f}ms, unmount {unmount:.1f}ms, remove all {removal:.2f}s"
             lines.append(f"  {r.driver:7s} {r.dataset:8s} {TOOL_TITLES[r.tool]:10s} run {r.run}: {steps}")
+    from .images import images_table
+
+    lines.extend(images_table(results))
     failures = [(k, t, info["error"]) for k, tools in summary.items() for t, info in tools.items() if info["failed"]]
     if failures:
         lines.append("")

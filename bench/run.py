@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import datasets as ds_mod
+from . import images as images_mod
 from .datasets import Dataset
 from .filesystems import FSTYPE_OF_DRIVER, abort_fuse_mounts, backing_filesystem, leftovers
 from .layerstore_runner import cli_argv, parse_inner, runner_argv
@@ -352,6 +353,20 @@ def _measure_round(
         print("  -- 500-layer chain (overlay)", flush=True)
         rnd.chain(None, 500, ["ls-api"], 1)
     rnd.cs.shutdown()
+    if "images" in args.ops:
+        _measure_images(results, driver, mnt, by_name, args)
+
+
+def _measure_images(results: Results, driver: str, mnt: Path, by_name: dict[str, Dataset],
+                    args: argparse.Namespace) -> None:
+    if driver == "zfs":
+        results.note("images section not run on zfs (podman and skopeo have no zfs-fuse store to compare with)")
+        return
+    whiteout = by_name["whiteout"]
+    assert whiteout.parent is not None
+    base = by_name["genroot"] if args.quick else by_name["rootfs"]
+    images_mod.measure(results, driver, mnt, {"small": [whiteout.parent, whiteout], "rootfs": [base, whiteout]},
+                       args.runs, dict(args.option), Path(args.workdir) / "images")
 
 
 @contextlib.contextmanager
@@ -373,8 +388,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drivers", default=",".join(ALL_DRIVERS), help="comma-separated (default: all four)")
     p.add_argument("--datasets", default=",".join(ds_mod.ALL_DATASETS),
                    help=f"comma-separated (default: {','.join(ds_mod.ALL_DATASETS)})")
-    p.add_argument("--ops", default="io,child,chain50,chain500",
-                   help="comma-separated parts: io (import/export), child, chain50, chain500")
+    p.add_argument("--ops", default="io,child,chain50,chain500,images",
+                   help="comma-separated parts: io (import/export), child, chain50, chain500, images "
+                        "(load/save/pull/push against podman and skopeo; `--ops images` runs only that)")
     p.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3, --quick 1)")
     p.add_argument("--zfs-runs", type=int, default=None,
                    help="runs on zfs-fuse, which is several times slower than the others (default: --runs)")
@@ -403,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.datasets.split(",") if n] if "io" in args.ops else []
     for extra in ("rootfs", "whiteout"):  # parents of create-child and of the chains
         if extra not in names and ({"child", "chain50"} & args.ops):
+            names.append(extra)
+    for extra in ("genroot" if args.quick else "rootfs", "whiteout"):  # the layers of the images section
+        if extra not in names and "images" in args.ops:
             names.append(extra)
     results = Results()
     now = datetime.datetime.now(datetime.UTC)

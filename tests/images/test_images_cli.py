@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from images_helpers import NAME, TAG, assert_json_schema, skopeo_inspect
+from images_helpers import NAME, TAG, assert_json_schema, run, skopeo_inspect, tool
 
 Cli = Callable[..., subprocess.CompletedProcess[bytes]]
 
@@ -112,8 +112,15 @@ def test_save_command_formats(layerstore_cli: Cli, images: dict[str, Path], scra
 
 
 def test_import_refuses_image_archives(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:
-    for form in ("skopeo-docker", "umoci"):
-        one_line_error(layerstore_cli("import", images[form]), "this is an image archive; use `layerstore load")
+    # Tars of the layout made by GNU tar (a "./" root entry first, then "./"-prefixed names, in directory
+    # order; pax headers) and bsdtar (bare names): import looks at the first members only to decide.
+    layout = images["umoci"]
+    gnu, pax, bsd = scratch / "gnu.tar", scratch / "pax.tar", scratch / "bsd.tar"
+    run(tool("tar"), "-C", layout, "-cf", gnu, ".")
+    run(tool("tar"), "--format=pax", "-C", layout, "-cf", pax, ".")
+    run(tool("bsdtar"), "-C", layout, "-cf", bsd, *sorted(p.name for p in layout.iterdir()))
+    for source in (images["skopeo-docker"], layout, gnu, pax, bsd):
+        one_line_error(layerstore_cli("import", source), "this is an image archive; use `layerstore load")
     assert_store_empty(layerstore_cli, scratch / "store")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -266,6 +267,18 @@ def test_plain_http_needs_insecure(store: ImageStore, pushed: str) -> None:
     with pytest.raises(RegistryError, match=r"plain HTTP.*--insecure"):
         pull(store, pushed, options=RegistryOptions())
     assert_empty(store)
+
+
+def test_pooled_connections_stay_usable(plain_registry: LocalRegistry) -> None:
+    # The scheme probe and the authentication GET /v2/ return their connections to the pool; a streamed
+    # body is sent only once (no retry), so a connection left with an unread response would fail it.
+    with RegistryClient(plain_registry.host, insecure(retries=0)) as client:
+        client.authenticate("repository:probe/pool:push")
+        response = client.request("POST", "/v2/probe/pool/blobs/uploads/", scope="repository:probe/pool:push",
+                                  body=io.BytesIO(b""), headers={"Content-Length": "0"})
+        assert response.status == 202, response.status
+        response.drain_conn()
+        response.release_conn()
 
 
 def test_registry_down(store: ImageStore, pushed: str, plain_registry: LocalRegistry) -> None:

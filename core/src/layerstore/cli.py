@@ -83,6 +83,11 @@ class _Group(click.Group):
             state = ctx.find_object(CommandState)
             raise _StoreOSError(exc, state.resolved_root if state is not None else None) from exc
 
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog is None:  # made on demand: it needs the config module, which only --help should pay for
+            self.epilog = _epilog()
+        super().format_epilog(ctx, formatter)
+
 
 _HELP_EPILOG = """\b
 Environment:
@@ -109,7 +114,7 @@ def _epilog() -> str:
     return _HELP_EPILOG.format(environment="\n".join(f"  {name:<22} {what}" for name, what in ENVIRONMENT))
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_epilog())
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Store root directory.")
 @click.option("--driver", metavar="NAME", help="Storage driver (default: configured, else automatic).")
 @click.option("-o", "--option", "--storage-opt", "options", multiple=True, metavar="[DRIVER.]KEY=VALUE",

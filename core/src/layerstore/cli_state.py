@@ -82,9 +82,9 @@ class CommandState:
 
     def check_driver_name(self) -> None:
         """Fail as opening the store would for a driver that is not installed or a misnamed option scope."""
-        from .discovery import available_drivers, no_such_driver
+        from .discovery import installed_driver_names, no_such_driver
 
-        installed = available_drivers()
+        installed = installed_driver_names()
         self.settings.check_driver_names(installed)
         if self.settings.driver is not None and self.settings.driver not in installed:
             raise no_such_driver(self.settings.driver)

@@ -23,6 +23,7 @@ __all__ = [
     "DriverFactory",
     "available_drivers",
     "driver_entry_points",
+    "installed_driver_names",
     "load_driver",
     "no_such_driver",
     "open_driver",
@@ -59,6 +60,11 @@ def driver_entry_points() -> dict[str, Any]:
     return found
 
 
+def installed_driver_names() -> list[str]:
+    """The names of the installed drivers, sorted; unlike `available_drivers`, no distribution metadata is read."""
+    return sorted(driver_entry_points())
+
+
 def available_drivers() -> dict[str, str]:
     """Return the installed drivers as ``{name: distribution name}``, sorted by name."""
     return {name: _distribution_name(ep) for name, ep in sorted(driver_entry_points().items())}
@@ -66,7 +72,7 @@ def available_drivers() -> dict[str, str]:
 
 def no_such_driver(name: str) -> DriverNotFound:
     """The `DriverNotFound` for an unknown driver `name`, listing the installed drivers (or saying there is none)."""
-    installed = sorted(driver_entry_points())
+    installed = installed_driver_names()
     if not installed:
         return DriverNotFound(f"no storage driver named {name!r}: {NO_DRIVER_INSTALLED}")
     return DriverNotFound(f"no storage driver named {name!r}; installed drivers: {', '.join(installed)}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -180,6 +179,8 @@ def _input_path(graph: Graph, name: str) -> Iterator[Path]:
     if name != "-":
         yield Path(name)
         return
+    import tempfile
+
     spool_dir = graph.root / "graph" / "_tmp"
     with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="load-stdin.") as spool:
         while chunk := sys.stdin.buffer.read(1 << 20):

@@ -48,9 +48,9 @@ def recorded_driver(root: Path) -> str | None:
     if name:
         return name
     # A store made before the record existed: a driver home with data in it tells.
-    from .drivers import available_drivers
+    from .discovery import installed_driver_names
 
-    homes = [d for d in available_drivers() if (root / d).is_dir() and any((root / d).iterdir())]
+    homes = [d for d in installed_driver_names() if (root / d).is_dir() and any((root / d).iterdir())]
     return homes[0] if len(homes) == 1 else None
 
 
@@ -109,9 +109,9 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
-    from .discovery import NO_DRIVER_INSTALLED, available_drivers
+    from .discovery import NO_DRIVER_INSTALLED, installed_driver_names
 
-    installed = available_drivers()
+    installed = installed_driver_names()
     settings.check_driver_names(installed)
     recorded = recorded_driver(settings.root)
     if settings.driver is not None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +89,8 @@ def info(as_json: bool) -> None:
 
 def _probe_driver(name: str, probe: Path, settings: Settings, *, selected: bool) -> str | None:
     """None when driver `name` can open a home in `probe`, else the reason it cannot."""
+    import shutil
+
     from .drivers import load_driver
 
     try:
@@ -107,6 +107,9 @@ def _probe_driver(name: str, probe: Path, settings: Settings, *, selected: bool)
 @json_option
 def drivers(as_json: bool) -> None:
     """List installed drivers and whether each can run on this store's filesystem."""
+    import shutil
+    import tempfile
+
     from .config import auto_candidates
     from .discovery import NO_DRIVER_INSTALLED, available_drivers
 

@@ -74,7 +74,7 @@ class _Checked(io.RawIOBase):
     def __init__(self, kind: str, opener: Callable[[], Any]) -> None:
         self._kind = kind
         self._inner: Any = None
-        self._errors = _decoder_errors()
+        self._errors = _decoder_errors(kind)
         try:
             self._inner = opener()
         except self._errors as exc:
@@ -161,21 +161,27 @@ def _invalid(kind: str, exc: BaseException) -> InvalidArchive:
 
 
 @functools.cache
-def _decoder_errors() -> tuple[type[BaseException], ...]:
-    # Computed on first use: importing the decoder modules costs time that a plain tar does not need.
-    errors: list[type[BaseException]] = [EOFError, OSError, ValueError, zlib.error, lzma.LZMAError]
-    try:
-        from isal import igzip_lib, isal_zlib
+def _decoder_errors(kind: str) -> tuple[type[BaseException], ...]:
+    # Computed on first use and per kind: importing the decoder modules costs time that a plain tar, or a
+    # gzip layer (python-xz alone takes tens of milliseconds to import), does not need.
+    errors: list[type[BaseException]] = [EOFError, OSError, ValueError]
+    if kind == "gzip":
+        errors.append(zlib.error)
+        try:
+            from isal import igzip_lib, isal_zlib
 
-        errors += [cast("type[BaseException]", isal_zlib.error), cast("type[BaseException]", igzip_lib.IsalError)]
-    except ImportError:  # pragma: no cover - isal is a declared dependency
-        pass
-    try:
-        import xz
+            errors += [cast("type[BaseException]", isal_zlib.error),
+                       cast("type[BaseException]", igzip_lib.IsalError)]
+        except ImportError:  # pragma: no cover - isal is a declared dependency
+            pass
+    elif kind == "xz":
+        errors.append(lzma.LZMAError)
+        try:
+            import xz
 
-        errors.append(xz.XZError)
-    except ImportError:  # pragma: no cover
-        pass
+            errors.append(xz.XZError)
+        except ImportError:  # pragma: no cover
+            pass
     return tuple(errors)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -73,14 +72,25 @@ class VerifyingReader(io.RawIOBase):
         self._check_end()
 
 
+# ISA-L's strongest level: about ten times the speed of zlib's default level 6 (which made a push of a
+# 200 MB layer take 10-20 s here, single-threaded) for blobs about a tenth larger.
+_GZIP_LEVEL = 3
+
+
 class CompressingReader(io.RawIOBase):
-    """Reads `source` compressed with gzip (deterministic: no name, no time) or zstd."""
+    """Reads `source` compressed with gzip (deterministic: no name, no time) or zstd.
+
+    gzip comes from ISA-L (`isal`): the same input and `isal` version always
+    give the same bytes, so a layer compressed twice gives one blob.
+    """
 
     def __init__(self, source: BinaryIO, kind: str) -> None:
         super().__init__()
         self._source = source
         if kind == "gzip":
-            z = zlib.compressobj(6, zlib.DEFLATED, 31)
+            from isal import isal_zlib
+
+            z = isal_zlib.compressobj(_GZIP_LEVEL, isal_zlib.DEFLATED, 31)
             self._compress: Callable[[bytes], bytes] = z.compress
             self._flush: Callable[[], bytes] = z.flush
         elif kind == "zstd":

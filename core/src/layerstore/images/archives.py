@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tarfile
 from pathlib import Path
 
 from ..errors import InvalidArchive
@@ -38,7 +40,14 @@ def open_sources(path: Path) -> list[ImageSource]:
 
 
 def is_image_archive(path: Path) -> bool:
-    """True when `path` is a tar or directory with ``manifest.json`` or ``oci-layout`` at its top."""
+    """True when `path` is a tar or directory with ``manifest.json`` or ``oci-layout`` at its top.
+
+    A plain tar whose first member could not be at the top of an image archive
+    is answered from that member alone, so a layer tar of many thousands of
+    files is not indexed before it is imported (see `_may_be_image_tar`).
+    """
+    if not path.is_dir() and not _may_be_image_tar(path):
+        return False
     try:
         reader = open_reader(path)
     except InvalidArchive:
@@ -47,6 +56,38 @@ def is_image_archive(path: Path) -> bool:
         return reader.exists("manifest.json") or reader.exists("oci-layout")
     finally:
         reader.close()
+
+
+# Every top-level entry of a docker-archive or OCI layout is one of these: its
+# metadata files, ``blobs/``, and per-layer or config files named by hex digest.
+_IMAGE_TOP = re.compile(
+    r"(manifest\.json|repositories|oci-layout|index\.json|blobs|[0-9a-f]{64}(\.json|\.tar)?)(/.*)?"
+)
+_LOOK_PAST = 8  # "." entries skipped before the first real member
+
+
+def _may_be_image_tar(path: Path) -> bool:
+    """False only when the first real member of the tar `path` rules out an image archive.
+
+    Every member at the top of an image archive has one of the names of
+    `_IMAGE_TOP`, whatever order its writer chose, so a first member named
+    otherwise (``etc/``, ``usr/bin/...``) settles it.  An unreadable start
+    answers True: the caller then reads the whole member list and decides.
+    """
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for _ in range(_LOOK_PAST):
+                member = tar.next()
+                if member is None:
+                    return True
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                if name.strip("/.") != "":
+                    return _IMAGE_TOP.fullmatch(name.rstrip("/")) is not None
+    except (tarfile.TarError, OSError, EOFError):
+        return True
+    return True
 
 
 def open_destination(path: Path, fmt: str) -> ImageDestination:

@@ -11,6 +11,7 @@ their callers resume on their own).  A 401 runs the challenge flow of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -54,6 +55,18 @@ class RegistryOptions:
     credentials: Credentials | None = None
     retries: int = 6
     backoff: float = 0.5
+
+
+def _finish(response: Response) -> None:
+    """Read the rest of `response` and return its connection to the pool.
+
+    A connection returned with its response body unread is broken for the
+    next request on it (``ResponseNotReady``), which then costs a retry and
+    its back-off, or fails outright for a streamed upload.
+    """
+    with contextlib.suppress(HTTPError, OSError):
+        response.drain_conn()
+    response.release_conn()
 
 
 def _error_detail(response: Response) -> str:
@@ -127,7 +140,8 @@ class RegistryClient:
     def _probe_scheme(self) -> str:
         for scheme in ("https", "http"):
             try:
-                self._raw("GET", f"{scheme}://{self.host}/v2/", {}, None, retries=0).release_conn()
+                response = self._raw("GET", f"{scheme}://{self.host}/v2/", {}, None, retries=0)
+                _finish(response)
                 return scheme
             except RegistryError:
                 continue
@@ -232,14 +246,14 @@ class RegistryClient:
         response = self.request("GET", "/v2/", scope=scope)
         status = response.status
         detail = _error_detail(response) if status != 200 else ""
-        response.release_conn()
+        _finish(response)
         if status != 200:
             raise RegistryError(f"registry {self.registry} answered {status} to GET /v2/ ({detail or 'no detail'})")
 
     def check(self, response: Response, what: str) -> None:
         """Raise `RegistryError` naming `what` for an unexpected status (reads and releases the body)."""
         detail = _error_detail(response)
-        response.release_conn()
+        _finish(response)
         raise RegistryError(f"registry {self.registry}: {what} failed with HTTP {response.status}"
                             + (f" ({detail})" if detail else ""))
 
