@@ -56,7 +56,12 @@ class Driver:
         self.plugin = plugin
         self.plugin_manager = pm = driver_plugin_manager(name, plugin)
         self.hook: HookRelay = cast("HookRelay", pm.hook)
-        """The typed hook relay of this driver's plugin manager (for wrappers and the generic fallbacks)."""
+        """The typed hook relay of this driver's plugin manager (for wrappers and the generic fallbacks).
+
+        Call the facade's methods, not the relay's diff hooks: the generic
+        fallbacks mount with the driver's bare ``get`` and rely on the
+        references the facade holds around them to unmount again.
+        """
         self._refs = ReferenceTable(home, runroot)
         self._state = LayerState(home, self.hook, self._refs)
         self._mounts = MountCounter(name, self.hook, self._refs, self._require)
