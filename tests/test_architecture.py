@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     )),
     ("formats", ("layerstore.archive", "layerstore.tarsplit", "layerstore.recording")),
     ("drivers", (
-        "layerstore.naivediff", "layerstore.layerstate", "layerstore.facade", "layerstore.discovery",
-        "layerstore.drivers",
+        "layerstore.naivediff", "layerstore.layerstate", "layerstore.pluginmanager", "layerstore.mounting",
+        "layerstore.fallbackmounts", "layerstore.facade", "layerstore.discovery", "layerstore.drivers",
     )),
     ("store", ("layerstore.graph", "layerstore.images", "layerstore.registry")),
     ("selection", ("layerstore.settings", "layerstore.config_compat", "layerstore.selection", "layerstore.config")),

@@ -125,3 +125,40 @@ def test_failed_apply_removes_the_layer_and_writes_nothing_outside(driver: Drive
     assert not driver.exists("l")
     assert not any(p.name == "escape" for p in tmp_path.rglob("escape"))
     assert driver.references("l") == 0
+
+
+def test_naive_diff_wraps_the_bare_plugin_one_way(tmp_path: Path) -> None:
+    """Without a facade, the generic hooks pair every get of the bare plugin with a put: nothing stays mounted."""
+    from layerstore.naivediff import NaiveDiff
+
+    plugin = CopyDriver(tmp_path / "home", {}, IDMappings())
+    naive = NaiveDiff(plugin, IDMappings())
+    plugin.create("base", None, CreateOpts())
+    assert naive.apply_diff("base", None, TarBuilder().add("f", data=b"x").stream()) == 1
+    plugin.create("child", "base", CreateOpts())
+    assert naive.apply_diff("child", "base", TarBuilder().add("g", data=b"yy").stream()) == 2
+    assert [str(c) for c in naive.changes("child", "base")] == ["A /g"]
+    assert naive.diff_size("child", "base") == 2
+    with naive.diff("child", "base") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        assert [m.name for m in tar] == ["g"]
+    assert plugin.mounted == {}
+    assert not (tmp_path / "home" / ".layerstore").exists()  # no reference files, no facade records
+
+
+def test_facade_holds_the_layers_the_fallback_mounts(driver: Driver) -> None:
+    """The fallback's own put never unmounts a layer another holder has; the facade's release does, at the end."""
+    plugin = driver.plugin
+    assert isinstance(plugin, CopyDriver)
+    driver.create("l")
+    driver.apply_diff("l", None, TarBuilder().add("f", data=b"x").stream())
+    driver.get("l")
+    assert driver.changes("l") and driver.diff_size("l") == 1
+    with driver.diff("l") as stream:
+        stream.read()
+    assert "l" in plugin.mounted, "the generic hooks unmounted a layer this process holds"
+    assert driver.references("l") == 1
+    driver.put("l")
+    assert "l" not in plugin.mounted
+    with pytest.raises(LayerNotFound, match="missing"):
+        driver.changes("l", "missing")
+    assert driver.references("l") == 0 and "l" not in plugin.mounted

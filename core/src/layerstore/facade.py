@@ -1,36 +1,35 @@
 """The `Driver` facade: the one caller of a driver's hooks, adding what every driver needs.
 
 Each opened driver gets its own pluggy ``PluginManager`` holding that one
-driver plugin, the generic fallbacks of `layerstore.naivediff` (``trylast``)
-and any wrappers registered later.  The facade checks the required hooks at
-load time, counts `get`/`put` references across processes (each reference
-owned by the process that took it and reaped when that process dies, see
-`layerstore.references`), serialises conflicting operations on one layer
-across threads and processes (``flock``), and keeps the lineage and the
-marks of applies in progress (`layerstore.layerstate`): a layer with
-children cannot be removed (`LayerInUse`), and an ``apply_diff`` cut short
-by a crash is reported as a missing layer and collected by `Driver.gc`.
+driver plugin (`layerstore.pluginmanager`, which checks the required hooks),
+the generic fallbacks of `layerstore.naivediff` (``trylast``) and any
+wrappers registered later.  The facade counts `get`/`put` references across
+processes (`layerstore.mounting`; each reference owned by the process that
+took it and reaped when that process dies, see `layerstore.references`),
+holds references around the generic fallbacks (`layerstore.fallbackmounts`),
+serialises conflicting operations on one layer across threads and processes
+(``flock``), and keeps the lineage and the marks of applies in progress
+(`layerstore.layerstate`): a layer with children cannot be removed
+(`LayerInUse`), and an ``apply_diff`` cut short by a crash is reported as a
+missing layer and collected by `Driver.gc`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-import pluggy
-
-from . import hookspecs
 from .capabilities import Capabilities, CreateOpts
-from .errors import InvalidDriver, LayerExists, LayerInUse, LayerNotFound, LayerStoreError
+from .errors import LayerExists, LayerInUse, LayerNotFound, LayerStoreError
+from .fallbackmounts import FallbackMounts
 from .idtools import IDMappings
 from .kit.ids import check_layer_id
 from .layerstate import LayerState
+from .mounting import MountCounter
 from .naivediff import NaiveDiff
+from .pluginmanager import TRACE_ENV, driver_plugin_manager
 from .references import ReferenceTable
 
 if TYPE_CHECKING:
@@ -38,45 +37,6 @@ if TYPE_CHECKING:
     from .hookrelay import HookRelay
 
 __all__ = ["TRACE_ENV", "Driver"]
-
-TRACE_ENV = "LAYERSTORE_TRACE_HOOKS"
-
-
-def _trace_hooks(pm: pluggy.PluginManager, driver_name: str) -> None:
-    def before(hook_name: str, impls: Any, kwargs: Mapping[str, Any]) -> None:
-        print(f"layerstore: {driver_name}.{hook_name}({dict(kwargs)})", file=sys.stderr)
-
-    def after(outcome: Any, hook_name: str, impls: Any, kwargs: Mapping[str, Any]) -> None:
-        exc = outcome.exception
-        result = f"raised {exc!r}" if exc is not None else f"-> {outcome.get_result()!r}"
-        print(f"layerstore: {driver_name}.{hook_name} {result}", file=sys.stderr)
-
-    pm.add_hookcall_monitoring(before, after)
-
-
-def _plugin_manager(name: str, plugin: object) -> pluggy.PluginManager:
-    """A plugin manager holding `plugin` alone; `InvalidDriver` when it misses required hooks or has unknown ones."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs.DriverSpec)
-    try:
-        pm.register(plugin, name=f"driver:{name}")
-    except pluggy.PluginValidationError as exc:
-        raise InvalidDriver(f"driver {name!r} has an invalid hook implementation: {exc}") from exc
-    missing = [
-        hook
-        for hook in hookspecs.REQUIRED_HOOKS
-        if not any(impl.plugin is plugin for impl in getattr(pm.hook, hook).get_hookimpls())
-    ]
-    if missing:
-        raise InvalidDriver(f"driver {name!r} does not implement the required hooks: {', '.join(missing)}")
-    unknown = [
-        hook_name
-        for hook_name in dir(pm.hook)
-        if not hook_name.startswith("_") and getattr(pm.hook, hook_name).spec is None
-    ]
-    if unknown:
-        raise InvalidDriver(f"driver {name!r} implements unknown hooks: {', '.join(sorted(unknown))}")
-    return pm
 
 
 class Driver:
@@ -94,17 +54,20 @@ class Driver:
         self.home = home
         self.id_maps = id_maps
         self.plugin = plugin
-        self.plugin_manager = pm = _plugin_manager(name, plugin)
-        # The fallbacks mount through this facade (reference-counted), seen only as `Mounts`.
-        pm.register(NaiveDiff(self, id_maps), name="naivediff")
-        if os.environ.get(TRACE_ENV):
-            _trace_hooks(pm, name)
+        self.plugin_manager = pm = driver_plugin_manager(name, plugin)
         self.hook: HookRelay = cast("HookRelay", pm.hook)
-        """The typed hook relay of this driver's plugin manager (for wrappers and the generic fallbacks)."""
+        """The typed hook relay of this driver's plugin manager (for wrappers and the generic fallbacks).
+
+        Call the facade's methods, not the relay's diff hooks: the generic
+        fallbacks mount with the driver's bare ``get`` and rely on the
+        references the facade holds around them to unmount again.
+        """
         self._refs = ReferenceTable(home, runroot)
         self._state = LayerState(home, self.hook, self._refs)
-        self._held: dict[str, list[str]] = {}  # this object's references: layer -> reference names
-        self._held_lock = threading.Lock()
+        self._mounts = MountCounter(name, self.hook, self._refs, self._require)
+        # The fallbacks mount with the driver's bare get/put; the facade holds references around them.
+        self._fallback = FallbackMounts(name, self.hook, self._refs, self._require)
+        pm.register(NaiveDiff(self._fallback, id_maps), name="naivediff")
         caps = self.hook.capabilities()
         self.capabilities: Capabilities = caps if caps is not None else Capabilities()
         self.max_depth: int | None = self.capabilities.max_depth
@@ -154,27 +117,11 @@ class Driver:
             self.hook.remove(id=id)
             self._refs.drop_all(id)
             self._state.parents.forget(id)
-        with self._held_lock:
-            self._held.pop(id, None)
+        self._mounts.forget(id)
 
     def get(self, id: str, mount_label: str = "") -> str:
         """Mount layer `id` (a reference owned by this process) and return the path of its full filesystem."""
-        with self._refs.locked(id):
-            self._require(id)
-            self._refs.reap(id)
-            first = self._refs.count(id) == 0
-            path = self.hook.get(id=id, mount_label=mount_label)
-            if path is None:
-                raise InvalidDriver(f"driver {self.name!r} returned no path from get({id})")
-            try:
-                name = self._refs.add(id)
-            except BaseException:
-                if first:
-                    self.hook.put(id=id)
-                raise
-        with self._held_lock:
-            self._held.setdefault(id, []).append(name)
-        return str(path)
+        return self._mounts.get(id, mount_label)
 
     def put(self, id: str) -> None:
         """Release one reference to layer `id`; the last one unmounts it.  Harmless when not held.
@@ -183,31 +130,14 @@ class Driver:
         `detach` (``layerstore mount``); references of other live processes
         are never released.
         """
-        with self._held_lock:
-            names = self._held.get(id)
-            name = names.pop() if names else None
-            if names is not None and not names:
-                del self._held[id]
-        with self._refs.locked(id):
-            self._refs.drop(id, name)
-            self._refs.reap(id)
-            if self._refs.count(id) == 0 and self.hook.exists(id=id):
-                self.hook.put(id=id)
+        self._mounts.put(id)
 
     def detach(self, id: str) -> None:
         """Let one reference this object took on `id` outlive the process (``layerstore mount``).
 
         A later `put` from any process (``layerstore umount``) releases it.
         """
-        with self._held_lock:
-            names = self._held.get(id)
-            if not names:
-                raise LayerStoreError(f"layer {id} is not mounted through this driver object; get it first")
-            name = names.pop()
-            if not names:
-                del self._held[id]
-        with self._refs.locked(id):
-            self._refs.detach(id, name)
+        self._mounts.detach(id)
 
     def references(self, id: str) -> int:
         """Return how many live references (across processes) hold layer `id` mounted.
@@ -215,27 +145,15 @@ class Driver:
         References of dead processes are released on the way; when that
         leaves none, the layer is unmounted.
         """
-        with self._refs.locked(id):
-            self.release_stale(id)
-            return self._refs.count(id)
+        return self._mounts.references(id)
 
     def release_stale(self, id: str) -> int:
         """Release the references to `id` of processes that died; unmount it if none is left.  Return how many."""
-        with self._refs.locked(id):
-            reaped = self._refs.reap(id)
-            if reaped and not self._refs.count(id) and self.hook.exists(id=id):
-                self.hook.put(id=id)
-            return reaped
+        return self._mounts.release_stale(id)
 
     def release_all(self, id: str) -> int:
         """Release every reference to `id`, live or not, and unmount it (``umount --force``); return how many."""
-        with self._refs.locked(id):
-            self._require(id)
-            self.hook.put(id=id)
-            dropped = self._refs.drop_all(id)
-        with self._held_lock:
-            self._held.pop(id, None)
-        return dropped
+        return self._mounts.release_all(id)
 
     @contextlib.contextmanager
     def mounted(self, id: str, mount_label: str = "") -> Iterator[str]:
@@ -286,7 +204,8 @@ class Driver:
     def diff(self, id: str, parent: str | None = None) -> BinaryIO:
         """Return a stream of the uncompressed tar of `id`'s changes against `parent` (caller closes it)."""
         self._require(id)
-        return self.hook.diff(id=id, parent=parent)
+        with self._fallback.holding(id, parent) as hold:
+            return hold.keep_open(self.hook.diff(id=id, parent=parent), id)
 
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO) -> int:
         """Extract the uncompressed tar `stream` into layer `id`; return the size of its regular files.
@@ -297,7 +216,8 @@ class Driver:
             self._require(id)
             with self._state.applying(id):
                 try:
-                    return self.hook.apply_diff(id=id, parent=parent, stream=stream)
+                    with self._fallback.holding(id):
+                        return self.hook.apply_diff(id=id, parent=parent, stream=stream)
                 except BaseException:
                     # The contract allows "as before, or removed"; removing is the
                     # one answer that holds for every driver and every failure.
@@ -308,12 +228,14 @@ class Driver:
     def diff_size(self, id: str, parent: str | None = None) -> int:
         """Return the size of the changes of `id` against `parent`."""
         self._require(id)
-        return self.hook.diff_size(id=id, parent=parent)
+        with self._fallback.holding(id, parent):
+            return self.hook.diff_size(id=id, parent=parent)
 
     def changes(self, id: str, parent: str | None = None) -> list[Change]:
         """Return the changes of `id` against `parent`, sorted by path."""
         self._require(id)
-        return self.hook.changes(id=id, parent=parent)
+        with self._fallback.holding(id, parent):
+            return self.hook.changes(id=id, parent=parent)
 
     def status(self) -> list[tuple[str, str]]:
         """Return human facts about the driver as (key, value) pairs."""
@@ -328,11 +250,8 @@ class Driver:
 
     def cleanup(self) -> None:
         """Release every reference taken through this object, then let the driver release its resources."""
-        with self._held_lock:
-            held = [(layer_id, len(names)) for layer_id, names in self._held.items()]
-        for layer_id, count in held:
-            for _ in range(count):
-                self.put(layer_id)
+        self._mounts.release_held()
+        self._fallback.release_open()
         self.hook.cleanup()
         self._refs.prune()
 
@@ -344,4 +263,3 @@ class Driver:
     def _require(self, id: str) -> None:
         if not self.exists(id):
             raise LayerNotFound(f"layer {id} does not exist in driver {self.name}")
-

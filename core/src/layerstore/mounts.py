@@ -1,15 +1,18 @@
-"""`Mounts`: the narrow get/put protocol that code reading a layer's files needs from a driver.
+"""The two narrow get/put protocols that code reading a layer's files needs from a driver.
 
-Both the bare driver plugin (through its hooks) and the `layerstore.Driver`
-facade satisfy it, so the generic diff fallbacks and the export stream depend
-on this protocol only, never on the facade's module.
+`Mounts` is the counted get/put of the `layerstore.Driver` facade (one
+reference per `get`): the export stream (`layerstore.tarsplit.layerstream`)
+reads layers through it.  `PluginMounts` is the bare get/put of a driver
+plugin's own hooks (``get`` mounts, ``put`` tears down): the generic diff
+hooks (`layerstore.naivediff`) wrap it, one way, as containers/storage's
+naive diff wraps the bare driver.  Neither module depends on the facade.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Mounts"]
+__all__ = ["Mounts", "PluginMounts"]
 
 
 class Mounts(Protocol):
@@ -21,4 +24,16 @@ class Mounts(Protocol):
 
     def put(self, id: str) -> None:
         """Release one reference taken by `get`."""
+        ...
+
+
+class PluginMounts(Protocol):
+    """The ``get``/``put`` hooks of a bare driver plugin (see `layerstore.hookspecs.DriverSpec`)."""
+
+    def get(self, id: str, mount_label: str) -> str:
+        """Make layer `id`'s full filesystem visible and return its path (idempotent: no count is kept)."""
+        ...
+
+    def put(self, id: str) -> None:
+        """Tear down what `get` set up."""
         ...

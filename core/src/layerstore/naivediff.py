@@ -1,12 +1,15 @@
 """Generic `diff`, `apply_diff`, `diff_size` and `changes` for drivers without native ones.
 
 Registered ``trylast`` on every driver's plugin manager by the `Driver`
-facade: it mounts layers through a narrow get/put protocol (`Mounts`) and
+facade: it mounts layers through the bare get/put of a driver plugin
+(`layerstore.mounts.PluginMounts`), each ``get`` paired with a ``put``, and
 compares, extracts and exports plain directory trees with
 `layerstore.archive`.  A driver that answers these hooks itself wins.  (The
 model is containers/storage's ``NaiveDiffDriver``, which wraps the bare
-driver; here the get/put handed in are the facade's reference-counted ones,
-so that another user's ``put`` never unmounts a layer while it is compared.)
+driver, one way.)  It keeps no reference counts and takes no locks: under
+the facade, the facade holds a reference on each layer around the call
+(`layerstore.fallbackmounts`), so another user's ``put`` never unmounts a
+layer while it is compared.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from .hookspecs import hookimpl
 if TYPE_CHECKING:
     from .change import Change
     from .idtools import IDMappings
-    from .mounts import Mounts
+    from .mounts import PluginMounts
 
 __all__ = ["NaiveDiff"]
 
 
 class NaiveDiff:
-    """The fallback implementations of the diff hooks, working from `get`/`put` of one driver."""
+    """The fallback implementations of the diff hooks, working from the bare `get`/`put` of one driver plugin."""
 
-    def __init__(self, mounts: Mounts, id_maps: IDMappings) -> None:
+    def __init__(self, mounts: PluginMounts, id_maps: IDMappings) -> None:
         self._mounts = mounts
         self._id_maps = id_maps
 
@@ -36,24 +39,24 @@ class NaiveDiff:
         from .archive.changes import tree_changes  # imported on use: drivers load faster
 
         mounts = self._mounts
-        layer_dir = mounts.get(id)
+        layer_dir = mounts.get(id=id, mount_label="")
         try:
             if parent is None:
                 return layer_dir, tree_changes(layer_dir, None)
-            parent_dir = mounts.get(parent)
+            parent_dir = mounts.get(id=parent, mount_label="")
             try:
                 return layer_dir, tree_changes(layer_dir, parent_dir)
             finally:
-                mounts.put(parent)
+                mounts.put(id=parent)
         except BaseException:
-            mounts.put(id)
+            mounts.put(id=id)
             raise
 
     @hookimpl(trylast=True)
     def changes(self, id: str, parent: str | None) -> list[Change]:
         """Compare the mounted trees of `id` and `parent` (see `tree_changes`)."""
         _, result = self._changes(id, parent)
-        self._mounts.put(id)
+        self._mounts.put(id=id)
         return result
 
     @hookimpl(trylast=True)
@@ -65,7 +68,7 @@ class NaiveDiff:
         try:
             return changes_size(layer_dir, result)
         finally:
-            self._mounts.put(id)
+            self._mounts.put(id=id)
 
     @hookimpl(trylast=True)
     def diff(self, id: str, parent: str | None) -> BinaryIO:
@@ -81,7 +84,7 @@ class NaiveDiff:
                 if state["done"]:
                     return
                 state["done"] = True
-            self._mounts.put(id)
+            self._mounts.put(id=id)
 
         try:
             return export_changes(layer_dir, result, id_maps=self._id_maps, on_close=release)
@@ -95,8 +98,8 @@ class NaiveDiff:
         from .archive.apply import apply_tar
 
         mounts = self._mounts
-        layer_dir = mounts.get(id)
+        layer_dir = mounts.get(id=id, mount_label="")
         try:
             return apply_tar(stream, layer_dir, id_maps=self._id_maps)
         finally:
-            mounts.put(id)
+            mounts.put(id=id)
