@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -48,8 +49,36 @@ def _import_deep(store: Store, depth: int, out: Path) -> tuple[str, bytes]:
     return image, raw
 
 
+def _segments_and_files(metadata: Path) -> list[dict[str, object]]:
+    """tar-split metadata entries without empty segments (Go writes one at the end, we do not), renumbered."""
+    with gzip.open(metadata, "rt", encoding="utf-8") as f:
+        kept = [entry for entry in map(json.loads, f) if entry["type"] != 2 or entry.get("payload")]
+    for position, entry in enumerate(kept):
+        entry["position"] = position
+    return kept
+
+
+def _agrees_with_go_tar_split(store: Store, image: str, raw: bytes, tmp_path: Path, *, assemble: bool) -> None:
+    """Debian's tar-split writes the metadata we recorded; with `assemble`, it also rebuilds `raw` from ours."""
+    tar, go_metadata = tmp_path / "raw.tar", tmp_path / "go-tar-data.json.gz"
+    tar.write_bytes(raw)
+    subprocess.run(["tar-split", "disasm", "--no-stdout", "--output", go_metadata, tar], check=True,
+                   capture_output=True)
+    ours = store.root / "graph" / image / "tar-data.json.gz"
+    assert _segments_and_files(ours) == _segments_and_files(go_metadata)
+    if assemble:  # Go opens each file by its whole path: only below PATH_MAX
+        root = store.ok("mount", image).strip()
+        try:
+            rebuilt = subprocess.run(["tar-split", "asm", "--input", ours, "--path", "."], cwd=root, check=True,
+                                     capture_output=True).stdout
+        finally:
+            store.ok("umount", image)
+        assert hashlib.sha256(rebuilt).digest() == hashlib.sha256(raw).digest()
+
+
 def test_deep_layer_round_trip_and_removal(store: Store, tmp_path: Path) -> None:
-    image, _ = _import_deep(store, 1900, tmp_path / "out.tar")  # below PATH_MAX, far beyond the recursion limit
+    image, raw = _import_deep(store, 1900, tmp_path / "out.tar")  # below PATH_MAX, far beyond the recursion limit
+    _agrees_with_go_tar_split(store, image, raw, tmp_path, assemble=True)
     _whole(store)
     store.ok("rm", image)
     _whole(store)
@@ -78,6 +107,7 @@ def test_5000_level_layer_through_the_command_line(store: Store, tmp_path: Path)
     keep = store.ok("import", "-", input=_deep_tar(3)).strip()
     out = tmp_path / "out.tar"
     image, raw = _import_deep(store, 5000, out)
+    _agrees_with_go_tar_split(store, image, raw, tmp_path, assemble=False)
     child_raw = raw  # every entry again, at depth 5,000, over the same tree
     child = store.ok("import", "--parent", image, "-", input=child_raw).strip()
     store.ok("export", child, "-o", out)

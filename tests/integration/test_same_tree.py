@@ -20,7 +20,8 @@ import attrs
 import pytest
 
 from layerstore import Driver
-from layerstore.conformance.suite._support import TarBuilder, snapshot
+from layerstore.conformance.suite._support import snapshot
+from layerstore.conformance.suite._tars import TarBuilder
 from layerstore.testing.loop import loop_filesystem_or_unavailable
 from layerstore.testing.zfsfuse import zfs_fuse_pool
 

@@ -171,8 +171,7 @@ def conformance(ctx: click.Context, name: str, *, suite_root: Path | None, suite
     "not certified: ..."; the exit is 0 only when certified.
     """
     from .config import parse_options
-    from .drivers import available_drivers
-    from .errors import DriverNotFound
+    from .discovery import available_drivers, no_such_driver
 
     try:
         import pytest  # noqa: F401 -- only to tell whether the suite can run
@@ -181,11 +180,8 @@ def conformance(ctx: click.Context, name: str, *, suite_root: Path | None, suite
                               "pip install 'layerstore[conformance]'") from None
     from .conformance import run_suite
 
-    installed = available_drivers()
-    if name not in installed:
-        raise DriverNotFound(
-            f"no storage driver named {name!r}; installed drivers: {', '.join(installed) or 'none'}"
-        )
+    if name not in available_drivers():
+        raise no_such_driver(name)
     code = run_suite(name, suite_root, parse_options(suite_options), list(pytest_args), report=report)
     ctx.exit(code)
 

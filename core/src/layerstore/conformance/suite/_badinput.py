@@ -12,7 +12,8 @@ import pytest
 from layerstore.drivers import Driver
 from layerstore.errors import InvalidArchive
 
-from ._support import TarBuilder, build_layer, new_id, snapshot
+from ._support import build_layer, new_id, snapshot
+from ._tars import TarBuilder
 
 _CLIMB = "../" * 40  # more than any driver home is deep: from the layer root up to "/"
 

@@ -11,7 +11,8 @@ from layerstore.change import Change, ChangeKind
 from layerstore.drivers import Driver
 from layerstore.errors import LimitExceeded
 
-from ._support import MTIME, TarBuilder, new_id
+from ._support import MTIME, new_id
+from ._tars import TarBuilder
 
 CHAIN_DEPTH = 120
 """Layers in the deep-chain test (fewer when the driver declares a smaller maximum depth)."""

@@ -9,15 +9,7 @@ import pytest
 
 from layerstore.drivers import Driver
 
-from ._support import (
-    Node,
-    build_layer,
-    describe_difference,
-    new_id,
-    populate_every_kind,
-    set_xattr,
-    snapshot,
-)
+from ._support import Node, build_layer, describe_difference, new_id, populate_every_kind, set_xattr, snapshot
 
 
 def _modify_everything(root: str) -> None:

@@ -11,20 +11,8 @@ import pytest
 
 from layerstore.drivers import Driver
 
-from ._support import (
-    CAPABILITY,
-    MTIME,
-    Member,
-    Mode,
-    TarBuilder,
-    build_layer,
-    describe_difference,
-    diff_members,
-    hidden_by_diff,
-    new_id,
-    read_tar,
-    snapshot,
-)
+from ._support import CAPABILITY, MTIME, Mode, build_layer, describe_difference, new_id, snapshot
+from ._tars import Member, TarBuilder, diff_members, hidden_by_diff, read_tar
 
 
 def every_kind_tar() -> TarBuilder:

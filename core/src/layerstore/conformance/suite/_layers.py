@@ -13,7 +13,8 @@ from layerstore.drivers import Driver
 from layerstore.errors import LayerExists, LayerNotFound, LayerStoreError
 
 from ._base import expect_missing
-from ._support import MTIME, Mode, TarBuilder, diff_members, file_digest, new_id, sha256
+from ._support import MTIME, Mode, file_digest, new_id, sha256
+from ._tars import TarBuilder, diff_members
 
 
 class LayerTests:

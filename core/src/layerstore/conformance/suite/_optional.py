@@ -19,7 +19,8 @@ from layerstore.drivers import Driver
 from layerstore.idtools import IDMap, IDMappings
 
 from ._base import MakeDriver
-from ._support import Member, Mode, TarBuilder, build_layer, diff_members, hidden_by_diff, new_id
+from ._support import Mode, build_layer, new_id
+from ._tars import Member, TarBuilder, diff_members, hidden_by_diff
 
 _UID_BASE, _GID_BASE = 100_000, 200_000
 ID_MAPS = IDMappings(uids=(IDMap(0, _UID_BASE, 65536),), gids=(IDMap(0, _GID_BASE, 65536),))
@@ -111,7 +112,7 @@ class OptionalTests:
         from layerstore.archive.changes import tree_changes
         from layerstore.archive.export import export_changes
 
-        from ._support import read_tar
+        from ._tars import read_tar
 
         parent = build_layer(
             driver,

@@ -12,7 +12,8 @@ from layerstore.drivers import Driver
 
 from .._holder import Holder
 from ._base import DriverSpec, MakeDriver
-from ._support import TarBuilder, build_layer, new_id
+from ._support import build_layer, new_id
+from ._tars import TarBuilder
 
 
 def _read(path: str, name: str) -> bytes:

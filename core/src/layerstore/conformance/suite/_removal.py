@@ -9,7 +9,8 @@ import pytest
 from layerstore.drivers import Driver
 from layerstore.errors import LayerInUse, LayerNotFound
 
-from ._support import TarBuilder, build_layer, new_id
+from ._support import build_layer, new_id
+from ._tars import TarBuilder
 
 
 class RemovalTests:

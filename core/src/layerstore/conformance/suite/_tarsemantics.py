@@ -19,7 +19,8 @@ import pytest
 
 from layerstore.drivers import Driver
 
-from ._support import TarBuilder, build_layer, is_root, new_id
+from ._support import build_layer, is_root, new_id
+from ._tars import TarBuilder
 
 
 def _names(path: str) -> list[str]:

@@ -6,7 +6,8 @@ import os
 
 from layerstore.drivers import Driver
 
-from ._support import TarBuilder, build_layer, diff_members, hidden_by_diff
+from ._support import build_layer
+from ._tars import TarBuilder, diff_members, hidden_by_diff
 
 
 def _tree(path: str) -> set[str]:

@@ -24,7 +24,8 @@ import pytest
 
 from layerstore.drivers import Driver
 
-from ._support import TarBuilder, diff_members, new_id
+from ._support import new_id
+from ._tars import TarBuilder, diff_members
 
 XATTR_SIZES = (200, 4096, 60 * 1024)
 """The value sizes tried, in bytes."""
