@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         LayerNotFound,
         LayerStoreError,
         LimitExceeded,
+        StorageError,
         StorageFull,
     )
     from .graph import Graph
@@ -67,6 +68,7 @@ __all__ = [
     "LayerNotFound",
     "LayerStoreError",
     "LimitExceeded",
+    "StorageError",
     "StorageFull",
     "available_drivers",
     "hookimpl",

@@ -33,6 +33,7 @@ __all__ = [
     "LayerStoreError",
     "LimitExceeded",
     "RegistryError",
+    "StorageError",
     "StorageFull",
     "UnsupportedMediaType",
 ]
@@ -100,6 +101,10 @@ class DigestMismatch(LayerStoreError):
 
 class DigestNotSet(LayerStoreError):
     """The image has no recorded layer digest (``checksum`` file)."""
+
+
+class StorageError(LayerStoreError):
+    """The storage backend (a daemon, pool or filesystem) does not answer or work; the message names it and the fix."""
 
 
 class StorageFull(LayerStoreError):

@@ -26,7 +26,7 @@ from .cli_support import (
     summary,
 )
 from .counting import CountingReader as _CountingReader
-from .errors import CommandError, LayerStoreError
+from .errors import CommandError, ImageNotFound, LayerStoreError
 from .imagecli import image_layer, inspect_image, refuse_image_archive
 from .sizes import format_size
 
@@ -139,7 +139,14 @@ def ls(tree: bool, as_json: bool, quiet: bool, no_trunc: bool) -> None:
     images = sorted(graph.walk_all(), key=lambda i: (i.created, i.id)) if graph is not None else []
     if as_json:
         # No store means no images, so the graph is only used when there is one.
-        emit_json([image_record(img, _digest_or_none(cast("Graph", graph), img.id)) for img in images])
+        records = []
+        for img in images:
+            try:
+                digest = _digest_or_none(cast("Graph", graph), img.id)
+            except ImageNotFound:
+                continue  # removed by a concurrent `rm` since the listing: it is not in the store any more
+            records.append(image_record(img, digest))
+        emit_json(records)
         return
     if quiet:
         emit_ids(img.id for img in reversed(images))

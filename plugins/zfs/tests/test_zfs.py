@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from layerstore import CreateOpts, Driver, IDMap, IDMappings, load_driver
-from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse
+from layerstore.errors import ConfigError, DriverNotSupported, LayerInUse, StorageError
 from layerstore.process import run_command
-from layerstore_zfs._commands import run_retrying_busy
+from layerstore.testing import unavailable
+from layerstore_zfs import ZfsDriver
+from layerstore_zfs._commands import ZfsCommands
 
 
 @pytest.fixture
@@ -228,7 +231,7 @@ def test_check_lists_and_gc_removes_what_killed_creates_and_removals_left(driver
     run_command(["zfs", "snapshot", f"{fsname}/base@layerstore-clone-late"])
     run_command(["zfs", "clone", "-o", "canmount=noauto", f"{fsname}/base@layerstore-clone-late", f"{fsname}/late"])
     run_command(["zfs", "unmount", "-f", f"{fsname}/late"], check=False)  # zfs-fuse mounts clones
-    assert run_retrying_busy(["zfs", "destroy", f"{fsname}/late"]).returncode == 0
+    assert ZfsCommands().run_retrying_busy(["zfs", "destroy", f"{fsname}/late"]).returncode == 0
     # Killed during remove, after the destroy: the layer's empty mount directory.
     (home / "mnt" / "gone").mkdir()
     # A snapshot a user took inside a layer is the layer's own, not an orphan.
@@ -247,4 +250,29 @@ def test_check_lists_and_gc_removes_what_killed_creates_and_removals_left(driver
     assert not (home / "mnt" / "gone").exists()
     assert not (home / "mnt" / "gone").exists()
     driver.remove("kept")
+    driver.remove("base")
+
+
+def test_a_daemon_that_stops_answering_is_a_one_line_error(
+    zfs_root: Path, tmp_path: Path, zfs_daemon: int | None
+) -> None:
+    if zfs_daemon is None:
+        unavailable("zfs", "the zfs-fuse daemon was not started by the tests, so they may not stop it")
+    fsname = dict(load_driver("zfs", zfs_root / "probe").status())["Parent Dataset"]
+    # The home off the daemon's mounts: only the zfs command itself can wait on the stopped daemon.
+    driver = ZfsDriver(tmp_path / "home", {"fsname": fsname}, IDMappings())
+    driver.zfs.timeout = 1.0  # a stopped daemon never answers; any limit shows the error
+    os.kill(zfs_daemon, signal.SIGSTOP)
+    try:
+        with pytest.raises(StorageError) as info:
+            driver.exists("base")
+    finally:
+        os.kill(zfs_daemon, signal.SIGCONT)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "zfs list" in message and "zfs-fuse" in message and "restart it" in message
+    # Going on again, the daemon answers the next command.
+    driver.zfs.timeout = 300.0
+    driver.create("base", None, CreateOpts())
+    assert driver.exists("base")
     driver.remove("base")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .tarfields import byte_sum
+
 __all__ = [
     "BLOCK",
     "END_OF_ARCHIVE",
@@ -92,7 +94,7 @@ def _block(
     header[329:337] = _octal(devmajor, 8)
     header[337:345] = _octal(devminor, 8)
     header[345 : 345 + len(prefix)] = prefix
-    header[148:156] = b"%06o\0 " % sum(header)
+    header[148:156] = b"%06o\0 " % byte_sum(header)
     return bytes(header)
 
 

@@ -35,6 +35,8 @@ __all__ = ["running_zfs_fuse_pids", "zfs_fuse_daemon", "zfs_fuse_mounts", "zfs_f
 _DRIVER = "zfs"
 _STARTUP_SECONDS = 30.0
 _STOP_SECONDS = 30.0
+# Far above what a command of a healthy daemon takes on a loaded machine.
+_COMMAND_SECONDS = 300.0
 # Debian's zfs-fuse 0.7 only supports extended attributes when asked to; the
 # conformance suite needs them (user.*, security.capability, trusted.*).
 _DAEMON_ARGS = ("--no-daemon", "--no-kstat-mount", "--enable-xattr")
@@ -157,14 +159,23 @@ def zfs_fuse_daemon(workdir: Path) -> Iterator[int | None]:
 def _retry_busy(argv: list[str], attempts: int = 40) -> subprocess.CompletedProcess[bytes]:
     # zfs-fuse releases a dataset a moment after its FUSE mount goes away:
     # "busy" right after an unmount is normal and passes within milliseconds.
+    # A daemon that does not answer at all is hung: the command fails after
+    # _COMMAND_SECONDS instead of keeping the finalizers from running.
     delay = 0.02
     for _ in range(attempts - 1):
-        proc = run_command(argv, check=False)
+        proc = _run_bounded(argv)
         if proc.returncode == 0 or b"busy" not in proc.stderr:
             return proc
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
-    return run_command(argv, check=False)
+    return _run_bounded(argv)
+
+
+def _run_bounded(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return run_command(argv, check=False, timeout=_COMMAND_SECONDS)
+    except CommandFailed as exc:
+        return subprocess.CompletedProcess(argv, exc.returncode, b"", exc.stderr.encode())
 
 
 @contextlib.contextmanager
@@ -189,9 +200,8 @@ def zfs_fuse_pool(workdir: Path, size_mb: int = 512) -> Iterator[tuple[str, Path
         with open(vdev, "wb") as f:
             f.truncate(size_mb * 1024 * 1024)
         try:
-            proc = run_command(
-                ["zpool", "create", "-f", "-o", "cachefile=none", "-m", str(mountpoint), name, str(vdev)],
-                check=False,
+            proc = _run_bounded(
+                ["zpool", "create", "-f", "-o", "cachefile=none", "-m", str(mountpoint), name, str(vdev)]
             )
             if proc.returncode != 0:
                 unavailable(_DRIVER, f"zpool create failed: {' '.join(proc.stderr.decode(errors='replace').split())}")
