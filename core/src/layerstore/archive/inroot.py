@@ -16,7 +16,7 @@ import errno
 import os
 from typing import Final
 
-from ._safepath import MAX_LINKS, next_component, push_target
+from ._membername import MAX_LINKS, next_component, push_target
 
 __all__ = ["open_in_root"]
 
