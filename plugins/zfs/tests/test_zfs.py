@@ -66,6 +66,18 @@ def test_child_is_a_clone_and_its_snapshot_goes_with_it(driver: Driver) -> None:
     assert datasets(driver) == []
 
 
+def test_reading_a_layer_writes_nothing(driver: Driver) -> None:
+    """Base layers and clones carry atime=off (reads never need space: see the README, full pools)."""
+    driver.create("base")
+    driver.create("child", "base")
+    for id in ("base", "child"):
+        dataset = driver.metadata(id)["dataset"]
+        out = run_command(["zfs", "get", "-H", "-o", "value", "atime", dataset]).stdout.decode().strip()
+        assert out == "off", f"{dataset}: atime={out}"
+    driver.remove("child")
+    driver.remove("base")
+
+
 def test_removing_a_parent_with_a_child_is_refused(driver: Driver) -> None:
     driver.create("base")
     driver.create("child", "base")

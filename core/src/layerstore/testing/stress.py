@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
+    "CommandHung",
     "cli",
     "cli_env",
     "concurrency_run",
@@ -43,19 +44,37 @@ def cli_env(config_home: Path, extra: Mapping[str, str] | None = None) -> dict[s
     return env
 
 
+# A single command of these runs that takes this long is hung (a backend that stopped answering, such
+# as a zfs-fuse daemon in a livelock): it is killed and reported as a problem, so that the run ends.
+HUNG_COMMAND_SECONDS = 600
+
+
 def cli(
     root: Path, args: Sequence[str], env: Mapping[str, str], *, stdout: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``layerstore --root ROOT ARGS...`` in a new process (stdout captured unless `stdout` is given)."""
-    return subprocess.run(
-        [sys.executable, "-c", _RUN_CLI, "--root", str(root), *args],
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if stdout is None else stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
+    """Run ``layerstore --root ROOT ARGS...`` in a new process (stdout captured unless `stdout` is given).
+
+    A command still running after `HUNG_COMMAND_SECONDS` is killed; it then returns exit status -9
+    and a stderr that says the command hung.
+    """
+    argv = [sys.executable, "-c", _RUN_CLI, "--root", str(root), *args]
+    try:
+        return subprocess.run(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=HUNG_COMMAND_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, -9, "", f"hung: killed after {HUNG_COMMAND_SECONDS} s")
+
+
+class CommandHung(AssertionError):
+    """A command of a stress run hung (`HUNG_COMMAND_SECONDS`): the backend stopped answering, the run stops."""
 
 
 def concurrent_commands(
@@ -173,13 +192,18 @@ def full_filesystem_problems(root: Path, base_id: str, child_id: str, env: Mappi
     Reading (``ls``, ``inspect``, ``check``, ``diff``, ``export``), mounting
     an existing layer, and freeing space (``rm``, ``gc``) need no new space;
     ``check`` must not call anything FAILED for lack of space.
+
+    Raises `CommandHung` (with the problems so far) when a command hangs: the
+    filesystem no longer answers, so no later command could run.
     """
-    problems = []
+    problems: list[str] = []
 
     def expect_ok(*args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
         proc = cli(root, args, env, stdout=subprocess.DEVNULL if quiet else None)
+        command = " ".join(args)
+        if proc.returncode == -9 and proc.stderr.startswith("hung:"):
+            raise CommandHung("\n".join([*problems, f"`layerstore {command}` on a full filesystem {proc.stderr}"]))
         if proc.returncode != 0:
-            command = " ".join(args)
             problems.append(f"`layerstore {command}` on a full filesystem: exit {proc.returncode}: {proc.stderr}")
         return proc
 
@@ -257,8 +281,9 @@ def full_filesystem_run(root: Path, filler: Path, workdir: Path) -> list[str]:
     fill_filesystem(filler)
     try:
         problems = full_filesystem_problems(root, base_id, child_id, env)
-    finally:
-        shutil.rmtree(filler)
+    except CommandHung as hung:
+        return [str(hung)]  # the filesystem does not answer: removing the filler would hang too
+    shutil.rmtree(filler)
     proc = cli(root, ["rm", base_id], env)
     if proc.returncode != 0:
         problems.append(f"`layerstore rm` of the base image after freeing space failed: {proc.stderr.strip()}")

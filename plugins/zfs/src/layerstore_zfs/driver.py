@@ -4,7 +4,7 @@ Layout: layer ``ID`` is the dataset ``<fsname>/ID`` (see `layerstore_zfs._naming
 for IDs that are not valid dataset names and for what every object is
 attributed to).  A base layer is ``zfs create``; a child is a clone of a
 snapshot of its parent (`layerstore_zfs._datasets`).  Datasets carry
-``canmount=noauto`` and a ``mountpoint`` of ``<home>/mnt/ID``; `get` is
+``canmount=noauto``, ``atime=off`` and a ``mountpoint`` of ``<home>/mnt/ID``; `get` is
 ``zfs mount``, `put` is ``zfs unmount`` (legacy mounts need ``mount -t
 zfs``, which zfs-fuse does not have).  Diffs come from the core's generic
 implementation.
@@ -130,7 +130,9 @@ class ZfsDriver:
         """Create the dataset of `id`: ``zfs create`` for a base layer, snapshot + clone of `parent` otherwise."""
         check_layer_id("zfs", id)
         check_storage_options("zfs", id, opts.storage_opts, STORAGE_OPTIONS)
-        props = ["-o", "canmount=noauto", "-o", f"mountpoint={self.mountpoint(id)}"]
+        # atime=off: reading a layer never writes. On a full pool, zfs-fuse could otherwise not release
+        # the files a read touched, and the unmount of the layer never finished (the daemon hung).
+        props = ["-o", "canmount=noauto", "-o", "atime=off", "-o", f"mountpoint={self.mountpoint(id)}"]
         if "size" in opts.storage_opts:
             quota = parse_size(opts.storage_opts["size"], what=f"zfs size option of layer {id}")
             props += ["-o", f"quota={quota}"]
