@@ -81,7 +81,8 @@ class SafeTree:
     def trim(self) -> None:
         """Between entries: bound the directory descriptors that keep deep paths short."""
         self._paths.trim()
-        self._lower.trim()
+        if self.lowers:  # called per entry: skip the call when no lower directory holds descriptors
+            self._lower.trim()
 
     def close(self) -> None:
         """Release the descriptors held for deep paths."""
