@@ -25,6 +25,7 @@ __all__ = [
     "driver_entry_points",
     "installed_driver_names",
     "load_driver",
+    "load_entry_point",
     "no_such_driver",
     "open_driver",
 ]
@@ -93,7 +94,23 @@ def load_driver(
     name, `DriverNotSupported` with the reason when the driver cannot run
     here, `InvalidDriver` when the driver does not implement the contract.
     """
-    ep = driver_entry_points().get(name)
+    return load_entry_point(driver_entry_points().get(name), name, home, options, id_maps, runroot=runroot)
+
+
+def load_entry_point(
+    ep: Any,
+    name: str,
+    home: str | os.PathLike[str],
+    options: Mapping[str, str] | None = None,
+    id_maps: IDMappings | None = None,
+    *,
+    runroot: str | os.PathLike[str] | None = None,
+) -> Driver:
+    """`load_driver` with the entry point `ep` of driver `name` already found (None: not installed).
+
+    For a caller that has just read `driver_entry_points` and need not scan
+    the installed distributions a second time.
+    """
     if ep is None:
         raise no_such_driver(name)
     try:

@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
-from .apply import apply_tar
-from .changes import changes_size, tree_changes
-from .compression import decompressed, detect_compression
-from .export import export_changes
-from .tarstream import TarEntry, TarReader
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .apply import apply_tar
+    from .changes import changes_size, tree_changes
+    from .compression import decompressed, detect_compression
+    from .export import export_changes
+    from .tarstream import TarEntry, TarReader
 
 __all__ = [
     "TarEntry",
@@ -23,3 +27,25 @@ __all__ = [
     "export_changes",
     "tree_changes",
 ]
+
+# Each name is imported on first use: a submodule (``archive.inroot`` for an
+# export) then loads without the extraction code.
+_HOMES = {
+    "TarEntry": "tarstream",
+    "TarReader": "tarstream",
+    "apply_tar": "apply",
+    "changes_size": "changes",
+    "decompressed": "compression",
+    "detect_compression": "compression",
+    "export_changes": "export",
+    "tree_changes": "changes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
