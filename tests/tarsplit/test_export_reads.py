@@ -12,10 +12,10 @@ from typing import BinaryIO
 import pytest
 
 from layerstore.errors import DigestMismatch
-from layerstore.tarsplit import assemble, disassemble
+from layerstore.tarsplit import assemble
 from layerstore.tarsplit.layerfiles import layer_file_opener
 
-from .conftest import run
+from .conftest import extracted_layer
 
 CONTENTS = {"empty": b"", "one": b"x", "block": b"b" * 512, "odd": os.urandom(70001), "large": os.urandom(1 << 20)}
 
@@ -30,13 +30,7 @@ def layer(tmp_path: Path) -> tuple[bytes, bytes, Path]:
     tar = tmp_path / "x.tar"
     with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as tf:
         tf.add(src, arcname="d")
-    extracted = tmp_path / "ext"
-    extracted.mkdir()
-    run("tar", "-xf", tar, "-C", extracted)
-    metadata = io.BytesIO()
-    with open(tar, "rb") as f:
-        disassemble(f, metadata)
-    return tar.read_bytes(), metadata.getvalue(), extracted
+    return extracted_layer(tar, tmp_path / "ext")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ __all__ = [
     "driver_entry_points",
     "installed_driver_names",
     "load_driver",
-    "load_entry_point",
+    "load_factory",
     "no_such_driver",
     "open_driver",
 ]
@@ -94,30 +94,24 @@ def load_driver(
     name, `DriverNotSupported` with the reason when the driver cannot run
     here, `InvalidDriver` when the driver does not implement the contract.
     """
-    return load_entry_point(driver_entry_points().get(name), name, home, options, id_maps, runroot=runroot)
+    factory = load_factory(driver_entry_points().get(name), name)
+    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
 
 
-def load_entry_point(
-    ep: Any,
-    name: str,
-    home: str | os.PathLike[str],
-    options: Mapping[str, str] | None = None,
-    id_maps: IDMappings | None = None,
-    *,
-    runroot: str | os.PathLike[str] | None = None,
-) -> Driver:
-    """`load_driver` with the entry point `ep` of driver `name` already found (None: not installed).
+def load_factory(ep: Any, name: str) -> DriverFactory:
+    """Import the factory of driver `name` from its entry point `ep` (None: not installed, `DriverNotFound`).
 
     For a caller that has just read `driver_entry_points` and need not scan
-    the installed distributions a second time.
+    the installed distributions a second time; `InvalidDriver` when it fails
+    to import.
     """
     if ep is None:
         raise no_such_driver(name)
     try:
-        factory = ep.load()
+        factory: DriverFactory = ep.load()
     except Exception as exc:  # a broken distribution must not crash selection with a traceback
         raise InvalidDriver(f"driver {name!r} failed to import ({ep.value}): {exc}") from exc
-    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
+    return factory
 
 
 def open_driver(

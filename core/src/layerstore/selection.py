@@ -87,14 +87,13 @@ def auto_candidates(root: Path, installed: Iterable[str]) -> list[str]:
 
 
 def _load(name: str, settings: Settings, entry_points: Mapping[str, Any]) -> Driver:
-    from .discovery import load_entry_point
+    from .discovery import load_factory, open_driver
 
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        return load_entry_point(
-            entry_points.get(name), name, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot
-        )
+        factory = load_factory(entry_points.get(name), name)
+        return open_driver(name, factory, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazyimport import lazy_attributes
 
 if TYPE_CHECKING:
     from .apply import apply_tar
@@ -31,21 +32,14 @@ __all__ = [
 # Each name is imported on first use: a submodule (``archive.inroot`` for an
 # export) then loads without the extraction code.
 _HOMES = {
-    "TarEntry": "tarstream",
-    "TarReader": "tarstream",
-    "apply_tar": "apply",
-    "changes_size": "changes",
-    "decompressed": "compression",
-    "detect_compression": "compression",
-    "export_changes": "export",
-    "tree_changes": "changes",
+    "TarEntry": ".tarstream",
+    "TarReader": ".tarstream",
+    "apply_tar": ".apply",
+    "changes_size": ".changes",
+    "decompressed": ".compression",
+    "detect_compression": ".compression",
+    "export_changes": ".export",
+    "tree_changes": ".changes",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())

@@ -23,8 +23,9 @@ layer: a driver does none of that itself.  See ``docs/driver-guide.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazyimport import lazy_attributes
 
 if TYPE_CHECKING:
     from ..fstree import remove_tree
@@ -73,11 +74,4 @@ _HOMES = {
     "sweep_atomic_temporaries": ".atomic",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())
