@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "layerstore.owner", "layerstore.process", "layerstore.sizes", "layerstore.outfile",
         "layerstore.fdwrite", "layerstore.counting", "layerstore.mounts", "layerstore.hookspecs",
         "layerstore.hookrelay", "layerstore.references", "layerstore._parents", "layerstore._pending",
+        "layerstore.lazyimport",
     )),
     ("formats", ("layerstore.archive", "layerstore.tarsplit", "layerstore.recording")),
     ("drivers", (

@@ -80,7 +80,7 @@ def test_generate_id_is_64_lowercase_hex_and_random() -> None:
 
 def test_generate_id_draws_again_when_short_id_is_all_digits(monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter(["1" * 64, "123456789012" + "a" * 52, "0" * 11 + "f" * 53])
-    monkeypatch.setattr(image_mod.secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr(image_mod.os, "urandom", lambda n: bytes.fromhex(next(draws)))
     assert generate_id() == "0" * 11 + "f" * 53
 
 

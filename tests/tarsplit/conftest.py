@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -43,6 +44,18 @@ def run(*argv: str | os.PathLike[str], cwd: Path | None = None) -> None:
     result = subprocess.run([os.fspath(a) for a in argv], cwd=cwd, capture_output=True, check=False)
     if result.returncode != 0:
         pytest.fail(f"{argv} failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
+
+
+def extracted_layer(tar: Path, extracted: Path) -> tuple[bytes, bytes, Path]:
+    """(tar bytes, its tar-split metadata, the directory `extracted` where GNU tar extracted it)."""
+    from layerstore.tarsplit import disassemble
+
+    extracted.mkdir()
+    run("tar", "-xf", tar, "-C", extracted)
+    metadata = io.BytesIO()
+    with open(tar, "rb") as f:
+        disassemble(f, metadata)
+    return tar.read_bytes(), metadata.getvalue(), extracted
 
 
 def sha256_file(path: Path) -> str:

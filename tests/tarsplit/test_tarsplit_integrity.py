@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from layerstore.errors import CorruptMetadata, DigestMismatch
-from layerstore.tarsplit import EntryType, EntryWriter, assemble, disassemble
+from layerstore.tarsplit import EntryType, EntryWriter, assemble
 
-from .conftest import NON_UTF8, make_tree, opener, run
+from .conftest import NON_UTF8, extracted_layer, make_tree, opener
 
 
 @pytest.fixture
@@ -23,13 +23,7 @@ def layer(tmp_path: Path) -> tuple[bytes, bytes, Path]:
     tar = tmp_path / "x.tar"
     with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as tf:
         tf.add(tmp_path / "src" / "top", arcname="top")
-    extracted = tmp_path / "ext"
-    extracted.mkdir()
-    run("tar", "-xf", tar, "-C", extracted)
-    metadata = io.BytesIO()
-    with open(tar, "rb") as f:
-        disassemble(f, metadata)
-    return tar.read_bytes(), metadata.getvalue(), extracted
+    return extracted_layer(tar, tmp_path / "ext")
 
 
 def rebuild(metadata: bytes, root: Path) -> bytes:

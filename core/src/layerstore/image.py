@@ -10,9 +10,9 @@ that a load/save round trip loses nothing.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
-import secrets
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -66,7 +66,7 @@ def generate_id() -> str:
     ever all digits).
     """
     while True:
-        candidate = secrets.token_hex(ID_LENGTH // 2)
+        candidate = os.urandom(ID_LENGTH // 2).hex()
         if not candidate[:SHORT_ID_LENGTH].isdigit():
             return candidate
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,10 +82,10 @@ def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> It
         return
     final = os.path.realpath(target)  # through symlinks, also dangling ones
     directory, name = os.path.split(final)
-    tmp = os.path.join(directory, f".{name[:200]}{TEMP_MARK}{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(directory, f".{name[:200]}{TEMP_MARK}{os.urandom(6).hex()}.tmp")
     entry = None
     if journal is not None:
-        entry = journal / f"{JOURNAL_PREFIX}{secrets.token_hex(8)}"
+        entry = journal / f"{JOURNAL_PREFIX}{os.urandom(8).hex()}"
         try:
             entry.write_text(f"{current_owner()}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
         except OSError:  # a full or read-only store must not stop an export elsewhere

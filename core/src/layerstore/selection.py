@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DriverNotFound, DriverNotSupported, LayerStoreError
 from .mountinfo import backing_filesystem
@@ -86,13 +86,14 @@ def auto_candidates(root: Path, installed: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*(d for d in order if d in prior), *prior, *order]))
 
 
-def _load(name: str, settings: Settings) -> Driver:
-    from .drivers import load_driver
+def _load(name: str, settings: Settings, entry_points: Mapping[str, Any]) -> Driver:
+    from .discovery import load_factory, open_driver
 
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
+        factory = load_factory(entry_points.get(name), name)
+        return open_driver(name, factory, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):
@@ -109,9 +110,10 @@ def open_driver_for(settings: Settings) -> Driver:
     `DriverNotFound` / `DriverNotSupported` for a named driver; for automatic
     selection one `DriverNotSupported` listing each candidate's reason.
     """
-    from .discovery import NO_DRIVER_INSTALLED, installed_driver_names
+    from .discovery import NO_DRIVER_INSTALLED, driver_entry_points
 
-    installed = installed_driver_names()
+    entry_points = driver_entry_points()  # read once: scanning the installed distributions is slow
+    installed = sorted(entry_points)
     settings.check_driver_names(installed)
     recorded = recorded_driver(settings.root)
     if settings.driver is not None:
@@ -120,10 +122,10 @@ def open_driver_for(settings: Settings) -> Driver:
                 f"the store at {settings.root} was created with driver {recorded}, not {settings.driver} "
                 f"(from {settings.driver_source}): use driver {recorded}, or another --root"
             )
-        return _load(settings.driver, settings)
+        return _load(settings.driver, settings, entry_points)
     if recorded is not None:
         try:
-            return _load(recorded, settings)
+            return _load(recorded, settings, entry_points)
         except (DriverNotSupported, DriverNotFound) as exc:
             raise DriverNotSupported(
                 f"the store at {settings.root} uses driver {recorded}, which cannot start: {exc}"
@@ -136,7 +138,7 @@ def open_driver_for(settings: Settings) -> Driver:
             reasons.append(f"{name}: not installed")
             continue
         try:
-            return _load(name, settings)
+            return _load(name, settings, entry_points)
         except (DriverNotSupported, DriverNotFound) as exc:
             reasons.append(f"{name}: {exc}")
     raise DriverNotSupported(f"no storage driver can run on {settings.root}: " + "; ".join(reasons))

@@ -7,7 +7,6 @@ Where each value comes from, in order, is described in `layerstore.config`
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -219,6 +218,8 @@ def load_config_file(path: str | os.PathLike[str]) -> ConfigFile:
     ``[storage]`` table) or a Docker ``daemon.json`` (JSON) are recognised by
     their content.
     """
+    import tomllib  # only when there is a config file: most commands have none
+
     from . import config_compat
 
     path = Path(path)

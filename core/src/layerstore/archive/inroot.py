@@ -33,7 +33,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _DIR_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_HOW_SIZE: Final = ctypes.sizeof(_OpenHow)
 _state = {"openat2": True}  # False once the kernel said it has none
+# The `open_how` argument of each set of flags, built once: an export opens every file of a layer.
+# (A ``byref`` keeps its structure alive.)
+_hows: dict[int, object] = {}
+
+
+def _new_how(flags: int) -> object:
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    ref = _hows[flags] = ctypes.byref(how)
+    return ref
 
 
 def open_in_root(root_fd: int, path: str, flags: int) -> int:
@@ -43,8 +53,8 @@ def open_in_root(root_fd: int, path: str, flags: int) -> int:
     ``O_NOFOLLOW`` and the last component is a link).
     """
     if _state["openat2"]:
-        how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-        fd = _syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+        how = _hows.get(flags) or _new_how(flags)
+        fd = _syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), how, _HOW_SIZE)
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,13 +164,13 @@ class ImageFiles:
 
     def make_staging(self, image_id: str, kind: str) -> Path:
         """A new directory ``_tmp/<id>.<kind>.<random>`` (``new`` for registering, ``del`` for trash)."""
-        path = self.tmp / f"{image_id}.{kind}.{secrets.token_hex(8)}"
+        path = self.tmp / f"{image_id}.{kind}.{os.urandom(8).hex()}"
         path.mkdir(mode=0o700)
         return path
 
     def trash_name(self, image_id: str) -> Path:
         """A fresh trash path ``_tmp/<id>.del.<random>`` (not created: a rename must work on a full filesystem)."""
-        return self.tmp / f"{image_id}.del.{secrets.token_hex(8)}"
+        return self.tmp / f"{image_id}.del.{os.urandom(8).hex()}"
 
     def read_json(self, image_id: str) -> bytes:
         """The image's JSON exactly as stored; `ImageNotFound` when there is none."""

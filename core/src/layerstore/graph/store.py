@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -240,6 +239,8 @@ class Graph(ImageReader):
         chunk copied.  The file disappears when closed.
         """
         image = self.get(name)
+        import tempfile  # here: export and most commands need no temporary file
+
         tmp = tempfile.TemporaryFile(dir=self.files.tmp)  # noqa: SIM115 -- returned to the caller
         try:
             with contextlib.closing(self.tar_layer(image)) as src:

@@ -23,13 +23,18 @@ layer: a driver does none of that itself.  See ``docs/driver-guide.md``.
 
 from __future__ import annotations
 
-from ..fstree import remove_tree
-from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
-from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
-from .ids import check_layer_id, is_valid_layer_id
-from .locks import held_lock
-from .options import check_options, check_storage_options
-from .scratch import ScratchArea, ScratchEntry
+from typing import TYPE_CHECKING
+
+from ..lazyimport import lazy_attributes
+
+if TYPE_CHECKING:
+    from ..fstree import remove_tree
+    from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
+    from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
+    from .ids import check_layer_id, is_valid_layer_id
+    from .locks import held_lock
+    from .options import check_options, check_storage_options
+    from .scratch import ScratchArea, ScratchEntry
 
 __all__ = [
     "COPY_METHODS",
@@ -48,3 +53,25 @@ __all__ = [
     "remove_tree",
     "sweep_atomic_temporaries",
 ]
+
+# Each name is imported on first use: the store's own modules import single
+# submodules (``kit.atomic``) and a command need not load the copier.
+_HOMES = {
+    "COPY_METHODS": ".copytree",
+    "ScratchArea": ".scratch",
+    "ScratchEntry": ".scratch",
+    "TreeCopier": ".copytree",
+    "atomic_write": ".atomic",
+    "check_layer_id": ".ids",
+    "check_options": ".options",
+    "check_storage_options": ".options",
+    "copy_tree": ".copytree",
+    "held_lock": ".locks",
+    "is_atomic_temporary": ".atomic",
+    "is_valid_layer_id": ".ids",
+    "probe_reflink": ".copytree",
+    "remove_tree": "..fstree",
+    "sweep_atomic_temporaries": ".atomic",
+}
+
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())

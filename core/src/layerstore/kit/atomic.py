@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 __all__ = ["atomic_write", "is_atomic_temporary", "sweep_atomic_temporaries"]
@@ -24,7 +23,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
     """
     target = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    tmp = target.with_name(f".{target.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = target.with_name(f".{target.name}{_TMP}{os.getpid()}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:

@@ -74,13 +74,19 @@ def _read_small(name: bytes, size: int, crc: bytes, open_file: OpenFile) -> byte
         raise _unreadable(name.decode("utf-8", "backslashreplace"), exc) from exc
     try:
         with handle:
-            data = handle.read(size)
-            while len(data) < size:  # only a raw (unbuffered) handle returns short reads before the end
-                more = handle.read(size - len(data))
-                if not more:
-                    raise _shorter(name.decode("utf-8", "backslashreplace"), len(data), size)
-                data += more
-            if handle.read(1):
+            # One read asks for a byte more than recorded: a file that grew shows it at once, and a
+            # regular file that returns exactly `size` bytes has reached its end (a short read of a
+            # regular file is its end), which saves a second read per file.
+            data = handle.read(size + 1)
+            if len(data) < size:
+                while len(data) < size:  # only a raw (unbuffered) handle returns short reads before the end
+                    more = handle.read(size - len(data))
+                    if not more:
+                        raise _shorter(name.decode("utf-8", "backslashreplace"), len(data), size)
+                    data += more
+                if handle.read(1):
+                    raise _longer(name.decode("utf-8", "backslashreplace"), size)
+            elif len(data) > size:
                 raise _longer(name.decode("utf-8", "backslashreplace"), size)
     except OSError as exc:  # e.g. EISDIR: a directory now stands where the file was
         raise _unreadable(name.decode("utf-8", "backslashreplace"), exc) from exc
