@@ -30,6 +30,17 @@ def test_duplicate_driver_name_names_both_distributions(tmp_path: Path, monkeypa
     assert "uninstall one" in message
 
 
+def test_a_driver_on_a_new_search_path_is_found_after_a_scan(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "acme" not in discovery.driver_entry_points()  # scanned and kept for this sys.path
+    site = tmp_path / "site"
+    _dist_info(site, "acme-layerstore-acme", "acme", "acme_mod:Driver")
+    monkeypatch.syspath_prepend(str(site))
+    assert discovery.driver_entry_points()["acme"].value == "acme_mod:Driver"
+    monkeypatch.undo()
+    assert "acme" not in discovery.installed_driver_names()
+
+
 class _Plugin:
     def __init__(self, home: Path, options: object, id_maps: object) -> None:
         self.home = home

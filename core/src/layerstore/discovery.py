@@ -8,6 +8,7 @@ wraps the plugin it returns in a `layerstore.facade.Driver`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,26 @@ def _distribution_name(ep: Any) -> str:
     return str(dist.name) if dist is not None else "?"
 
 
+# The last scan of the installed distributions, keyed by the search path it scanned: selecting and
+# opening a driver both ask, and one scan reads the metadata of every distribution on the path.
+_scanned: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
 def driver_entry_points() -> dict[str, Any]:
-    """Entry points by driver name; `InvalidDriver` naming both distributions when two register one name."""
+    """Entry points by driver name; `InvalidDriver` naming both distributions when two register one name.
+
+    The installed distributions are read once per search path (``sys.path``) in a process.
+    """
+    key = tuple(sys.path)
+    found = _scanned.get(key)
+    if found is None:
+        found = _scan_entry_points()
+        _scanned.clear()
+        _scanned[key] = found
+    return dict(found)
+
+
+def _scan_entry_points() -> dict[str, Any]:
     import importlib_metadata
 
     found: dict[str, Any] = {}

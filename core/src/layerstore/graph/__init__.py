@@ -10,9 +10,22 @@ them to one driver).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import DigestNotSet
 from .files import GRAPH_DIR
-from .maintenance import CheckResult, GCReport
 from .store import Graph
 
+if TYPE_CHECKING:
+    from .maintenance import CheckResult, GCReport
+
 __all__ = ["GRAPH_DIR", "CheckResult", "DigestNotSet", "GCReport", "Graph"]
+
+
+def __getattr__(name: str) -> Any:
+    # check and gc (and the reassembly they use) are imported by the commands that need them only.
+    if name in ("CheckResult", "GCReport"):
+        from . import maintenance
+
+        return getattr(maintenance, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,7 @@ __all__ = [
     "ImageFiles",
     "fsync_dir",
     "write_atomic",
+    "write_staged",
 ]
 
 JSON_FILE = "json"
@@ -57,6 +58,22 @@ def fsync_dir(path: Path) -> None:
     """Make the names in directory `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_staged(path: Path, data: bytes) -> None:
+    """Write the new file `path` (mode 0600) in a staging directory and flush it to disk.
+
+    No temporary name and no directory sync: nobody reads a staging
+    directory, whose names one `fsync_dir` makes durable before it is renamed into place.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

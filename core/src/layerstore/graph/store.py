@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from ..errors import ImageNotFound, InvalidID, LayerInUse
 from ..idtools import IDMap, IDMappings
 from ..image import Image, format_created, generate_id, go_architecture, validate_id
-from ..tarsplit.layerstream import open_layer
 from .files import DIGEST_FILE, TAR_DATA_FILE, ImageFiles, write_atomic
-from .maintenance import CheckResult, GCReport, check_layer, collect_garbage
 from .reader import ImageReader
 from .retain import RetainSessions
 from .staging import sweep_staging
@@ -27,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from ..drivers import Driver
+    from .maintenance import CheckResult, GCReport
 
 __all__ = ["Graph"]
 
@@ -208,6 +207,8 @@ class Graph(ImageReader):
         except BaseException:
             meta.close()
             raise
+        from ..tarsplit.layerstream import open_layer  # the export side, imported by the commands that read
+
         return cast(BinaryIO, open_layer(img.id, meta, self.driver, expected))
 
     def write_layer(
@@ -259,6 +260,8 @@ class Graph(ImageReader):
 
     def check(self, progress: Callable[[int], object] | None = None) -> Iterator[CheckResult]:
         """Reassemble every layer and compare its sha256 with the recorded digest; yield one result per layer."""
+        from .maintenance import check_layer
+
         for image_id in self.ids():
             yield check_layer(self.files, self.driver, image_id, progress)
 
@@ -270,6 +273,8 @@ class Graph(ImageReader):
         (`layerstore.Driver.layers`) that have no metadata; a layer whose
         image is being registered right now (its lock is held) is left alone.
         """
+        from .maintenance import collect_garbage
+
         return collect_garbage(self.files, self.driver, self.ids())
 
     def orphans(self) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from ..capabilities import CreateOpts
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..fstree import remove_tree, remove_tree_quietly
-from .files import DIGEST_FILE, JSON_FILE, LAYERSIZE_FILE, SPACE_ERRNOS, TAR_DATA_FILE, fsync_dir, write_atomic
+from .files import DIGEST_FILE, JSON_FILE, LAYERSIZE_FILE, SPACE_ERRNOS, TAR_DATA_FILE, fsync_dir, write_staged
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -63,10 +63,11 @@ def register_locked(
             image.size, digest = _apply_layer(driver, image, layer_data, staging)
         else:
             image.size = 0
-        write_atomic(staging / LAYERSIZE_FILE, str(image.size).encode())
+        # Written in place and synced as a batch: the staging directory becomes visible whole, by one rename.
+        write_staged(staging / LAYERSIZE_FILE, str(image.size).encode())
         if digest is not None:
-            write_atomic(staging / DIGEST_FILE, digest.encode())
-        write_atomic(staging / JSON_FILE, image.to_json())
+            write_staged(staging / DIGEST_FILE, digest.encode())
+        write_staged(staging / JSON_FILE, image.to_json())
         fsync_dir(staging)
         os.rename(staging, final)
         fsync_dir(files.graph)

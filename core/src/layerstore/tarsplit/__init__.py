@@ -10,14 +10,14 @@ our metadata and we read its.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .assembler import AssembledTar, OpenFile, assemble
-from .crc64 import Crc64, crc64_digest, crc64_update
-from .format import Entry, EntryType, EntryWriter, encode_entry, iter_entries
-from .layerfiles import layer_opener
-
 if TYPE_CHECKING:
+    from .assembler import AssembledTar, OpenFile, assemble
+    from .crc64 import Crc64, crc64_digest, crc64_update
+    from .format import Entry, EntryType, EntryWriter, encode_entry, iter_entries
+    from .layerfiles import layer_opener
     from .recorder import TarSplitRecorder, disassemble
 
 __all__ = [
@@ -38,11 +38,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The recorder (and the tar parsing it needs) is imported on first use, so
-    # that reassembly (export) does not pay for it.
-    if name in ("TarSplitRecorder", "disassemble"):
-        from . import recorder
+# Each name is imported on first use: a command pays only for its own side (recording on import,
+# reassembly on export), not for the other's modules.
+_HOMES = {
+    "AssembledTar": "assembler", "OpenFile": "assembler", "assemble": "assembler",
+    "Crc64": "crc64", "crc64_digest": "crc64", "crc64_update": "crc64",
+    "Entry": "format", "EntryType": "format", "EntryWriter": "format", "encode_entry": "format",
+    "iter_entries": "format", "layer_opener": "layerfiles",
+    "TarSplitRecorder": "recorder", "disassemble": "recorder",
+}
 
-        return getattr(recorder, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
