@@ -44,6 +44,18 @@ def secure_registry(tmp_path: Path) -> Iterator[LocalRegistry]:
         yield registry
 
 
+class _JoiningServer(http.server.ThreadingHTTPServer):
+    """A threading server whose `server_close` waits for every request thread.
+
+    The standard one runs requests on daemon threads that outlive it while a
+    client keeps its connection open, and a later test that needs a
+    single-threaded process (tar-split recording in a forked worker) would
+    see them.
+    """
+
+    daemon_threads = False
+
+
 class TokenServer:
     """The test's token server (`token_issuer`) as a process of its own, stopped by its pid."""
 
@@ -191,6 +203,7 @@ class FlakyProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 2  # an idle keep-alive connection ends, so that closing the proxy can wait for it
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -222,7 +235,7 @@ class FlakyProxy:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _JoiningServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
