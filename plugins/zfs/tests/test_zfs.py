@@ -78,6 +78,20 @@ def test_reading_a_layer_writes_nothing(driver: Driver) -> None:
     driver.remove("base")
 
 
+def test_a_home_reached_through_a_symlink(zfs_root: Path, tmp_path: Path) -> None:
+    """Mount points are checked against mountinfo, which shows real paths: a symlinked home must work."""
+    link = tmp_path / "link"
+    link.symlink_to(zfs_root)
+    driver = load_driver("zfs", link / "home")
+    driver.create("base")
+    with driver.mounted("base") as path:
+        Path(path, "file").write_text("through a symlink")
+        assert Path(path).resolve() == Path(path)
+    with driver.mounted("base") as path:
+        assert Path(path, "file").read_text() == "through a symlink"
+    driver.remove("base")
+
+
 def test_removing_a_parent_with_a_child_is_refused(driver: Driver) -> None:
     driver.create("base")
     driver.create("child", "base")

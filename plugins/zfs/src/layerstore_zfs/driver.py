@@ -63,7 +63,8 @@ class ZfsDriver:
         for program in ("zfs", "zpool"):
             if shutil.which(program) is None:
                 raise DriverNotSupported(f"zfs: {program}: command not found (install OpenZFS or zfs-fuse)")
-        self.home = Path(home).absolute()
+        # The real path: mount points are compared with /proc/self/mountinfo, which shows no symlinks.
+        self.home = Path(os.path.realpath(home))
         self.id_maps = id_maps
         fsname = options.get("fsname", "").strip().strip("/")
         if not fsname:
