@@ -26,7 +26,6 @@ __all__ = [
     "driver_entry_points",
     "installed_driver_names",
     "load_driver",
-    "load_factory",
     "no_such_driver",
     "open_driver",
 ]
@@ -113,24 +112,14 @@ def load_driver(
     name, `DriverNotSupported` with the reason when the driver cannot run
     here, `InvalidDriver` when the driver does not implement the contract.
     """
-    factory = load_factory(driver_entry_points().get(name), name)
-    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
-
-
-def load_factory(ep: Any, name: str) -> DriverFactory:
-    """Import the factory of driver `name` from its entry point `ep` (None: not installed, `DriverNotFound`).
-
-    For a caller that has just read `driver_entry_points` and need not scan
-    the installed distributions a second time; `InvalidDriver` when it fails
-    to import.
-    """
+    ep = driver_entry_points().get(name)
     if ep is None:
         raise no_such_driver(name)
     try:
-        factory: DriverFactory = ep.load()
+        factory = ep.load()
     except Exception as exc:  # a broken distribution must not crash selection with a traceback
         raise InvalidDriver(f"driver {name!r} failed to import ({ep.value}): {exc}") from exc
-    return factory
+    return open_driver(name, factory, home, options, id_maps, runroot=runroot)
 
 
 def open_driver(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, DriverNotFound, DriverNotSupported, LayerStoreError
 from .mountinfo import backing_filesystem
@@ -86,14 +86,13 @@ def auto_candidates(root: Path, installed: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*(d for d in order if d in prior), *prior, *order]))
 
 
-def _load(name: str, settings: Settings, entry_points: Mapping[str, Any]) -> Driver:
-    from .discovery import load_factory, open_driver
+def _load(name: str, settings: Settings) -> Driver:
+    from .drivers import load_driver
 
     home = settings.root / name
     created = [p for p in (settings.root, home) if not p.exists()]
     try:
-        factory = load_factory(entry_points.get(name), name)
-        return open_driver(name, factory, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
+        return load_driver(name, home, settings.options_for(name), settings.id_maps, runroot=settings.runroot)
     except BaseException:
         # Do not leave empty directories behind for a driver that said no.
         for path in reversed(created):
@@ -112,8 +111,7 @@ def open_driver_for(settings: Settings) -> Driver:
     """
     from .discovery import NO_DRIVER_INSTALLED, driver_entry_points
 
-    entry_points = driver_entry_points()  # read once: scanning the installed distributions is slow
-    installed = sorted(entry_points)
+    installed = sorted(driver_entry_points())  # scanned once per process: `_load` asks again for free
     settings.check_driver_names(installed)
     recorded = recorded_driver(settings.root)
     if settings.driver is not None:
@@ -122,10 +120,10 @@ def open_driver_for(settings: Settings) -> Driver:
                 f"the store at {settings.root} was created with driver {recorded}, not {settings.driver} "
                 f"(from {settings.driver_source}): use driver {recorded}, or another --root"
             )
-        return _load(settings.driver, settings, entry_points)
+        return _load(settings.driver, settings)
     if recorded is not None:
         try:
-            return _load(recorded, settings, entry_points)
+            return _load(recorded, settings)
         except (DriverNotSupported, DriverNotFound) as exc:
             raise DriverNotSupported(
                 f"the store at {settings.root} uses driver {recorded}, which cannot start: {exc}"
@@ -138,7 +136,7 @@ def open_driver_for(settings: Settings) -> Driver:
             reasons.append(f"{name}: not installed")
             continue
         try:
-            return _load(name, settings, entry_points)
+            return _load(name, settings)
         except (DriverNotSupported, DriverNotFound) as exc:
             reasons.append(f"{name}: {exc}")
     raise DriverNotSupported(f"no storage driver can run on {settings.root}: " + "; ".join(reasons))

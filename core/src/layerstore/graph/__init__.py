@@ -10,9 +10,10 @@ them to one driver).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import DigestNotSet
+from ..lazyimport import lazy_attributes
 from .files import GRAPH_DIR
 from .store import Graph
 
@@ -22,10 +23,5 @@ if TYPE_CHECKING:
 __all__ = ["GRAPH_DIR", "CheckResult", "DigestNotSet", "GCReport", "Graph"]
 
 
-def __getattr__(name: str) -> Any:
-    # check and gc (and the reassembly they use) are imported by the commands that need them only.
-    if name in ("CheckResult", "GCReport"):
-        from . import maintenance
-
-        return getattr(maintenance, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# check and gc (and the reassembly they use) are imported by the commands that need them only.
+__getattr__ = lazy_attributes(__name__, {"CheckResult": ".maintenance", "GCReport": ".maintenance"}, globals())

@@ -10,8 +10,9 @@ our metadata and we read its.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazyimport import lazy_attributes
 
 if TYPE_CHECKING:
     from .assembler import AssembledTar, OpenFile, assemble
@@ -49,8 +50,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_attributes(__name__, {name: f".{module}" for name, module in _HOMES.items()}, globals())
