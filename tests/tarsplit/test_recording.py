@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import io
 import os
 import select
@@ -15,18 +16,26 @@ from pathlib import Path
 
 import pytest
 
+from layerstore.archive.compression import plain_file_span
+from layerstore.counting import CountingReader
 from layerstore.errors import InvalidArchive
 from layerstore.recording import LayerRecording, can_record_in_worker
 
 from .conftest import Archive, go_entries, sha256_file
 
-MODES = [pytest.param(True, id="worker"), pytest.param(False, id="inline")]
+# "file": worker mode where the worker reads the layer file itself instead of a pipe.
+MODES = [pytest.param(True, id="worker"), pytest.param(False, id="inline"), pytest.param("file", id="worker-file")]
 
 
-def _record(tar: Path, metadata: Path, parallel: bool, read_size: int = 65536) -> tuple[bytes, str, bool]:
+def _record(tar: Path, metadata: Path, parallel: bool | str, read_size: int = 65536) -> tuple[bytes, str, bool]:
     """Let a consumer read `read_size` pieces, then finish; return what it read, the digest and the mode."""
     with open(tar, "rb") as source, open(metadata, "wb") as meta:
-        recording = LayerRecording(source, meta, parallel=parallel)
+        if parallel == "file":
+            recording = LayerRecording(source, meta, parallel=True, source_file=plain_file_span(source))
+            assert recording.reads_file
+        else:
+            recording = LayerRecording(source, meta, parallel=bool(parallel))
+            assert not recording.reads_file
         try:
             consumed = bytearray()
             buffer = bytearray(read_size)
@@ -55,7 +64,7 @@ def _small_tar(path: Path) -> Path:
 def test_metadata_and_digest_equal_go_tar_split_and_sha256(archive: Archive, parallel: bool, tmp_path: Path) -> None:
     metadata = tmp_path / "tar-data.json.gz"
     consumed, digest, in_worker = _record(archive.tar, metadata, parallel)
-    assert in_worker is parallel
+    assert in_worker is bool(parallel)
     assert archive.tar.read_bytes().startswith(consumed)
     assert digest == "sha256:" + sha256_file(archive.tar)
     assert go_entries(metadata) == go_entries(archive.go_metadata)
@@ -65,11 +74,11 @@ def test_both_modes_write_identical_metadata(tmp_path: Path) -> None:
     tar = _small_tar(tmp_path / "l.tar")
     open_fds = sorted(os.listdir("/proc/self/fd"))
     results = []
-    for parallel in (True, False):
+    for parallel in (True, False, "file"):
         meta = tmp_path / f"meta-{parallel}.json.gz"
         _, digest, _ = _record(tar, meta, parallel, read_size=512)
         results.append((digest, meta.read_bytes()))
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
     assert sorted(os.listdir("/proc/self/fd")) == open_fds  # pipes closed, nothing leaked
 
 
@@ -106,6 +115,74 @@ def test_metadata_write_failure_is_the_oserror(parallel: bool, tmp_path: Path) -
         finally:
             recording.close()
     assert raised.value.errno == errno.ENOSPC
+
+
+def test_the_worker_reads_the_file_from_the_offset_the_source_is_at(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    prefixed = tmp_path / "prefixed"
+    prefixed.write_bytes(b"junk" * 1000 + tar.read_bytes())
+    with open(prefixed, "rb") as source, open(tmp_path / "m.gz", "wb") as meta:
+        source.read(4000)
+        span = plain_file_span(CountingReader(source, lambda n: None))
+        assert span == (source.fileno(), 4000)
+        recording = LayerRecording(source, meta, parallel=True, source_file=span)
+        try:
+            assert recording.reads_file
+            assert recording.finish() == "sha256:" + sha256_file(tar)
+        finally:
+            recording.close()
+    assert source.closed  # closing the recording left the caller's file to the caller
+    _record(tar, tmp_path / "pipe.gz", True)
+    assert (tmp_path / "m.gz").read_bytes() == (tmp_path / "pipe.gz").read_bytes()
+
+
+@pytest.mark.parametrize("change", ["append", "rewrite"])
+def test_a_layer_file_that_changes_while_it_is_read_is_refused(change: str, tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    children_before = _children()
+    with open(tar, "rb") as source, open(tmp_path / "m.gz", "wb") as meta:
+        recording = LayerRecording(source, meta, parallel=True, source_file=plain_file_span(source))
+        try:
+            recording.read(1024)
+            with open(tar, "r+b") as writer:
+                if change == "append":
+                    writer.seek(0, os.SEEK_END)
+                    writer.write(bytes(512))
+                else:
+                    writer.seek(2048)
+                    writer.write(b"x")
+            with pytest.raises(InvalidArchive, match="changed while it was imported"):
+                recording.finish()
+        finally:
+            recording.close()
+    assert _children() == children_before
+
+
+def test_only_plain_files_opened_for_reading_are_read_beside_the_consumer(tmp_path: Path) -> None:
+    tar = _small_tar(tmp_path / "l.tar")
+    gz = tmp_path / "l.tar.gz"
+    subprocess.run(["gzip", "-k", "-c", str(tar)], stdout=gz.open("wb"), check=True)
+    with open(tar, "rb") as plain, open(tar, "rb", buffering=0) as raw, open(gz, "rb") as compressed:
+        assert plain_file_span(plain) == (plain.fileno(), 0)
+        assert plain_file_span(raw) == (raw.fileno(), 0)
+        assert plain_file_span(compressed) is None
+        assert plain_file_span(io.BytesIO(tar.read_bytes())) is None  # type: ignore[arg-type]
+    outer = tmp_path / "outer.tar"
+    with tarfile.open(outer, "w") as tf:
+        tf.add(tar, "layer.tar")
+    with tarfile.open(outer) as tf:
+        member = tf.extractfile("layer.tar")
+        assert member is not None
+        assert plain_file_span(member) is None  # type: ignore[arg-type]
+    with gzip.open(gz, "rb") as decoder:
+        decoder.read(1000)
+        # The compressed file's descriptor, and a position in the decompressed bytes: never trusted.
+        assert decoder.fileno() >= 0 and decoder.tell() == 1000
+        assert plain_file_span(decoder) is None  # type: ignore[arg-type]
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe:
+        os.close(write_end)
+        assert plain_file_span(pipe) is None
 
 
 def test_close_before_finish_kills_and_reaps_the_worker(tmp_path: Path) -> None:

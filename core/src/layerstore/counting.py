@@ -24,9 +24,21 @@ class CountingReader:
 
     def readinto(self, buffer: Any) -> int:
         """Read into `buffer` and report the bytes."""
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+        readinto = getattr(self._source, "readinto", None)
+        if readinto is not None:  # no copy through a bytes object
+            n = int(readinto(buffer) or 0)
+        else:
+            data = self._source.read(len(memoryview(buffer)))
+            n = len(data)
+            memoryview(buffer).cast("B")[:n] = data
+        if n:
+            self._report(n)
+        return n
+
+    @property
+    def source(self) -> BinaryIO:
+        """The stream read from."""
+        return self._source
 
     def readable(self) -> bool:
         """Always True."""

@@ -3,7 +3,8 @@
 Layers arrive as plain tar or compressed with gzip, bzip2, xz or zstd; the
 format is recognised by its magic bytes.  `decompressed` returns a buffered
 readable stream of the uncompressed bytes in which every decoder failure
-(truncated or corrupt data) surfaces as `InvalidArchive`.
+(truncated or corrupt data) surfaces as `InvalidArchive`; `plain_file_span`
+tells when those bytes are simply the rest of a regular file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import bz2
 import functools
 import io
 import lzma
+import os
+import stat
 import zlib
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -20,7 +23,7 @@ from ..errors import InvalidArchive
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["FORMATS", "decompressed", "detect_compression", "xz_decoder"]
+__all__ = ["FORMATS", "decompressed", "detect_compression", "plain_file_span", "xz_decoder"]
 
 FORMATS: tuple[str, ...] = ("none", "gzip", "bzip2", "xz", "zstd")
 
@@ -31,7 +34,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x28\xb5\x2f\xfd", "zstd"),
 )
 _HEAD = 6
-_BUFFER = 1 << 20
+_BUFFER = 1 << 17  # the size of the extractor's reads (see `layerstore.archive.tarbuffer`)
 
 
 def detect_compression(head: bytes) -> str:
@@ -209,6 +212,40 @@ def _is_seekable(stream: BinaryIO) -> bool:
         return bool(stream.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def plain_file_span(stream: BinaryIO) -> tuple[int, int] | None:
+    """``(fd, offset)`` when `decompressed(stream)` will yield the bytes of a regular file from ``offset`` to its end.
+
+    That is: `stream` is a file opened by ``open(path, "rb")`` (or
+    ``sys.stdin.buffer`` redirected from a file), possibly behind a
+    `layerstore.counting.CountingReader`, it sits at ``offset``, and the bytes
+    there are not compressed.  Other file objects are never trusted, even
+    with a ``fileno``: a decoder or a member of an outer archive reports the
+    descriptor of a file whose bytes are not the ones it yields.  Call it
+    before reading `stream`; it reads the first bytes with ``pread`` and
+    moves nothing.  None for anything else: pipes, compressed data, other
+    file objects.
+    """
+    from ..counting import CountingReader
+
+    while isinstance(stream, CountingReader):
+        stream = stream.source
+    if type(stream) is io.BufferedReader:
+        raw = stream.raw
+        if type(raw) is not io.FileIO:
+            return None
+    elif type(stream) is not io.FileIO:
+        return None
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        offset = stream.tell()
+        head = os.pread(fd, _HEAD, offset)
+    except (OSError, ValueError):
+        return None
+    return (fd, offset) if detect_compression(head) == "none" else None
 
 
 def decompressed(stream: BinaryIO) -> BinaryIO:

@@ -19,7 +19,10 @@ from .tarfields import BLOCK
 
 __all__ = ["TarInput"]
 
-_CHUNK: Final = 1 << 20
+# 128 KiB: a chunk read and then written out stays in the CPU's L2 cache.  Measured on a
+# 1 GiB import, 1 MiB chunks took 1.5-2.6 s and 128 KiB ones 1.2-1.4 s (a copy loop alone:
+# 0.33-0.53 s against 0.11-0.14 s for 256 MiB).
+_CHUNK: Final = 1 << 17
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

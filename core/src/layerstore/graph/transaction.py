@@ -86,15 +86,16 @@ def register_locked(
 
 def _apply_layer(driver: Driver, image: Image, layer_data: BinaryIO, staging: Path) -> tuple[int, str]:
     from ..archive.aside import setting_aside
-    from ..archive.compression import decompressed
+    from ..archive.compression import decompressed, plain_file_span
     from ..tarsplit.recording import LayerRecording
 
     # Files the extraction removes again (a later whiteout of them in the same
     # tar) are kept aside, then moved into the tar-split metadata.
     with open(staging / TAR_DATA_FILE, "wb") as meta, setting_aside(staging / "aside") as aside:
+        source_file = plain_file_span(layer_data)  # before the first read: where the plain tar starts
         plain = decompressed(layer_data)
         try:
-            with contextlib.closing(LayerRecording(plain, meta)) as recording:
+            with contextlib.closing(LayerRecording(plain, meta, source_file=source_file)) as recording:
                 try:
                     size = driver.apply_diff(image.id, image.parent, cast(BinaryIO, recording))
                 except OverflowError as exc:  # e.g. a base-256 uid of 2^40 reaching chown

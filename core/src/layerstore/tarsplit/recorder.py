@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TRAILING_CHUNK", "TarSplitRecorder", "disassemble"]
 
-_DRAIN_SIZE: Final = 1024 * 1024
+_DRAIN_SIZE: Final = 128 * 1024  # read, hashed and checksummed while in the L2 cache
 
 
 class TarSplitRecorder(io.RawIOBase):
