@@ -8,7 +8,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from cli_helpers import Run, make_tar, ok
+from cli_helpers import LAYERSTORE, Run, make_tar, ok
 
 from layerstore import load_driver
 
@@ -115,6 +115,25 @@ def test_import_from_stdin_and_compressed(run: Run) -> None:
     raw = make_tar(BASE)
     image_id = ok(run("import", "-", input=gzip.compress(raw))).strip()
     assert run("export", image_id).stdout == raw
+
+
+def test_import_from_a_file_on_stdin_read_from_where_it_stands(
+    run: Run, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The recording worker reads a plain file itself: from the offset standard input is at.
+    import subprocess
+
+    raw = make_tar(BASE)
+    held = tmp_path / "held.bin"
+    held.write_bytes(b"not part of the layer" * 100 + raw)
+    with open(held, "rb") as stdin:
+        stdin.seek(2100)
+        proc = subprocess.run([LAYERSTORE, "import", "-q", "--json", "-"], stdin=stdin, capture_output=True,
+                              env=cli_env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["digest"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert run("export", record["id"]).stdout == raw
 
 
 def test_drivers_without_any_driver_installed(cli_env: dict[str, str]) -> None:

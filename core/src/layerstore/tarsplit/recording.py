@@ -407,7 +407,8 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 def _close_all_but(*keep: int) -> None:
     low = 0
     for fd in sorted(keep):
-        os.closerange(low, fd)
+        if low < fd:  # closerange(0, 0) closes every descriptor (CPython passes 0..-1 to close_range)
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
