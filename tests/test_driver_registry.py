@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,59 @@ def test_shipped_drivers_declare_the_hook_api() -> None:
     for name, ep in discovery.driver_entry_points().items():
         if ep.dist is not None and ep.dist.name.startswith("layerstore-"):
             assert ep.load().hook_api_version == HOOK_API_VERSION, name
+
+
+def _as_tuples(entry_points: object) -> list[tuple[str, str, str]]:
+    return [(ep.name, ep.value, ep.dist.name) for ep in entry_points]  # type: ignore[attr-defined]
+
+
+def test_the_dist_info_scan_finds_what_importlib_metadata_finds(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib_metadata
+
+    site = tmp_path / "site"
+    _dist_info(site, "acme-layerstore-acme", "acme", "acme_mod:Driver")
+    (site / "acme_mod.py").write_text("class Driver:\n    pass\n")
+    monkeypatch.syspath_prepend(str(site))
+    own = discovery._dist_info_entry_points()
+    assert own is not None
+    expected = importlib_metadata.entry_points(group=discovery.ENTRY_POINT_GROUP)
+    assert _as_tuples(own) == _as_tuples(expected)
+    assert {"acme", "vfs", "overlay"} <= {ep.name for ep in own}  # the editable plugins of the venv too
+    acme = next(ep for ep in own if ep.name == "acme")
+    assert acme.load().__name__ == "Driver"
+
+
+@pytest.mark.parametrize("unusual", ["egg-info", "duplicate", "no-metadata", "no-equals"])
+def test_the_dist_info_scan_leaves_unusual_layouts_to_importlib_metadata(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unusual: str) -> None:
+    site = tmp_path / "site"
+    _dist_info(site, "acme-layerstore-acme", "acme", "acme_mod:Driver")
+    info = site / "acme_layerstore_acme-1.0.dist-info"
+    if unusual == "egg-info":
+        (site / "other-1.0.egg-info").mkdir()
+    elif unusual == "duplicate":
+        (site / "acme.layerstore_acme-2.0.dist-info").mkdir()
+    elif unusual == "no-metadata":
+        (info / "METADATA").unlink()
+    else:
+        (info / "entry_points.txt").write_text("[console_scripts]\nbroken\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert discovery._dist_info_entry_points() is None
+    if unusual in ("egg-info", "no-metadata"):
+        assert discovery.driver_entry_points()["acme"].value == "acme_mod:Driver"
+
+
+def test_a_malformed_entry_point_fails_as_importlib_metadata_says(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib_metadata
+
+    site = tmp_path / "site"
+    _dist_info(site, "acme-layerstore-acme", "acme", "acme mod!")
+    monkeypatch.syspath_prepend(str(site))
+    ours = discovery.driver_entry_points()["acme"]
+    theirs = importlib_metadata.EntryPoint("acme", "acme mod!", discovery.ENTRY_POINT_GROUP)
+    with pytest.raises(Exception) as expected:
+        theirs.load()
+    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+        ours.load()

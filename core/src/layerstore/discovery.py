@@ -7,9 +7,12 @@ wraps the plugin it returns in a `layerstore.facade.Driver`.
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +65,13 @@ def driver_entry_points() -> dict[str, Any]:
 
 
 def _scan_entry_points() -> dict[str, Any]:
-    import importlib_metadata
+    entry_points = _dist_info_entry_points()
+    if entry_points is None:  # something the plain scan does not cover: the library decides
+        import importlib_metadata
 
+        entry_points = list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
     found: dict[str, Any] = {}
-    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points:
         earlier = found.get(ep.name)
         if earlier is None:
             found[ep.name] = ep
@@ -77,6 +83,114 @@ def _scan_entry_points() -> dict[str, Any]:
                 f"{second} ({ep.value}); uninstall one of them"
             )
     return found
+
+
+class _EntryPoint:
+    """An entry point read from a ``*.dist-info`` directory, as importlib_metadata would give it.
+
+    Importing importlib_metadata and reading every distribution's metadata cost
+    more than the rest of a short command's start, so the common layout is read
+    here; the distribution (for its name) is made by importlib_metadata on demand.
+    """
+
+    def __init__(self, name: str, value: str, group: str, info: str) -> None:
+        self.name = name
+        self.value = value
+        self.group = group
+        self._info = info
+
+    @property
+    def dist(self) -> Any:
+        import importlib_metadata
+
+        return importlib_metadata.PathDistribution(Path(self._info))
+
+    def load(self) -> Any:
+        match = _EP_VALUE.match(self.value)
+        if match is None:  # the library's own error for a malformed value
+            import importlib_metadata
+
+            return importlib_metadata.EntryPoint(self.name, self.value, self.group).load()
+        obj: Any = importlib.import_module(match["module"])
+        for attr in filter(None, (match["attr"] or "").split(".")):
+            obj = getattr(obj, attr)
+        return obj
+
+
+# The syntax of an entry point's value (``module:attr [extras]``), as importlib_metadata parses it.
+_EP_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+def _dist_info_entry_points() -> list[_EntryPoint] | None:
+    """The group's entry points of the ``*.dist-info`` directories on ``sys.path``, in importlib_metadata's order.
+
+    None when importlib_metadata might answer differently: another finder of
+    distributions on ``sys.meta_path``, a zip or egg on the path, ``*.egg-info``,
+    two distributions of one name, a driver's distribution without ``METADATA``,
+    or an ``entry_points.txt`` that is not UTF-8 or has a line without ``=``.
+    """
+    if any(getattr(finder, "find_distributions", None) is not None and finder is not PathFinder
+           and getattr(finder, "__module__", "") != "importlib_metadata" for finder in sys.meta_path):
+        return None
+    seen: set[str] = set()
+    found: list[_EntryPoint] = []
+    for entry in sys.path:
+        if not isinstance(entry, str) or os.path.basename(entry).lower().endswith(".egg"):
+            return None
+        try:
+            children = os.listdir(entry or ".")
+        except NotADirectoryError:
+            return None  # a zip file
+        except OSError:
+            continue  # a missing directory has no distributions
+        for child in children:
+            low = child.lower()
+            if low.endswith(".egg-info"):
+                return None
+            if not low.endswith(".dist-info"):
+                continue
+            name = re.sub(r"[-_.]+", "_", low.rpartition(".")[0].partition("-")[0])
+            if name in seen:
+                return None
+            seen.add(name)
+            info = os.path.join(entry, child)
+            try:
+                text = Path(info, "entry_points.txt").read_text(encoding="utf-8")
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+                continue
+            except (OSError, UnicodeDecodeError):
+                return None
+            ours = _group_entries(text)
+            if ours is None or (ours and not _has_metadata(info)):
+                return None
+            found.extend(_EntryPoint(ep_name, value, ENTRY_POINT_GROUP, info) for ep_name, value in ours)
+    return found
+
+
+def _group_entries(text: str) -> list[tuple[str, str]] | None:
+    """The ``(name, value)`` pairs of our group in an ``entry_points.txt``; None for a line without ``=``."""
+    section = None
+    pairs = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif section is not None:
+            name, sep, value = line.partition("=")
+            if not sep:
+                return None
+            if section == ENTRY_POINT_GROUP:
+                pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _has_metadata(info: str) -> bool:
+    try:
+        return os.stat(os.path.join(info, "METADATA")).st_size > 0
+    except OSError:
+        return False
 
 
 def installed_driver_names() -> list[str]:

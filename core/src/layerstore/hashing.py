@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from _typeshed import ReadableBuffer
 
 __all__ = ["BackgroundSha256"]
@@ -47,6 +48,8 @@ class BackgroundSha256:
         while len(self._pending) >= self._depth:
             self._pending.popleft().result()
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # here: a small layer never starts the helper
+
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="layerstore-sha256")
         self._pending.append(self._pool.submit(self._hash.update, data))
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from .errors import CommandFailed
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["die_with_parent", "run_command"]
 
@@ -59,6 +61,8 @@ def run_command(
     exit code 127.  Standard input is `input`, or /dev/null.  The command is
     killed when this process dies (see `die_with_parent`).
     """
+    import subprocess  # here: most commands (vfs, an import, an export) never run one
+
     full_env = None if env is None else {**os.environ, **env}
     parent = os.getpid()
     try:

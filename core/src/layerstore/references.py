@@ -26,8 +26,6 @@ import fcntl
 import hashlib
 import itertools
 import os
-import secrets
-import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -60,6 +58,8 @@ def default_runroot(environ: Mapping[str, str] | None = None, euid: int | None =
         return Path("/run/layerstore")
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "layerstore"
+    import tempfile  # only here: it imports shutil, random and the compression modules
+
     return Path(tempfile.gettempdir()) / f"layerstore-{uid}"
 
 
@@ -209,7 +209,7 @@ class ReferenceTable:
     def detach(self, layer_id: str, name: str) -> str:
         """Turn this process's reference `name` into a detached one (kept after exit); return its new name."""
         directory = self._dir(layer_id)
-        detached = f"{_DETACHED}{secrets.token_hex(8)}"
+        detached = f"{_DETACHED}{os.urandom(8).hex()}"  # secrets.token_hex, without importing random
         os.rename(directory / name, directory / detached)
         return detached
 

@@ -15,12 +15,17 @@ has only Docker's v1 image JSON.
 
 from __future__ import annotations
 
-from .descriptor import Descriptor, Platform
-from .layers import LayerBlob, chain_id, chain_ids
-from .oci_layout import OciLayoutDestination, OciLayoutSource
-from .reference import Reference, parse_reference
-from .store import ImageStore, StoredImage
-from .transport import ImageDestination, ImageSource, TransferProgress
+from typing import TYPE_CHECKING
+
+from ..lazyimport import lazy_attributes
+
+if TYPE_CHECKING:
+    from .descriptor import Descriptor, Platform
+    from .layers import LayerBlob, chain_id, chain_ids
+    from .oci_layout import OciLayoutDestination, OciLayoutSource
+    from .reference import Reference, parse_reference
+    from .store import ImageStore, StoredImage
+    from .transport import ImageDestination, ImageSource, TransferProgress
 
 __all__ = [
     "Descriptor",
@@ -38,3 +43,17 @@ __all__ = [
     "chain_ids",
     "parse_reference",
 ]
+
+# Each name is imported on first use: `import` only asks `archives.is_image_archive` whether a
+# file is an image archive, and must not pay for the store, the records and the archive formats.
+_HOMES = {
+    "Descriptor": "descriptor", "Platform": "descriptor",
+    "LayerBlob": "layers", "chain_id": "layers", "chain_ids": "layers",
+    "OciLayoutDestination": "oci_layout", "OciLayoutSource": "oci_layout",
+    "Reference": "reference", "parse_reference": "reference",
+    "ImageStore": "store", "StoredImage": "store",
+    "ImageDestination": "transport", "ImageSource": "transport", "TransferProgress": "transport",
+}
+
+
+__getattr__ = lazy_attributes(__name__, {name: f".{module}" for name, module in _HOMES.items()}, globals())

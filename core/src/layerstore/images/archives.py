@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
-from ._archivefiles import open_reader
-from .docker_archive import DockerArchiveDestination, docker_archive_sources, is_docker_archive
-from .oci_layout import OciLayoutDestination, is_oci_layout, oci_layout_sources
-from .transport import ImageDestination, ImageSource
+
+if TYPE_CHECKING:
+    from .transport import ImageDestination, ImageSource
+
+# The archive formats are imported by the functions that read or write them: `import` asks only
+# `is_image_archive`, which mostly decides from the first member of a layer tar (see `_may_be_image_tar`).
 
 __all__ = ["FORMATS", "is_image_archive", "open_destination", "open_sources"]
 
@@ -23,6 +26,10 @@ def open_sources(path: Path) -> list[ImageSource]:
     `InvalidArchive` with a one-line reason for anything else (a zip file,
     an empty or truncated file, a plain layer tar).  Close the sources.
     """
+    from ._archivefiles import open_reader
+    from .docker_archive import docker_archive_sources, is_docker_archive
+    from .oci_layout import is_oci_layout, oci_layout_sources
+
     reader = open_reader(path)
     try:
         if is_oci_layout(reader):
@@ -48,6 +55,8 @@ def is_image_archive(path: Path) -> bool:
     """
     if not path.is_dir() and not _may_be_image_tar(path):
         return False
+    from ._archivefiles import open_reader
+
     try:
         reader = open_reader(path)
     except InvalidArchive:
@@ -93,7 +102,11 @@ def _may_be_image_tar(path: Path) -> bool:
 def open_destination(path: Path, fmt: str) -> ImageDestination:
     """A writer of `fmt` (``docker-archive``, ``oci`` for a tar, ``oci-dir`` for a directory) at `path`."""
     if fmt == "docker-archive":
+        from .docker_archive import DockerArchiveDestination
+
         return DockerArchiveDestination(path)
     if fmt in ("oci", "oci-dir"):
+        from .oci_layout import OciLayoutDestination
+
         return OciLayoutDestination(path, as_dir=fmt == "oci-dir")
     raise ValueError(f"unknown archive format {fmt!r} (choose {', '.join(FORMATS)})")

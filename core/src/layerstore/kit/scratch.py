@@ -36,7 +36,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -142,7 +141,7 @@ class ScratchArea:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            unlocked = self.directory / f"{label}.{secrets.token_hex(6)}"
+            unlocked = self.directory / f"{label}.{os.urandom(6).hex()}"
             os.rename(path, unlocked)
             self.delete(unlocked)
             return
@@ -185,7 +184,7 @@ class ScratchArea:
 
     def _lock_new(self, label: str) -> tuple[int, Path]:
         while True:
-            path = self.directory / f"{label}.{secrets.token_hex(6)}"
+            path = self.directory / f"{label}.{os.urandom(6).hex()}"
             fd = os.open(f"{path}{_LOCK}", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             # A sweep may have deleted the lock file between creation and
