@@ -102,7 +102,7 @@ def test_the_dist_info_scan_finds_what_importlib_metadata_finds(tmp_path: Path,
     assert own is not None
     expected = importlib_metadata.entry_points(group=discovery.ENTRY_POINT_GROUP)
     assert _as_tuples(own) == _as_tuples(expected)
-    assert {"acme", "vfs", "overlay"} <= {ep.name for ep in own}  # the editable plugins of the venv too
+    assert {"acme", "vfs"} <= {ep.name for ep in own}  # the installed vfs plugin too (every test env has it)
     acme = next(ep for ep in own if ep.name == "acme")
     assert acme.load().__name__ == "Driver"
 
