@@ -7,8 +7,8 @@ wraps the plugin it returns in a `layerstore.facade.Driver`.
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -111,10 +111,7 @@ class _EntryPoint:
             import importlib_metadata
 
             return importlib_metadata.EntryPoint(self.name, self.value, self.group).load()
-        obj: Any = importlib.import_module(match["module"])
-        for attr in filter(None, (match["attr"] or "").split(".")):
-            obj = getattr(obj, attr)
-        return obj
+        return pkgutil.resolve_name(f"{match['module']}:{match['attr'] or ''}")
 
 
 # The syntax of an entry point's value (``module:attr [extras]``), as importlib_metadata parses it.

@@ -18,6 +18,7 @@ import stat
 import zlib
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from ..counting import CountingReader
 from ..errors import InvalidArchive
 
 if TYPE_CHECKING:
@@ -227,8 +228,6 @@ def plain_file_span(stream: BinaryIO) -> tuple[int, int] | None:
     moves nothing.  None for anything else: pipes, compressed data, other
     file objects.
     """
-    from ..counting import CountingReader
-
     while isinstance(stream, CountingReader):
         stream = stream.source
     if type(stream) is io.BufferedReader:

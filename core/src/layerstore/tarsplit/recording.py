@@ -301,12 +301,7 @@ class LayerRecording(io.RawIOBase):
         if self._data_w < 0:  # the worker already stopped: raise why
             self._finish_worker()
         view = memoryview(buffer).cast("B")
-        if self._source_readinto is not None:
-            n = int(self._source_readinto(view) or 0)
-        else:
-            data = self._source.read(len(view))
-            n = len(data)
-            view[:n] = data
+        n = self._read_source(view)
         rest = view[:n]
         try:
             while rest:
@@ -319,13 +314,15 @@ class LayerRecording(io.RawIOBase):
 
     def _read_beside_worker(self, buffer: WriteableBuffer) -> int:
         """A read of the source while the worker reads the same file; a worker that stopped on an error says so now."""
-        watch = cast(select.poll, self._watch)
-        if self._worker_digest is None and watch.poll(0):
-            self._worker_digest = self._finish_worker()  # it finished first (or raises why it stopped)
+        if self._pid and cast(select.poll, self._watch).poll(0):
+            self._finish_worker()  # it finished first (or raises why it stopped)
+        return self._read_source(memoryview(buffer).cast("B"))
+
+    def _read_source(self, view: memoryview) -> int:
         if self._source_readinto is not None:
-            return int(self._source_readinto(buffer) or 0)
-        data = self._source.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
+            return int(self._source_readinto(view) or 0)
+        data = self._source.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def finish(self) -> str:
@@ -341,7 +338,7 @@ class LayerRecording(io.RawIOBase):
             return self._done
         if self._file is not None:
             # The worker reads the rest of the file itself: nothing to pass on.
-            digest = self._worker_digest if self._worker_digest is not None else self._finish_worker()
+            digest = self._finish_worker()
             fd, before = self._file
             if _identity(os.fstat(fd)) != _identity(before):
                 self._failure = InvalidArchive(
@@ -357,9 +354,11 @@ class LayerRecording(io.RawIOBase):
         return self._done
 
     def _finish_worker(self) -> str:
-        """Close the pipe, wait for the worker and return its digest or raise its error (again, if called again)."""
+        """Close the pipe, wait for the worker and return its digest or raise its error (the same, if called again)."""
         if self._failure is not None:
             raise self._failure
+        if self._worker_digest is not None:
+            return self._worker_digest
         if self._data_w >= 0:
             os.close(self._data_w)
         self._data_w = -1
@@ -370,7 +369,8 @@ class LayerRecording(io.RawIOBase):
         _, status = os.waitpid(pid, 0)
         report = json.loads(b"".join(chunks)) if chunks else {}
         if "digest" in report:
-            return str(report["digest"])
+            self._worker_digest = str(report["digest"])
+            return self._worker_digest
         self._failure = (
             _reported_error(report)
             if report
