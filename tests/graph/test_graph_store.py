@@ -48,8 +48,9 @@ def test_register_layout_and_lookup(graph: Graph, driver: Driver) -> None:
     image = Image(id=generate_id(), comment="base", created=format_created())
     assert graph.register(image, io.BytesIO(raw)) is True
     root = graph.root / "graph" / image.id
-    assert sorted(os.listdir(root)) == ["checksum", "json", "layersize", "tar-data.json.gz"]
-    assert all((root / name).stat().st_mode & 0o777 == 0o600 for name in ("checksum", "json", "layersize"))
+    assert sorted(os.listdir(root)) == ["checksum", "json", "layersize", "tar-data.json.gz", "tar-data.seal"]
+    metadata = ("checksum", "json", "layersize", "tar-data.seal")
+    assert all((root / name).stat().st_mode & 0o777 == 0o600 for name in metadata)
     assert (root / "checksum").read_text() == _sha(raw)
     assert int((root / "layersize").read_text()) == 20 + 3004 == image.size
     assert json.loads((root / "json").read_bytes())["Size"] == image.size

@@ -8,6 +8,8 @@ atomically and durably, and locks images across processes.  Layout::
     <root>/graph/<id>/layersize          decimal size of the layer's regular files
     <root>/graph/<id>/checksum           "sha256:<hex>" of the uncompressed layer tar
     <root>/graph/<id>/tar-data.json.gz   tar-split metadata for byte-exact export
+    <root>/graph/<id>/tar-data.seal      sha256 of that metadata and of the layer tar, recorded at import
+                                         (lets an export skip hashing the whole tar: `layerstore.graph.seal`)
     <root>/graph/_tmp/                   staging and trash; swept when a store opens
     <root>/graph/_locks/<id>             flock files (one per image ID; removed with the image)
     <root>/graph/idmaps                  the uid/gid maps the store was created with
@@ -35,6 +37,7 @@ __all__ = [
     "GRAPH_DIR",
     "JSON_FILE",
     "LAYERSIZE_FILE",
+    "SEAL_FILE",
     "SPACE_ERRNOS",
     "TAR_DATA_FILE",
     "ImageFiles",
@@ -47,6 +50,7 @@ JSON_FILE = "json"
 LAYERSIZE_FILE = "layersize"
 DIGEST_FILE = "checksum"
 TAR_DATA_FILE = "tar-data.json.gz"
+SEAL_FILE = "tar-data.seal"
 GRAPH_DIR = "graph"
 TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"

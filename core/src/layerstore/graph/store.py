@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from ..errors import ImageNotFound, InvalidID, LayerInUse
 from ..idtools import IDMap, IDMappings
 from ..image import Image, format_created, generate_id, go_architecture, validate_id
-from .files import DIGEST_FILE, TAR_DATA_FILE, ImageFiles, write_atomic
+from .files import DIGEST_FILE, SEAL_FILE, TAR_DATA_FILE, ImageFiles, write_atomic
 from .reader import ImageReader
 from .retain import RetainSessions
+from .seal import is_sealed
 from .staging import sweep_staging
 from .transaction import delete_locked, register_locked
 
@@ -193,23 +194,28 @@ class Graph(ImageReader):
         """A stream of the image's layer tar: exactly the bytes that were imported.
 
         Rebuilt from ``tar-data.json.gz`` and the files in the driver; a file
-        whose content changed raises `DigestMismatch` naming it (while
-        reading).  Only when that metadata is missing does it fall back to the
-        driver's ``diff``.  Close the stream: that releases the mount.
+        whose size or CRC-64 changed raises `DigestMismatch` naming it (while
+        reading).  When the metadata is not provably the one the import
+        recorded (see `layerstore.graph.seal`), the whole tar is hashed too and
+        a sha256 that differs from the recorded digest raises `DigestMismatch`
+        at the end.  Only when that metadata is missing does it fall back to
+        the driver's ``diff``.  Close the stream: that releases the mount.
         """
         img = image if isinstance(image, Image) else self.get(image)
+        root = self.image_root(img.id)
         try:
-            meta = open(self.image_root(img.id) / TAR_DATA_FILE, "rb")  # noqa: SIM115 -- closed by the stream
+            meta = open(root / TAR_DATA_FILE, "rb")  # noqa: SIM115 -- closed by the stream
         except FileNotFoundError:
             return self.driver.diff(img.id, img.parent)
         try:
             expected = self.files.digest(img.id, required=False)
+            sealed = expected is not None and is_sealed(root / SEAL_FILE, meta, expected)
         except BaseException:
             meta.close()
             raise
         from ..tarsplit.layerstream import open_layer  # the export side, imported by the commands that read
 
-        return cast(BinaryIO, open_layer(img.id, meta, self.driver, expected))
+        return cast(BinaryIO, open_layer(img.id, meta, self.driver, expected, hashed=not sealed))
 
     def write_layer(
         self,

@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from ..capabilities import CreateOpts
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..fstree import remove_tree, remove_tree_quietly
-from .files import DIGEST_FILE, JSON_FILE, LAYERSIZE_FILE, SPACE_ERRNOS, TAR_DATA_FILE, fsync_dir, write_staged
+from .files import (
+    DIGEST_FILE,
+    JSON_FILE,
+    LAYERSIZE_FILE,
+    SEAL_FILE,
+    SPACE_ERRNOS,
+    TAR_DATA_FILE,
+    fsync_dir,
+    write_staged,
+)
+from .seal import seal_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -67,6 +77,7 @@ def register_locked(
         write_staged(staging / LAYERSIZE_FILE, str(image.size).encode())
         if digest is not None:
             write_staged(staging / DIGEST_FILE, digest.encode())
+            write_staged(staging / SEAL_FILE, seal_text(staging / TAR_DATA_FILE, digest))
         write_staged(staging / JSON_FILE, image.to_json())
         fsync_dir(staging)
         os.rename(staging, final)

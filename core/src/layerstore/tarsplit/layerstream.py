@@ -1,9 +1,11 @@
 """The export stream: a stored layer's tar rebuilt from its tar-split metadata and its mounted files.
 
 `open_layer` mounts the layer (one reference), opens its root directory once
-and returns a `LayerStream` that reassembles the tar block by block, hashes
-it in the background, and checks the sha256 against the imported digest at
-the end.  Closing the stream releases the directory and the mount.
+and returns a `LayerStream` that reassembles the tar block by block, checks
+every file's size and CRC-64 as it reads it, and (unless told the metadata
+is sealed) hashes the whole tar in the background and checks the sha256
+against the imported digest at the end.  Closing the stream releases the
+directory and the mount.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class LayerStream(io.BufferedIOBase):
     """A reassembled layer tar: releases the mount and the metadata on close, verifies the digest at EOF.
 
     ``read1`` hands out the reassembled blocks without copying them; ``digest``
-    is the sha256 of the whole tar once the end was read.
+    is the sha256 of the whole tar once the end was read (None while it is
+    not, and always None for a stream opened with ``hashed=False``).
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class LayerStream(io.BufferedIOBase):
         source: AssembledTar,
         closers: list[Callable[[], object]],
         expected: str | None,
+        *,
+        hashed: bool = True,
     ) -> None:
         super().__init__()
         self._id = image_id
@@ -47,7 +52,7 @@ class LayerStream(io.BufferedIOBase):
         self._closers = closers
         self._expected = expected
         self._blocks = source.chunks()
-        self._hash = BackgroundSha256()
+        self._hash: BackgroundSha256 | None = BackgroundSha256() if hashed else None
         self._block = b""
         self._offset = 0
         self._done = False
@@ -62,9 +67,12 @@ class LayerStream(io.BufferedIOBase):
             return b""
         block = next(self._blocks, b"")
         if block:
-            self._hash.update(block)
+            if self._hash is not None:
+                self._hash.update(block)
             return block
         self._done = True
+        if self._hash is None:
+            return b""
         self.digest = "sha256:" + self._hash.hexdigest()
         if self._expected is not None and self.digest != self._expected:
             raise DigestMismatch(
@@ -116,16 +124,23 @@ class LayerStream(io.BufferedIOBase):
                 for closer in reversed(self._closers):
                     stack.callback(closer)
                 stack.callback(self._source.close)
-                stack.callback(self._hash.close)
+                if self._hash is not None:
+                    stack.callback(self._hash.close)
         finally:
             super().close()
 
 
-def open_layer(layer_id: str, metadata: BinaryIO, mounts: Mounts, expected: str | None) -> LayerStream:
+def open_layer(
+    layer_id: str, metadata: BinaryIO, mounts: Mounts, expected: str | None, *, hashed: bool = True
+) -> LayerStream:
     """Reassemble layer `layer_id` from the open tar-split `metadata` and the files `mounts.get` shows.
 
-    The stream owns `metadata` (closed with it).  With `expected` (a
-    ``sha256:`` digest) a tar that differs raises `DigestMismatch` at the end.
+    The stream owns `metadata` (closed with it).  A file whose size or
+    CRC-64 differs from the recorded one raises `DigestMismatch` naming it.
+    With `expected` (a ``sha256:`` digest) a tar that differs raises
+    `DigestMismatch` at the end.  ``hashed=False`` skips the sha256 of the
+    whole tar (and so `expected` is not checked): only for metadata known to
+    be the recorded one (`layerstore.graph.seal`).
     """
     closers: list[Callable[[], object]] = [metadata.close]
     try:
@@ -149,4 +164,4 @@ def open_layer(layer_id: str, metadata: BinaryIO, mounts: Mounts, expected: str 
             with contextlib.suppress(Exception):
                 closer()
         raise
-    return LayerStream(layer_id, source, closers, expected)
+    return LayerStream(layer_id, source, closers, expected, hashed=hashed)
