@@ -21,7 +21,6 @@ always hashes the whole tar.
 
 from __future__ import annotations
 
-import hashlib
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +30,8 @@ __all__ = ["is_sealed", "seal_text"]
 
 
 def _sha256_of(file: IO[bytes]) -> str:
+    import hashlib  # here: most commands open the store without hashing anything (OpenSSL takes ms to load)
+
     digest = hashlib.sha256()
     while chunk := file.read(1 << 20):
         digest.update(chunk)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import time
 from collections.abc import Sequence
 
@@ -150,7 +149,7 @@ def _fsconfig(fs_fd: int, key: str, value: str | None) -> None:
 
 def new_api_available() -> bool:
     """True when this machine's architecture has the generic syscall numbers and the kernel has fsopen."""
-    if platform.machine() not in _SUPPORTED_MACHINES:
+    if os.uname().machine not in _SUPPORTED_MACHINES:
         return False
     try:
         fd = _syscall(_SYS_FSOPEN, b"overlay", ctypes.c_uint(_FSOPEN_CLOEXEC))

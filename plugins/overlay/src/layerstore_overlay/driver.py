@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import hookimpl
-from layerstore.archive.apply import apply_tar
-from layerstore.archive.export import GeneratedStream
 from layerstore.capabilities import Capabilities
 from layerstore.errors import (
     CorruptMetadata,
@@ -50,7 +48,7 @@ from layerstore.errors import (
 )
 from layerstore.kit import check_layer_id, check_options, check_storage_options
 
-from . import _mount, _native, probes
+from . import _mount, probes
 from ._create import OVERLAY_XATTR_PREFIXES, build_layer
 from ._layout import LINK_DIR, RESERVED, STAGING_DIR, TRASH_DIR, Layout, dir_lock, make_dirs, read_text
 from ._leftovers import Housekeeper, scratch_areas
@@ -230,6 +228,8 @@ class OverlayDriver:
         lowers = self._native_lowers(id, parent)
         if lowers is None:
             return None
+        from . import _native  # here: the diff side, which most commands never use
+
         return _native.changes(os.path.join(self.layout.dir(id), "diff"), lowers, OVERLAY_XATTR_PREFIXES)
 
     @hookimpl
@@ -239,6 +239,8 @@ class OverlayDriver:
         lowers = self._native_lowers(id, parent)
         if lowers is None:
             return None
+        from . import _native
+
         return _native.diff_size(os.path.join(self.layout.dir(id), "diff"), lowers, OVERLAY_XATTR_PREFIXES)
 
     @hookimpl
@@ -248,6 +250,10 @@ class OverlayDriver:
         lowers = self._native_lowers(id, parent)
         if lowers is None:
             return None
+        from layerstore.archive.export import GeneratedStream
+
+        from . import _native
+
         diff = os.path.join(self.layout.dir(id), "diff")
         chunks = _native.tar_chunks(diff, lowers, OVERLAY_XATTR_PREFIXES, self.id_maps)
         return io.BufferedReader(GeneratedStream(chunks), buffer_size=1 << 16)
@@ -266,8 +272,12 @@ class OverlayDriver:
         diff = os.path.join(self.layout.dir(id), "diff")
         # Names resolve through the lower layers too (links there are followed inside the layer).
         lower_dirs = [os.path.join(self.home, entry) for entry in lowers]
+        from layerstore.archive.apply import apply_tar  # here: exports and listings never extract
+
         size = apply_tar(stream, diff, id_maps=self.id_maps, whiteout_format=fmt, lowers=lower_dirs)
         if fmt == "overlay":
+            from . import _native
+
             _native.drop_hidden_whiteouts(diff, OVERLAY_XATTR_PREFIXES)
         return int(size)
 

@@ -35,7 +35,6 @@ import base64
 import contextlib
 import errno
 import os
-import secrets
 from collections.abc import Callable
 
 from layerstore.errors import CorruptMetadata, LayerStoreError, StorageFull
@@ -55,7 +54,7 @@ Leftover = tuple[str, Callable[[], object]]
 
 def short_name() -> str:
     """A fresh random short name (26 base32 characters)."""
-    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=")[:_SHORT_LEN]
+    return base64.b32encode(os.urandom(16)).decode().rstrip("=")[:_SHORT_LEN]
 
 
 class Links:
@@ -76,7 +75,7 @@ class Links:
 
     def point(self, short: str, target: str) -> None:
         """Make ``l/<short>`` point at `target` in one step (replacing what it pointed at)."""
-        tmp = self.layout.link_path(f".tmp-{secrets.token_hex(6)}")
+        tmp = self.layout.link_path(f".tmp-{os.urandom(6).hex()}")
         os.symlink(target, tmp)
         os.replace(tmp, self.layout.link_path(short))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import platform
 import struct
 from collections.abc import Sequence
 
@@ -98,7 +97,7 @@ def dtype_problem(directory: str) -> str | None:
     overlayfs needs d_type on its upper and lower filesystems to find
     whiteouts; xfs made without ftype=1 lacks it.
     """
-    number = _SYS_GETDENTS64.get(platform.machine())
+    number = _SYS_GETDENTS64.get(os.uname().machine)
     if number is None:
         return None  # cannot check on this architecture; the test mount still runs
     probe = os.path.join(directory, "dtype-probe")
