@@ -26,10 +26,14 @@ $(BIN)/python:
 
 # The editable sources are compiled to byte-code here: a run with PYTHONDONTWRITEBYTECODE (tox,
 # packagers) would otherwise compile every imported module on every start (a third of `layerstore --help`).
-$(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml)
+$(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml) accel/pyproject.toml accel/src/layerstore_accel/_files.c
 	$(PIP) install --quiet hatchling editables
 	$(PIP) install --quiet --no-build-isolation -e './core[test]' $(foreach p,$(PLUGINS),-e ./plugins/$(p))
 	$(PIP) install --quiet tox mypy ruff
+	@# The optional native module (small files of a new layer created without the GIL); without it
+	@# layerstore writes every file on the extracting thread. A machine without a C compiler still
+	@# gets a working store, except in CI, where the module is required.
+	$(PIP) install --quiet ./accel || { [ "$$CI" != true ] && echo "warning: layerstore-accel not built (needs a C compiler and Python headers): extraction stays single-threaded"; }
 	$(BIN)/python -m compileall -q core/src $(foreach p,$(PLUGINS),plugins/$(p)/src)
 	touch $@
 

@@ -23,6 +23,7 @@ DISTRIBUTIONS = {
     "layerstore-overlay": REPO / "plugins" / "overlay",
     "layerstore-btrfs": REPO / "plugins" / "btrfs",
     "layerstore-zfs": REPO / "plugins" / "zfs",
+    "layerstore-accel": REPO / "accel",
 }
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
 from ..xattrs import get_xattr
+from ._filepool import SMALL_FILE, FilePool, PendingFile
 from ._lowerview import copy_up_file, is_whiteout_node
 from ._membername import split_name
 from .tarstream import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
@@ -70,6 +71,8 @@ class EntryWriters:
         self.umask = _current_umask()
         self.creds = (os.geteuid(), os.getegid())
         self.total = 0
+        #: Threads for small new files (`layerstore.archive._filepool`), or None: every file written here.
+        self.pool: FilePool | None = None
         #: Tar entry type -> writer(entry, resolved relative path, path to write at).
         self.by_kind: dict[str, Callable[[TarEntry, str, str], None]] = {
             REGULAR: self.regular,
@@ -157,6 +160,32 @@ class EntryWriters:
             and self.plain_dir(rel.rpartition("/")[0])
         )
         create_mode = mode if plain else 0o600
+        pool = self.pool
+        if pool is not None:
+            if (
+                entry.size <= SMALL_FILE
+                and entry.sparse is None
+                and not entry.xattrs
+                and rel not in self.written.created
+                and rel not in self.tree.dirs
+                and path == f"{self.tree.root}/{rel}"  # not a descriptor-relative path (deep trees), which can go stale
+            ):
+                if entry.size:
+                    self.contents[rel] = (entry.name, self.reader.index)
+                job = PendingFile(
+                    path,
+                    entry.name,
+                    self.reader.read_payload() if entry.size else b"",
+                    create_mode,
+                    None if plain and owner == self.creds else owner,
+                    None if plain else mode,
+                    self.times(entry),
+                )
+                pool.add(rel, job)
+                self.total += entry.size
+                return
+            if rel in self.written.created or rel in self.tree.dirs:
+                pool.settle()  # it replaces something, which may hold files still in the pool
         try:
             fd = os.open(path, _FILE_FLAGS, create_mode)
         except FileExistsError:
@@ -184,6 +213,8 @@ class EntryWriters:
 
     def directory(self, entry: TarEntry, rel: str, path: str) -> None:
         """A directory: an existing one is kept (its contents merge), anything else is replaced."""
+        if self.pool is not None and rel in self.pool.pending:
+            self.pool.settle()  # it replaces a file still in the pool
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:

@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import InvalidArchive, LayerStoreError, StorageFull
 from ..idtools import IDMappings
 from ._entrywriters import EntryWriters
+from ._filepool import THREADS, FilePool, FileWriteFailed, accelerated
 from ._membername import split_name
 from ._safepath import SafeTree
 from ._whiteoutapply import WhiteoutApplier
 from ._written import Written
-from .tarstream import DIRECTORY, TarReader
+from .tarstream import DIRECTORY, REGULAR, TarReader
 from .whiteouts import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
     tree = written.tree
     handlers = writers.by_kind
     created = written.created
+    pool = writers.pool
     for entry in reader:
         name = entry.name
         written.current = name
@@ -97,8 +99,12 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
                     raise InvalidArchive(f"tar entry {name!r} names the layer root but is not a directory")
                 writers.dir_attributes(entry, "", tree.root)
                 continue
+            if pool is not None and pool.pending and entry.kind is not REGULAR and entry.kind is not DIRECTORY:
+                pool.settle()  # links, nodes and whiteouts may look at or remove files still in the pool
             if ".wh." in name:
                 if parts[-1].startswith(WHITEOUT_PREFIX):
+                    if pool is not None:
+                        pool.settle()
                     whiteouts.apply(entry, parts)
                     continue
                 if any(p.startswith(WHITEOUT_META_PREFIX) for p in parts):
@@ -109,6 +115,13 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
             created.add(rel)
         except OSError as exc:
             raise _os_error(exc, name) from exc
+        except FileWriteFailed as failed:
+            raise _failed_file(failed) from failed.error
+    try:
+        if pool is not None:
+            pool.settle()
+    except FileWriteFailed as failed:
+        raise _failed_file(failed) from failed.error
     try:
         whiteouts.finish()
         for rel, times in written.dir_times.items():
@@ -116,6 +129,13 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
             os.utime(tree.path(rel), ns=times, follow_symlinks=False)
     except OSError as exc:
         raise _os_error(exc, "") from exc
+
+
+def _failed_file(failed: FileWriteFailed) -> BaseException:
+    """The error of a file the pool could not create, as if it had been written in the loop."""
+    if isinstance(failed.error, OSError):
+        return _os_error(failed.error, failed.name)
+    return failed.error
 
 
 def _os_error(exc: OSError, name: str) -> LayerStoreError:
@@ -138,6 +158,7 @@ def apply_tar(
     whiteout_format: str = "delete",
     overlay_xattr_prefix: str = "trusted.overlay.",
     lowers: Sequence[str] = (),
+    file_threads: int | None = None,
 ) -> int:
     """Extract the uncompressed layer tar `stream` into the existing directory `dest`; return the regular files' size.
 
@@ -156,7 +177,12 @@ def apply_tar(
     module docstring says (symbolic links followed inside the layer, never
     out of it).  The stream is read to its end.  Unsafe, corrupt or
     truncated input raises `InvalidArchive` naming the entry; a full disk
-    `StorageFull`.
+    `StorageFull`.  Into an empty `dest` without `lowers` (a new base
+    layer), small regular files are created by `file_threads` helper threads
+    while the archive is read on (0: none; None: two when the native module
+    of ``layerstore-accel`` is installed and `dest` is not on FUSE, else
+    none; see `layerstore.archive._filepool`); the layer is the same either
+    way.
     """
     if whiteout_format not in WHITEOUT_FORMATS:
         raise ValueError(f"whiteout_format must be one of {', '.join(WHITEOUT_FORMATS)}, not {whiteout_format!r}")
@@ -174,7 +200,29 @@ def apply_tar(
         written = Written(tree)
         writers = EntryWriters(reader, written, maps, overlay_xattr_prefix, overlay)
         whiteouts = WhiteoutApplier(written, writers.owner, overlay_xattr_prefix, overlay)
-        _extract(reader, written, writers, whiteouts)
+        # A new layer (nothing below it, nothing in it yet) gets its small files from threads:
+        # then only this archive's entries can be in their way, and the pool's rules keep their order.
+        if file_threads is None:
+            file_threads = THREADS if accelerated() and not _on_fuse(root) else 0
+        if file_threads > 0 and not lowers and _is_empty(root):
+            with FilePool(file_threads) as pool:
+                writers.pool = pool
+                tree.pending, tree.settle = pool.pending, pool.settle
+                _extract(reader, written, writers, whiteouts)
+        else:
+            _extract(reader, written, writers, whiteouts)
         return writers.total
     finally:
         tree.close()
+
+
+def _on_fuse(directory: str) -> bool:
+    # A FUSE daemon (zfs-fuse) would get concurrent creations it may not be built for; not measured as a gain.
+    from ..mountinfo import backing_filesystem
+
+    return backing_filesystem(directory).startswith("fuse")
+
+
+def _is_empty(directory: str) -> bool:
+    with os.scandir(directory) as entries:
+        return next(entries, None) is None

@@ -132,6 +132,13 @@ class TarInput:
             else:
                 self._discard(padding, f"data of entry {self._current!r}")
 
+    def read_payload(self) -> bytes:
+        """Return the whole payload of the current entry and consume its padding (for small payloads)."""
+        data = self._read_exact(self._remaining, f"data of entry {self._current!r}")
+        self._remaining = 0
+        self.skip()
+        return data
+
     def _copy(self, fd: int, left: int, path: str) -> None:
         view = self._view
         write = os.write
