@@ -233,6 +233,8 @@ class EntryWriters:
 
     def symlink(self, entry: TarEntry, rel: str, path: str) -> None:
         """A symbolic link (its target is kept as it is, never followed here)."""
+        if self.pool is not None and (rel in self.written.created or rel in self.tree.dirs):
+            self.pool.settle()  # it replaces something, which may hold files still in the pool
         try:
             os.symlink(entry.linkname, path)
         except FileExistsError:

@@ -56,7 +56,7 @@ from ._membername import split_name
 from ._safepath import SafeTree
 from ._whiteoutapply import WhiteoutApplier
 from ._written import Written
-from .tarstream import DIRECTORY, REGULAR, TarReader
+from .tarstream import DIRECTORY, REGULAR, SYMLINK, TarReader
 from .whiteouts import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 __all__ = ["WHITEOUT_FORMATS", "apply_tar"]
 
 WHITEOUT_FORMATS: tuple[str, ...] = ("delete", "overlay")
+
+# Writers that settle the file pool themselves when their entry could meet a pending file.
+_POOL_AWARE = frozenset({REGULAR, DIRECTORY, SYMLINK})
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _ARCHIVE_ERRNOS = frozenset(
@@ -99,8 +102,8 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
                     raise InvalidArchive(f"tar entry {name!r} names the layer root but is not a directory")
                 writers.dir_attributes(entry, "", tree.root)
                 continue
-            if pool is not None and pool.pending and entry.kind is not REGULAR and entry.kind is not DIRECTORY:
-                pool.settle()  # links, nodes and whiteouts may look at or remove files still in the pool
+            if pool is not None and pool.pending and entry.kind not in _POOL_AWARE:
+                pool.settle()  # hardlinks and nodes may look at or replace files still in the pool
             if ".wh." in name:
                 if parts[-1].startswith(WHITEOUT_PREFIX):
                     if pool is not None:
