@@ -17,65 +17,31 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from archive_helpers import TarBuilder, snapshot
 
 from layerstore.archive import _filepool
 from layerstore.archive.apply import apply_tar
 from layerstore.errors import LayerStoreError
 
-Member = tuple[str, str, bytes | str | None, dict[str, object]]
+#: (name, tar type, data, TarInfo attributes) for `TarBuilder.add`.
+Member = tuple[str, bytes, bytes, dict[str, object]]
 _ARCHIVE_TIMES_END = 1_700_000_000 * 10**9  # every time in these archives is earlier
+_FILE, _DIR, _SYMLINK, _HARDLINK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 
 
 def _tar(members: list[Member]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for kind, name, payload, extra in members:
-            info = tarfile.TarInfo(name)
-            info.mtime = int(extra.get("mtime", 1_600_000_000))  # type: ignore[call-overload]
-            info.mode = int(extra.get("mode", 0o644))  # type: ignore[call-overload]
-            info.uid = int(extra.get("uid", 0))  # type: ignore[call-overload]
-            info.gid = int(extra.get("gid", 0))  # type: ignore[call-overload]
-            if "pax" in extra:
-                info.pax_headers = dict(extra["pax"])  # type: ignore[call-overload]
-            if kind == "file":
-                assert isinstance(payload, bytes)
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-                continue
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-                info.mode = int(extra.get("mode", 0o755))  # type: ignore[call-overload]
-            elif kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-            elif kind == "hardlink":
-                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
-            tar.addfile(info)
-    return out.getvalue()
+    tar = TarBuilder()
+    for name, kind, data, attrs in members:
+        tar.add(name, kind, data, **attrs)
+    return tar.bytes()
 
 
-def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
-    """Everything the archive's order could show, per path (iterative walk)."""
-    seen: dict[str, tuple[object, ...]] = {}
-    inodes: dict[int, str] = {}
-    todo = [""]
-    while todo:
-        rel = todo.pop()
-        for entry in sorted(os.scandir(root / rel if rel else root), key=lambda e: e.name):
-            path = f"{rel}/{entry.name}" if rel else entry.name
-            st = entry.stat(follow_symlinks=False)
-            first = inodes.setdefault(st.st_ino, path)
-            kind = stat.S_IFMT(st.st_mode)
-            content: object = None
-            if stat.S_ISREG(st.st_mode):
-                content = Path(entry.path).read_bytes()
-            elif stat.S_ISLNK(st.st_mode):
-                content = os.readlink(entry.path)
-            elif stat.S_ISDIR(st.st_mode):
-                todo.append(path)
-            # Directories created on the way (not in the archive) get the extraction's time: not compared.
-            mtime = st.st_mtime_ns if st.st_mtime_ns < _ARCHIVE_TIMES_END else None
-            seen[path] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, content, first)
-    return seen
+def _tree(root: Path) -> dict[bytes, tuple[object, ...]]:
+    """`snapshot`, without the times of directories created on the way (they get the extraction's time)."""
+    return {
+        rel: (*fields[:4], fields[4] if fields[4] < _ARCHIVE_TIMES_END else None, *fields[5:])  # type: ignore[operator]
+        for rel, fields in snapshot(root, skip_root=True).items()
+    }
 
 
 def _extract_both(data: bytes, tmp_path: Path) -> tuple[object, object]:
@@ -88,7 +54,7 @@ def _extract_both(data: bytes, tmp_path: Path) -> tuple[object, object]:
         except LayerStoreError as exc:
             results.append((type(exc), str(exc).replace(f"threads-{threads}", "DEST")))
         else:
-            results.append((size, _snapshot(dest)))
+            results.append((size, _tree(dest)))
     return results[0], results[1]
 
 
@@ -97,44 +63,44 @@ def _many_small(prefix: str = "d", dirs: int = 6, files: int = 40) -> list[Membe
     unsent batch when the next entry comes, so an entry aimed at f39 meets a file surely not created yet."""
     members: list[Member] = []
     for d in range(dirs):
-        members.append(("dir", f"{prefix}{d}", None, {}))
+        members.append((f"{prefix}{d}", _DIR, b"", {}))
         for f in range(files):
-            members.append(("file", f"{prefix}{d}/f{f}", f"{d}-{f}".encode() * (f % 7), {"mtime": 1_500_000_000 + f}))
+            members.append((f"{prefix}{d}/f{f}", _FILE, f"{d}-{f}".encode() * (f % 7), {"mtime": 1_500_000_000 + f}))
     return members
 
 
 ARCHIVES: dict[str, list[Member]] = {
     "many small files, big and special ones among them": [
         *_many_small(),
-        ("file", "big.bin", os.urandom(_filepool.SMALL_FILE + 1), {}),
-        ("file", "empty", b"", {}),
-        ("file", "setuid", b"#!/bin/sh\n", {"mode": 0o4755}),
-        ("file", "owned", b"x", {"uid": 1234, "gid": 5678}),
-        ("file", "private", b"y", {"mode": 0o600}),
-        ("file", "with-xattr", b"z", {"pax": {"SCHILY.xattr.user.note": "hello"}}),
-        ("file", "implicit/parent/file", b"deep", {}),
+        ("big.bin", _FILE, os.urandom(_filepool.SMALL_FILE + 1), {}),
+        ("empty", _FILE, b"", {}),
+        ("setuid", _FILE, b"#!/bin/sh\n", {"mode": 0o4755}),
+        ("owned", _FILE, b"x", {"uid": 1234, "gid": 5678}),
+        ("private", _FILE, b"y", {"mode": 0o600}),
+        ("with-xattr", _FILE, b"z", {"pax_headers": {"SCHILY.xattr.user.note": "hello"}}),
+        ("implicit/parent/file", _FILE, b"deep", {}),
     ],
-    "the same path twice": [*_many_small(dirs=2), ("file", "d1/f39", b"second", {})],
-    "a directory over a file in the pool": [*_many_small(dirs=2), ("dir", "d1/f39", None, {})],
-    "an entry below a file in the pool": [*_many_small(dirs=2), ("file", "d1/f39/inside", b"no", {})],
-    "a hardlink to a file in the pool": [*_many_small(dirs=2), ("hardlink", "d0/link", "d1/f39", {})],
+    "the same path twice": [*_many_small(dirs=2), ("d1/f39", _FILE, b"second", {})],
+    "a directory over a file in the pool": [*_many_small(dirs=2), ("d1/f39", _DIR, b"", {})],
+    "an entry below a file in the pool": [*_many_small(dirs=2), ("d1/f39/inside", _FILE, b"no", {})],
+    "a hardlink to a file in the pool": [*_many_small(dirs=2), ("d0/link", _HARDLINK, b"", {"linkname": "d1/f39"})],
     "a link resolved into the pool's directory": [
-        ("symlink", "l", "d1", {}),
+        ("l", _SYMLINK, b"", {"linkname": "d1"}),
         *_many_small(dirs=2),
-        ("file", "l/through-link", b"via l", {}),
-        ("file", "l/f39/under", b"no", {}),
+        ("l/through-link", _FILE, b"via l", {}),
+        ("l/f39/under", _FILE, b"no", {}),
     ],
-    "a link over a file in the pool": [*_many_small(dirs=2), ("symlink", "d1/f39", "elsewhere", {})],
-    "a link over a directory of the pool": [*_many_small(dirs=2), ("symlink", "d0", "d1", {})],
+    "a link over a file in the pool": [*_many_small(dirs=2), ("d1/f39", _SYMLINK, b"", {"linkname": "elsewhere"})],
+    "a link over a directory of the pool": [*_many_small(dirs=2), ("d0", _SYMLINK, b"", {"linkname": "d1"})],
     "a new link beside the pool, written through": [
         *_many_small(dirs=2),
-        ("symlink", "d0/sub", "../d1", {}),
-        ("file", "d0/sub/f39", b"replaced through the link", {}),
-        ("file", "d0/sub/new", b"new through the link", {}),
+        ("d0/sub", _SYMLINK, b"", {"linkname": "../d1"}),
+        ("d0/sub/f39", _FILE, b"replaced through the link", {}),
+        ("d0/sub/new", _FILE, b"new through the link", {}),
     ],
-    "a whiteout of a file in the pool": [*_many_small(dirs=2), ("file", "d1/.wh.f39", b"", {})],
-    "an opaque directory over the pool": [*_many_small(dirs=2), ("file", "d0/.wh..wh..opq", b"", {})],
-    "a name too long to create": [*_many_small(dirs=2), ("file", "d1/" + "n" * 300, b"long", {}), *_many_small("e", 1)],
+    "a whiteout of a file in the pool": [*_many_small(dirs=2), ("d1/.wh.f39", _FILE, b"", {})],
+    "an opaque directory over the pool": [*_many_small(dirs=2), ("d0/.wh..wh..opq", _FILE, b"", {})],
+    "a name too long to create": [*_many_small(dirs=2), ("d1/" + "n" * 300, _FILE, b"long", {}), *_many_small("e", 1)],
 }
 
 

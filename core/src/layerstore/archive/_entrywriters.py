@@ -163,25 +163,18 @@ class EntryWriters:
         pool = self.pool
         if pool is not None:
             if (
-                entry.size <= SMALL_FILE
+                plain  # `open` gives the final mode: nothing is left to do but the content and the times
+                and owner == self.creds
+                and entry.size <= SMALL_FILE
                 and entry.sparse is None
-                and not entry.xattrs
                 and rel not in self.written.created
                 and rel not in self.tree.dirs
                 and path == f"{self.tree.root}/{rel}"  # not a descriptor-relative path (deep trees), which can go stale
             ):
                 if entry.size:
                     self.contents[rel] = (entry.name, self.reader.index)
-                job = PendingFile(
-                    path,
-                    entry.name,
-                    self.reader.read_payload() if entry.size else b"",
-                    create_mode,
-                    None if plain and owner == self.creds else owner,
-                    None if plain else mode,
-                    self.times(entry),
-                )
-                pool.add(rel, job)
+                data = self.reader.read_payload() if entry.size else b""
+                pool.add(rel, PendingFile(path, entry.name, data, create_mode, self.times(entry)))
                 self.total += entry.size
                 return
             if rel in self.written.created or rel in self.tree.dirs:

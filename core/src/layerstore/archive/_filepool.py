@@ -6,14 +6,15 @@ of 1 KiB in 100 directories took 1.6 s from one thread and 0.9 s from two).
 So the extraction loop (`layerstore.archive.apply`) reads the content of a
 small file into memory and hands the file to a `FilePool`, whose threads
 create it as `EntryWriters.regular` would: a new name (``O_EXCL``, never
-following a link), the content, owner and mode where ``open`` did not
-already give them, and the times.
+following a link), the content and the times.  Only files to which ``open``
+already gives their final owner and mode are handed over.
 
 That only pays when the threads do not need the GIL for every system call
 (the extracting thread holds it most of the time): the pool is used only
 with the optional native module `layerstore_accel`, which creates a whole
-batch of files with the GIL released (`accelerated`).  Files that need an
-owner or mode set after ``open`` are created from Python, on the threads.
+batch of files with the GIL released (`accelerated`).  Without it a pool
+still works (the threads create the files from Python): the tests use that
+to check the pool's rules where the module is not installed.
 
 The archive's order is kept wherever it can show: the loop only hands over
 a file whose path nothing of the archive has used yet, and calls `settle`
@@ -64,14 +65,12 @@ def accelerated() -> bool:
 
 
 class PendingFile(NamedTuple):
-    """A file to create: where, for which entry, its content and what ``open`` does not already give it."""
+    """A file to create: where, for which entry, its content, its mode for ``open`` and its (atime, mtime) in ns."""
 
     path: str
     name: str
     data: bytes
-    create_mode: int
-    chown: tuple[int, int] | None
-    chmod: int | None
+    mode: int
     times: tuple[int, int]
 
 
@@ -85,16 +84,12 @@ class FileWriteFailed(Exception):
 
 
 def _create(job: PendingFile) -> None:
-    """Create one file from Python (what `EntryWriters.regular` does)."""
-    fd = os.open(job.path, _FILE_FLAGS, job.create_mode)
+    """Create one file from Python (what the native module does, with the GIL taken back per call)."""
+    fd = os.open(job.path, _FILE_FLAGS, job.mode)
     try:
         view = memoryview(job.data)
         while view:
             view = view[os.write(fd, view) :]
-        if job.chown is not None:
-            os.fchown(fd, *job.chown)
-        if job.chmod is not None:
-            os.fchmod(fd, job.chmod)
         os.utime(fd, ns=job.times)
     finally:
         os.close(fd)
@@ -102,9 +97,8 @@ def _create(job: PendingFile) -> None:
 
 def _create_batch(batch: list[PendingFile]) -> None:
     """Create the files of `batch` in order; raise `FileWriteFailed` for the first that fails."""
-    plain = [job for job in batch if job.chown is None and job.chmod is None]
-    if _native is not None and len(plain) == len(batch):
-        failed = _native(tuple((os.fsencode(j.path), j.data, j.create_mode, *j.times) for j in batch))
+    if _native is not None:
+        failed = _native(tuple((os.fsencode(j.path), j.data, j.mode, *j.times) for j in batch))
         if failed is not None:
             index, error = failed
             job = batch[index]
@@ -130,7 +124,10 @@ class FilePool:
         #: Layer-relative paths of the files handed over since the last `settle`.
         self.pending: set[str] = set()
         self._batches: list[list[PendingFile]] = [[] for _ in range(threads)]
-        self._queues: list[queue.SimpleQueue[list[PendingFile] | None]] = [queue.SimpleQueue() for _ in range(threads)]
+        # Each queued batch travels with the size of its contents (counted once, for the memory bound).
+        self._queues: list[queue.SimpleQueue[tuple[list[PendingFile], int] | None]] = [
+            queue.SimpleQueue() for _ in range(threads)
+        ]
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._unfinished = 0  # batches queued and not yet written
@@ -143,8 +140,9 @@ class FilePool:
         for thread in self._threads:
             thread.start()
 
-    def _run(self, jobs: queue.SimpleQueue[list[PendingFile] | None]) -> None:
-        while (batch := jobs.get()) is not None:
+    def _run(self, jobs: queue.SimpleQueue[tuple[list[PendingFile], int] | None]) -> None:
+        while (item := jobs.get()) is not None:
+            batch, size = item
             try:
                 if self._failure is None:  # after a failure the extraction fails: nothing more is written
                     _create_batch(batch)
@@ -154,7 +152,7 @@ class FilePool:
                         self._failure = exc if isinstance(exc, FileWriteFailed) else FileWriteFailed(exc, batch[0].name)
             with self._lock:
                 self._unfinished -= 1
-                self._queued_bytes -= sum(len(job.data) for job in batch)
+                self._queued_bytes -= size
                 self._changed.notify_all()
 
     def _raise_failure(self) -> None:
@@ -180,13 +178,16 @@ class FilePool:
                 self._changed.wait()  # bounded memory: wait for the threads to catch up
             self._unfinished += 1
             self._queued_bytes += size
-        self._queues[which].put(batch)
+        self._queues[which].put((batch, size))
 
-    def settle(self) -> None:
-        """Return when every file handed over exists; raise `FileWriteFailed` for the first that failed."""
+    def _hand_over_all(self) -> None:
         for which, batch in enumerate(self._batches):
             if batch:
                 self._hand_over(which)
+
+    def settle(self) -> None:
+        """Return when every file handed over exists; raise `FileWriteFailed` for the first that failed."""
+        self._hand_over_all()
         with self._lock:
             while self._unfinished:
                 self._changed.wait()
@@ -195,9 +196,7 @@ class FilePool:
 
     def close(self) -> None:
         """Stop the threads once they wrote what they were given (or gave up after a failure)."""
-        for which, batch in enumerate(self._batches):
-            if batch:
-                self._hand_over(which)
+        self._hand_over_all()
         for jobs in self._queues:
             jobs.put(None)
         for thread in self._threads:

@@ -33,17 +33,14 @@ from ._lowerview import NOT_FOUND, LowerView, is_whiteout_node
 from ._membername import MAX_LINKS, next_component, push_target, split_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
+    from ._filepool import FilePool
     from ._lowerview import LowerEntry
 
 # split_name, next_component, push_target, MAX_LINKS and is_whiteout_node are re-exported:
 # they were defined here before the containment code was split by concept.
 __all__ = ["MAX_LINKS", "SafeTree", "is_whiteout_node", "next_component", "push_target", "remove_path", "split_name"]
-
-
-def _nothing() -> None:
-    """No file is pending: nothing to wait for."""
 
 
 def remove_path(path: str, is_dir: bool) -> None:
@@ -77,10 +74,9 @@ class SafeTree:
         self.links_followed = 0
         # Resolved path of each link an entry was resolved through -> the first such entry's name.
         self.traversed: dict[str, str] = {}
-        #: Paths of files not created yet (`layerstore.archive._filepool`), and how to wait for them:
-        #: resolution that meets one waits first, so it sees what the archive order promises.
-        self.pending: set[str] = set()
-        self.settle: Callable[[], None] = _nothing
+        #: The extraction's threads for small files, if any: a resolution that meets a file they
+        #: have not created yet waits for them first, so it sees what the archive's order promises.
+        self.pool: FilePool | None = None
 
     def path(self, rel: str) -> str:
         """A path of the entry at `rel` (``""`` is the root), valid until the next `trim` (see `ShortPaths`)."""
@@ -98,8 +94,9 @@ class SafeTree:
         self._lower.close()
 
     def _upper_lstat(self, rel: str) -> os.stat_result | None:
-        if rel in self.pending:
-            self.settle()
+        pool = self.pool
+        if pool is not None and rel in pool.pending:
+            pool.settle()
         try:
             return os.lstat(self._paths.path(rel))
         except NOT_FOUND:

@@ -102,12 +102,10 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
                     raise InvalidArchive(f"tar entry {name!r} names the layer root but is not a directory")
                 writers.dir_attributes(entry, "", tree.root)
                 continue
-            if pool is not None and pool.pending and entry.kind not in _POOL_AWARE:
-                pool.settle()  # hardlinks and nodes may look at or replace files still in the pool
+            if pool is not None and pool.pending and (entry.kind not in _POOL_AWARE or ".wh." in name):
+                pool.settle()  # hardlinks, nodes and whiteouts may look at or remove files still in the pool
             if ".wh." in name:
                 if parts[-1].startswith(WHITEOUT_PREFIX):
-                    if pool is not None:
-                        pool.settle()
                     whiteouts.apply(entry, parts)
                     continue
                 if any(p.startswith(WHITEOUT_META_PREFIX) for p in parts):
@@ -123,15 +121,14 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
     try:
         if pool is not None:
             pool.settle()
-    except FileWriteFailed as failed:
-        raise _failed_file(failed) from failed.error
-    try:
         whiteouts.finish()
         for rel, times in written.dir_times.items():
             tree.trim()
             os.utime(tree.path(rel), ns=times, follow_symlinks=False)
     except OSError as exc:
         raise _os_error(exc, "") from exc
+    except FileWriteFailed as failed:
+        raise _failed_file(failed) from failed.error
 
 
 def _failed_file(failed: FileWriteFailed) -> BaseException:
@@ -209,8 +206,7 @@ def apply_tar(
             file_threads = THREADS if accelerated() and not _on_fuse(root) else 0
         if file_threads > 0 and not lowers and _is_empty(root):
             with FilePool(file_threads) as pool:
-                writers.pool = pool
-                tree.pending, tree.settle = pool.pending, pool.settle
+                writers.pool = tree.pool = pool
                 _extract(reader, written, writers, whiteouts)
         else:
             _extract(reader, written, writers, whiteouts)
