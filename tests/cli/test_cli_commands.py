@@ -148,6 +148,26 @@ def test_drivers_without_any_driver_installed(cli_env: dict[str, str]) -> None:
     assert "pip install layerstore-vfs" in proc.stdout.decode()
 
 
+def test_console_entry_point_exits_with_the_code_and_all_output(cli_env: dict[str, str], tmp_path: Path) -> None:
+    # The installed command ends with os._exit: what it printed must still arrive, its status be main's.
+    import subprocess
+    import sys
+
+    def run_entry(*args: str) -> subprocess.CompletedProcess[bytes]:
+        code = f"import sys; sys.argv = ['layerstore', *{list(args)!r}]; from layerstore.cli import run; run()"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, env=cli_env, check=False)
+
+    listing = run_entry("drivers", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert any(d["name"] == "vfs" for d in json.loads(listing.stdout))
+    missing = run_entry("export", "0" * 12, "--output", str(tmp_path / "out.tar"))
+    assert missing.returncode == 1
+    assert missing.stderr.decode().count("\n") == 1 and "0" * 12 in missing.stderr.decode()
+    assert not (tmp_path / "out.tar").exists()
+    # Every other test here runs the installed script, which is `run`: exports to stdout compared
+    # byte for byte, errors and statuses, a reader that goes away (status 141).
+
+
 def test_export_to_a_file_is_atomic(run: Run, tmp_path: Path) -> None:
     image_id, _ = _import(run, tmp_path, BASE)
     out = tmp_path / "sub"

@@ -220,6 +220,26 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def run() -> NoReturn:
+    """Entry point of the installed ``layerstore`` command: `main`, then an immediate process exit.
+
+    By the time `main` ends, every command has closed what it opened (stores,
+    temporary files, mounts it does not keep, worker processes) and its output
+    is flushed; what is left is the interpreter's teardown, which frees every
+    module and object one by one (measured at 25-40 ms after an import, a
+    fifth of a small command).  `os._exit` skips it.  Called from Python,
+    `main` still ends with `SystemExit` and leaves the interpreter alone.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 from .cli_new_driver import new_driver  # noqa: E402 - its own module, attached here
 
 cli.add_command(new_driver)

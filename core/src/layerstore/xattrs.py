@@ -15,40 +15,46 @@ descriptor (an ``int``) may be given instead of a path.
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["XATTR_SIZE_MAX", "get_xattr", "list_xattrs", "read_xattrs"]
+if TYPE_CHECKING:
+    import ctypes
+
+__all__ = ["XATTR_SIZE_MAX", "get_xattr", "has_xattr", "list_xattrs", "read_xattrs"]
 
 XATTR_SIZE_MAX = 65536
 """The largest value (and name list) the Linux VFS passes through, in bytes."""
 
 _ATTEMPTS = 16
-_libc = ctypes.CDLL(None, use_errno=True)
-_SIZE_T = ctypes.c_size_t
-for _name, _first in (
-    ("getxattr", ctypes.c_char_p),
-    ("lgetxattr", ctypes.c_char_p),
-    ("fgetxattr", ctypes.c_int),
-):
-    _fn = getattr(_libc, _name)
-    _fn.argtypes = [_first, ctypes.c_char_p, ctypes.c_void_p, _SIZE_T]
-    _fn.restype = ctypes.c_ssize_t
-for _name, _first in (
-    ("listxattr", ctypes.c_char_p),
-    ("llistxattr", ctypes.c_char_p),
-    ("flistxattr", ctypes.c_int),
-):
-    _fn = getattr(_libc, _name)
-    _fn.argtypes = [_first, ctypes.c_void_p, _SIZE_T]
-    _fn.restype = ctypes.c_ssize_t
+_NO_XATTR = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library with the xattr calls typed; loaded on the first value read (``ctypes`` costs ~4 ms)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name, first in (("getxattr", ctypes.c_char_p), ("lgetxattr", ctypes.c_char_p), ("fgetxattr", ctypes.c_int)):
+        fn = getattr(libc, name)
+        fn.argtypes = [first, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_ssize_t
+    for name, first in (("listxattr", ctypes.c_char_p), ("llistxattr", ctypes.c_char_p),
+                        ("flistxattr", ctypes.c_int)):
+        fn = getattr(libc, name)
+        fn.argtypes = [first, ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_ssize_t
+    return libc
+
 
 PathOrFd = str | bytes | os.PathLike[str] | os.PathLike[bytes] | int
 
 # (buffer or None, size) -> result of the system call (-1 with errno set on error)
-_Call = Callable[[ctypes.Array[ctypes.c_char] | None, int], int]
+_Call = Callable[["ctypes.Array[ctypes.c_char] | None", int], int]
 
 
 def _target(path: PathOrFd) -> int | bytes:
@@ -58,6 +64,8 @@ def _target(path: PathOrFd) -> int | bytes:
 def _checked(call: _Call, buf: ctypes.Array[ctypes.c_char] | None, size: int, path: PathOrFd) -> int:
     result = call(buf, size)
     if result < 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path if not isinstance(path, int) else None)
     return result
@@ -74,7 +82,7 @@ def _read_sized(call: _Call, path: PathOrFd, what: str) -> bytes:
         size = _checked(call, None, 0, path)
         if size == 0:
             return b""
-        buf = ctypes.create_string_buffer(size)
+        buf = _string_buffer(size)
         try:
             got = _checked(call, buf, size, path)
         except OSError as exc:
@@ -95,6 +103,28 @@ def _read_sized(call: _Call, path: PathOrFd, what: str) -> bytes:
     )
 
 
+def _string_buffer(size: int) -> ctypes.Array[ctypes.c_char]:
+    import ctypes
+
+    return ctypes.create_string_buffer(size)
+
+
+def has_xattr(path: PathOrFd, name: str, *, follow_symlinks: bool = False) -> bool:
+    """Whether `path` (a path or an open fd) has extended attribute `name`; its value is not needed.
+
+    False when the attribute is absent or the filesystem has no xattrs;
+    other errors raise `OSError`.  A truncated answer (see above) still says
+    the attribute exists, so this asks the kernel once, without the size dance.
+    """
+    try:  # a descriptor has no symlink to follow, and os.getxattr refuses to be told otherwise
+        os.getxattr(path, name, follow_symlinks=follow_symlinks or isinstance(path, int))
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return False
+        raise
+    return True
+
+
 def get_xattr(path: PathOrFd, name: str, *, follow_symlinks: bool = False) -> bytes:
     """Return the whole value of extended attribute `name` of `path` (a path or an open fd).
 
@@ -108,9 +138,9 @@ def get_xattr(path: PathOrFd, name: str, *, follow_symlinks: bool = False) -> by
         fd = target
 
         def call(buf: ctypes.Array[ctypes.c_char] | None, size: int) -> int:
-            return int(_libc.fgetxattr(fd, raw_name, buf, size))
+            return int(_libc().fgetxattr(fd, raw_name, buf, size))
     else:
-        fn = _libc.getxattr if follow_symlinks else _libc.lgetxattr
+        fn = _libc().getxattr if follow_symlinks else _libc().lgetxattr
         encoded = target
 
         def call(buf: ctypes.Array[ctypes.c_char] | None, size: int) -> int:
@@ -121,14 +151,18 @@ def get_xattr(path: PathOrFd, name: str, *, follow_symlinks: bool = False) -> by
 
 def list_xattrs(path: PathOrFd, *, follow_symlinks: bool = False) -> list[str]:
     """Return the names of the extended attributes of `path` (a path or an open fd), in the filesystem's order."""
+    # Most files have none: an empty list needs no size check, and its answer is
+    # the common case of every tree walk (a truncated list is never empty).
+    if not os.listxattr(path, follow_symlinks=follow_symlinks or isinstance(path, int)):
+        return []
     target = _target(path)
     if isinstance(target, int):
         fd = target
 
         def call(buf: ctypes.Array[ctypes.c_char] | None, size: int) -> int:
-            return int(_libc.flistxattr(fd, buf, size))
+            return int(_libc().flistxattr(fd, buf, size))
     else:
-        fn = _libc.listxattr if follow_symlinks else _libc.llistxattr
+        fn = _libc().listxattr if follow_symlinks else _libc().llistxattr
         encoded = target
 
         def call(buf: ctypes.Array[ctypes.c_char] | None, size: int) -> int:

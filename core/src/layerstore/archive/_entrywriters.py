@@ -24,7 +24,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
-from ..xattrs import get_xattr
+from ..xattrs import has_xattr
 from ._filepool import SMALL_FILE, FilePool, PendingFile
 from ._lowerview import copy_up_file, is_whiteout_node
 from ._membername import split_name
@@ -42,7 +42,6 @@ __all__ = ["EntryWriters"]
 _log = logging.getLogger(__name__)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ACL_DEFAULT = "system.posix_acl_default"
-_NO_XATTR = frozenset({errno.ENODATA, errno.EOPNOTSUPP})
 
 
 class EntryWriters:
@@ -126,10 +125,8 @@ class EntryWriters:
             found = not os.lstat(path).st_mode & stat.S_ISGID
             if found:
                 try:
-                    get_xattr(path, _ACL_DEFAULT)
-                except OSError as exc:
-                    found = exc.errno in _NO_XATTR
-                else:
+                    found = not has_xattr(path, _ACL_DEFAULT)
+                except OSError:
                     found = False
             self.plain_dirs[rel] = found
         return found

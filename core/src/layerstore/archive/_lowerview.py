@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from typing import TYPE_CHECKING
 
@@ -49,6 +48,8 @@ def copy_up_file(source: str, dest: str, skip_xattrs: tuple[str, ...]) -> os.sta
     """
     st = os.lstat(source)
     if stat.S_ISREG(st.st_mode):
+        import shutil  # a copy-up is rare; shutil (bz2, lzma) would cost every import ~1 ms
+
         shutil.copyfile(source, dest, follow_symlinks=False)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(source), dest)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +37,8 @@ class SetAside:
             return
         self.directory.mkdir(exist_ok=True)
         target = self.directory / str(index)
+        import shutil  # rare (a member that replaces an earlier one); shutil costs every import ~2 ms
+
         shutil.copyfile(path, target, follow_symlinks=False)
         self.kept[index] = target
 
