@@ -227,12 +227,16 @@ def run() -> NoReturn:
     temporary files, mounts it does not keep, worker processes) and its output
     is flushed; what is left is the interpreter's teardown, which frees every
     module and object one by one (measured at 25-40 ms after an import, a
-    fifth of a small command).  `os._exit` skips it.  Called from Python,
-    `main` still ends with `SystemExit` and leaves the interpreter alone.
+    fifth of a small command).  `os._exit` skips it, except under a profiler
+    or tracer (cProfile, coverage), whose results are written at exit.
+    Called from Python, `main` still ends with `SystemExit` and leaves the
+    interpreter alone.
     """
     try:
         main()
     except SystemExit as exc:
+        if sys.getprofile() is not None or sys.gettrace() is not None:
+            raise
         code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
