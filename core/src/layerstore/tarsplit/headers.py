@@ -12,6 +12,7 @@ the recorder turns that into an `InvalidArchive` naming the byte offset.
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Final
 
 from ..archive.tarfields import PAX_TIME, PLAIN_OCTAL, checksum_ok, field_bytes, parse_numeric, pax_integer
@@ -37,6 +38,12 @@ _VERSION_GNU: Final = b" \x00"
 _TRAILER_STAR: Final = b"tar\x00"
 _FIELDS: Final = ((100, 108), (108, 116), (116, 124), (136, 148))  # mode, uid, gid, mtime
 _DEVICE_FIELDS: Final = ((329, 337), (337, 345))  # devmajor, devminor
+# The shapes GNU tar, Go, Python and libarchive write: mode, uid, gid, size and mtime (bytes 100-148)
+# as zero-padded octal digits ending in a NUL (or a space and a NUL), and devmajor/devminor (329-345)
+# the same or all NULs.  Every field these accept is one `PLAIN_OCTAL` accepts, so one match stands
+# for the five (or two) field checks; anything else takes them one by one.
+_COMMON_NUMBERS: Final = re.compile(rb"(?:[0-7]{6}[0-7 ]\x00){3}[0-7]{10}[0-7 ]\x00[0-7]{10}[0-7 ]\x00").fullmatch
+_COMMON_DEVICES: Final = re.compile(rb"(?:[0-7]{6}[0-7 ]\x00|\x00{8}){2}").fullmatch
 
 
 class TarHeader:
@@ -63,17 +70,21 @@ def parse_header(block: bytes) -> TarHeader:
     typeflag = block[156]
     name = field_bytes(block[0:100])
     plain = PLAIN_OCTAL.fullmatch
-    if plain(block, 124, 136):
-        digits = block[124:136].strip(b" \x00")
-        size = int(digits, 8) if digits else 0
+    if _COMMON_NUMBERS(block, 100, 148):
+        size = int(block[124:136].strip(b" \x00"), 8)
     else:
-        size = parse_numeric(block[124:136])
-    for start, end in _FIELDS:
-        if not plain(block, start, end):
-            parse_numeric(block[start:end])
+        if plain(block, 124, 136):
+            digits = block[124:136].strip(b" \x00")
+            size = int(digits, 8) if digits else 0
+        else:
+            size = parse_numeric(block[124:136])
+        for start, end in _FIELDS:
+            if not plain(block, start, end):
+                parse_numeric(block[start:end])
+    devices_plain = _COMMON_DEVICES(block, 329, 345) is not None
     prefix = b""
     if magic == _MAGIC_USTAR:
-        for start, end in _DEVICE_FIELDS:
+        for start, end in () if devices_plain else _DEVICE_FIELDS:
             if not plain(block, start, end):
                 parse_numeric(block[start:end])
         if block[508:512] == _TRAILER_STAR:
@@ -83,7 +94,7 @@ def parse_header(block: bytes) -> TarHeader:
         else:
             prefix = field_bytes(block[345:500])
     elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
-        for start, end in _DEVICE_FIELDS:
+        for start, end in () if devices_plain else _DEVICE_FIELDS:
             if not plain(block, start, end):
                 parse_numeric(block[start:end])
         try:
