@@ -238,6 +238,8 @@ def run() -> NoReturn:
         if sys.getprofile() is not None or sys.gettrace() is not None:
             raise
         code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:  # Ctrl-C after main's own handling, while it exits
+        code = EXIT_INTERRUPTED
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

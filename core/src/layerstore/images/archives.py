@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidArchive
+from ..errors import InvalidArchive, LayerStoreError
 
 if TYPE_CHECKING:
     from .transport import ImageDestination, ImageSource
@@ -97,7 +97,7 @@ def _may_be_image_tar(path: Path) -> bool:
                     name = name[2:]
                 if name.strip("/.") != "":
                     return _IMAGE_TOP.fullmatch(name.rstrip("/")) is not None
-    except (InvalidArchive, OSError):
+    except (LayerStoreError, OSError, ValueError):  # whatever the start says, the whole list decides
         return True
     return True
 
