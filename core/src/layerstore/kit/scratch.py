@@ -32,7 +32,6 @@ hook (it only looks).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -48,7 +47,6 @@ __all__ = ["ScratchArea", "ScratchEntry"]
 _LOCK = ".lock"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @attrs.define
@@ -78,8 +76,10 @@ class ScratchEntry:
         somewhere.  Raises `OSError` (``ENOENT`` when `destination` does not
         exist, ``EINVAL`` where the filesystem cannot exchange).
         """
+        import ctypes  # only an exchange needs it (and ctypes costs every command ~3 ms)
+
         old, new = os.fsencode(self.path), os.fsencode(destination)
-        if _libc.renameat2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_EXCHANGE) != 0:
+        if ctypes.CDLL(None, use_errno=True).renameat2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_EXCHANGE) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), os.fspath(destination))
 
