@@ -77,12 +77,14 @@ def _read_sized(call: _Call, path: PathOrFd, what: str) -> bytes:
     A short answer is accepted only when two reads in a row agree on it with
     an unchanged announced size: some filesystems announce an upper bound.
     """
+    import ctypes  # here, not at module import: a tree without xattrs never needs it
+
     previous: tuple[int, bytes] | None = None
     for _ in range(_ATTEMPTS):
         size = _checked(call, None, 0, path)
         if size == 0:
             return b""
-        buf = _string_buffer(size)
+        buf = ctypes.create_string_buffer(size)
         try:
             got = _checked(call, buf, size, path)
         except OSError as exc:
@@ -101,12 +103,6 @@ def _read_sized(call: _Call, path: PathOrFd, what: str) -> bytes:
         f"the filesystem keeps giving inconsistent sizes for {what} (tried {_ATTEMPTS} times)",
         path if not isinstance(path, int) else None,
     )
-
-
-def _string_buffer(size: int) -> ctypes.Array[ctypes.c_char]:
-    import ctypes
-
-    return ctypes.create_string_buffer(size)
 
 
 def has_xattr(path: PathOrFd, name: str, *, follow_symlinks: bool = False) -> bool:

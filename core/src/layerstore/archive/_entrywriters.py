@@ -140,6 +140,10 @@ class EntryWriters:
             self.xattrs(entry, path)
         self.dir_times[rel] = self.times(entry)
 
+    def _replaces(self, rel: str) -> bool:
+        """Whether an entry at `rel` replaces something this archive already put there."""
+        return rel in self.written.created or rel in self.tree.dirs
+
     # -- entry kinds -------------------------------------------------------------
 
     def regular(self, entry: TarEntry, rel: str, path: str) -> None:
@@ -159,13 +163,13 @@ class EntryWriters:
         create_mode = mode if plain else 0o600
         pool = self.pool
         if pool is not None:
+            replaces = self._replaces(rel)
             if (
-                plain  # `open` gives the final mode: nothing is left to do but the content and the times
+                not replaces
+                and plain  # `open` gives the final mode: nothing is left to do but the content and the times
                 and owner == self.creds
                 and entry.size <= SMALL_FILE
                 and entry.sparse is None
-                and rel not in self.written.created
-                and rel not in self.tree.dirs
                 and path == f"{self.tree.root}/{rel}"  # not a descriptor-relative path (deep trees), which can go stale
             ):
                 if entry.size:
@@ -174,8 +178,8 @@ class EntryWriters:
                 pool.add(rel, PendingFile(path, entry.name, data, create_mode, self.times(entry)))
                 self.total += entry.size
                 return
-            if rel in self.written.created or rel in self.tree.dirs:
-                pool.settle()  # it replaces something, which may hold files still in the pool
+            if replaces:
+                pool.settle()  # what it replaces may hold files still in the pool
         try:
             fd = os.open(path, _FILE_FLAGS, create_mode)
         except FileExistsError:
@@ -223,8 +227,8 @@ class EntryWriters:
 
     def symlink(self, entry: TarEntry, rel: str, path: str) -> None:
         """A symbolic link (its target is kept as it is, never followed here)."""
-        if self.pool is not None and (rel in self.written.created or rel in self.tree.dirs):
-            self.pool.settle()  # it replaces something, which may hold files still in the pool
+        if self.pool is not None and self._replaces(rel):
+            self.pool.settle()  # what it replaces may hold files still in the pool
         try:
             os.symlink(entry.linkname, path)
         except FileExistsError:

@@ -116,8 +116,6 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
             created.add(rel)
         except OSError as exc:
             raise _os_error(exc, name) from exc
-        except FileWriteFailed as failed:
-            raise _failed_file(failed) from failed.error
     try:
         if pool is not None:
             pool.settle()
@@ -127,8 +125,6 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
             os.utime(tree.path(rel), ns=times, follow_symlinks=False)
     except OSError as exc:
         raise _os_error(exc, "") from exc
-    except FileWriteFailed as failed:
-        raise _failed_file(failed) from failed.error
 
 
 def _failed_file(failed: FileWriteFailed) -> BaseException:
@@ -207,7 +203,10 @@ def apply_tar(
         if file_threads > 0 and not lowers and _is_empty(root):
             with FilePool(file_threads) as pool:
                 writers.pool = tree.pool = pool
-                _extract(reader, written, writers, whiteouts)
+                try:
+                    _extract(reader, written, writers, whiteouts)
+                except FileWriteFailed as failed:  # from any `add` or `settle`
+                    raise _failed_file(failed) from failed.error
         else:
             _extract(reader, written, writers, whiteouts)
         return writers.total

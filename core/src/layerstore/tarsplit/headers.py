@@ -81,12 +81,9 @@ def parse_header(block: bytes) -> TarHeader:
         for start, end in _FIELDS:
             if not plain(block, start, end):
                 parse_numeric(block[start:end])
-    devices_plain = _COMMON_DEVICES(block, 329, 345) is not None
     prefix = b""
     if magic == _MAGIC_USTAR:
-        for start, end in () if devices_plain else _DEVICE_FIELDS:
-            if not plain(block, start, end):
-                parse_numeric(block[start:end])
+        _check_device_fields(block)
         if block[508:512] == _TRAILER_STAR:
             prefix = field_bytes(block[345:476])
             parse_numeric(block[476:488])  # atime
@@ -94,9 +91,7 @@ def parse_header(block: bytes) -> TarHeader:
         else:
             prefix = field_bytes(block[345:500])
     elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
-        for start, end in () if devices_plain else _DEVICE_FIELDS:
-            if not plain(block, start, end):
-                parse_numeric(block[start:end])
+        _check_device_fields(block)
         try:
             if block[345]:
                 parse_numeric(block[345:357])
@@ -110,6 +105,14 @@ def parse_header(block: bytes) -> TarHeader:
     if prefix:
         name = prefix + b"/" + name
     return TarHeader(typeflag, name, size)
+
+
+def _check_device_fields(block: bytes) -> None:
+    """Raise `ValueError` when devmajor or devminor is not a valid number (Go checks them in ustar and GNU headers)."""
+    if _COMMON_DEVICES(block, 329, 345) is None:
+        for start, end in _DEVICE_FIELDS:
+            if not PLAIN_OCTAL.fullmatch(block, start, end):
+                parse_numeric(block[start:end])
 
 
 def validate_pax(records: dict[bytes, bytes]) -> None:
