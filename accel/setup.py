@@ -1,4 +1,4 @@
-"""Build of the one C extension (setuptools: the extension's only build requirement is a C compiler)."""
+"""Build of the C extensions (setuptools: their only build requirement is a C compiler)."""
 
 from setuptools import Extension, setup
 
@@ -8,6 +8,11 @@ setup(
             "layerstore_accel._files",
             sources=["src/layerstore_accel/_files.c"],
             extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
-        )
+        ),
+        Extension(
+            "layerstore_accel._tarheader",
+            sources=["src/layerstore_accel/_tarheader.c"],
+            extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+        ),
     ]
 )

@@ -9,12 +9,16 @@ archive that ends right after its last entry, without end-of-archive blocks,
 or with a single zero block, is complete too (as Go's ``archive/tar`` reads
 it).  Every malformation is an `InvalidArchive` naming the entry when it is
 known.  Fields are decoded by `layerstore.archive.tarfields` (shared with the
-tar-split recorder), sparse maps by `layerstore.archive.tarsparse`.
+tar-split recorder), sparse maps by `layerstore.archive.tarsparse`.  When the
+optional ``layerstore-accel`` is installed, a header of the common shape is
+decoded by its `native_parse_header` in one call instead; it leaves every
+other header to the code here, so the entries and errors are the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final
 
 from ..errors import InvalidArchive
@@ -71,6 +75,22 @@ _GNU_VOLUME: Final = 0x56  # 'V'
 _USTAR_MAGIC: Final = b"ustar\x00"
 _GNU_MAGIC: Final = b"ustar  \x00"
 
+#: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a header of the common shape.
+_Fields = tuple[int, str, int, int, int, int, int, str, str, str]
+
+
+def _load_native_parser() -> Callable[[bytes], _Fields | None] | None:
+    try:
+        module = importlib.import_module("layerstore_accel")
+    except ImportError:  # the optional distribution is not installed: every header is decoded here
+        return None
+    return getattr(module, "parse_header", None)  # an older build of the distribution has no parser
+
+
+#: The native decoder of common headers (``layerstore_accel.parse_header``), or None.  It gives the values this
+#: module's own decoding gives, and None for every header it leaves to that decoding.
+native_parse_header = _load_native_parser()
+
 
 class TarReader(TarInput):
     """Iterate over the entries of an uncompressed tar stream, read strictly sequentially.
@@ -113,6 +133,57 @@ class TarReader(TarInput):
         except ValueError as exc:
             raise InvalidArchive(f"corrupt pax header before entry {last!r}: {exc}") from None
 
+    # -- header fields decoded in Python (what `native_parse_header` leaves) --
+
+    def _decode_start(self, header: bytes, last: str) -> tuple[int, str, int]:
+        """Check the checksum of `header` and decode its type flag, name (with the ustar prefix) and size."""
+        if not checksum_ok(header):
+            if self._count == 1:
+                raise InvalidArchive(
+                    "not a tar archive (no valid tar header at the start); "
+                    "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
+                )
+            raise InvalidArchive(f"corrupt tar archive: bad header checksum after entry {last!r}")
+        raw_name = field_bytes(header[0:100])
+        if header[257:263] == _USTAR_MAGIC and header[345] != 0:
+            raw_name = field_bytes(header[345:500]) + b"/" + raw_name
+        name = text(raw_name)
+        size = header_number(header[124:136], "size", name)
+        if size < 0:
+            raise InvalidArchive(f"corrupt tar header of entry {name!r}: negative size")
+        return header[156], name, size
+
+    @staticmethod
+    def _decode_rest(entry: TarEntry, header: bytes, kind: str, name: str, long_link: str | None) -> str:
+        """Decode mode, IDs, times, owner names and device numbers of `header` into `entry`; return the link target."""
+        try:
+            # `header_number`'s fast path, inlined for the usual octal fields; anything else takes the general one.
+            mode = int(header[100:108].rstrip(b" \0"), 8)
+            uid = int(header[108:116].rstrip(b" \0"), 8)
+            gid = int(header[116:124].rstrip(b" \0"), 8)
+            mtime = int(header[136:148].rstrip(b" \0"), 8)
+        except ValueError:
+            mode = header_number(header[100:108], "mode", name)
+            uid = header_number(header[108:116], "uid", name)
+            gid = header_number(header[116:124], "gid", name)
+            mtime = header_number(header[136:148], "mtime", name)
+        entry.mode = mode & 0o7777
+        entry.uid = uid
+        entry.gid = gid
+        entry.mtime_ns = mtime * 1_000_000_000
+        magic = header[257:263]
+        if magic == _USTAR_MAGIC or magic == _GNU_MAGIC[:6]:
+            entry.uname = field_text(header[265:297])
+            entry.gname = field_text(header[297:329])
+            if kind is CHARDEV or kind is BLOCKDEV:
+                entry.devmajor = header_number(header[329:337], "devmajor", name)
+                entry.devminor = header_number(header[337:345], "devminor", name)
+            if header[257:265] == _GNU_MAGIC and header[345] != 0:
+                atime = header_number(header[345:357], "atime", name)
+                if atime:
+                    entry.atime_ns = atime * 1_000_000_000
+        return long_link if long_link is not None else field_text(header[157:257])
+
     # -- entries -----------------------------------------------------------
 
     def next(self) -> TarEntry | None:
@@ -125,6 +196,7 @@ class TarReader(TarInput):
         long_name: str | None = None
         long_link: str | None = None
         last = self._current
+        parse = native_parse_header
         while True:
             pos = self._pos
             if self._end - pos >= BLOCK:
@@ -155,25 +227,11 @@ class TarReader(TarInput):
                 self._drain()
                 return None
             self._count += 1
-            if not checksum_ok(header):
-                if self._count == 1:
-                    raise InvalidArchive(
-                        "not a tar archive (no valid tar header at the start); "
-                        "a layer must be a tar, optionally gzip, bzip2, xz or zstd compressed"
-                    )
-                raise InvalidArchive(f"corrupt tar archive: bad header checksum after entry {last!r}")
-            typeflag = header[156]
-            magic = header[257:263]
-            raw_name = header[0:100]
-            end = raw_name.find(0)  # `field_bytes`, inlined: the name of every header
-            if end >= 0:
-                raw_name = raw_name[:end]
-            if magic == _USTAR_MAGIC and header[345] != 0:
-                raw_name = field_bytes(header[345:500]) + b"/" + raw_name
-            name = text(raw_name)
-            size = header_number(header[124:136], "size", name)
-            if size < 0:
-                raise InvalidArchive(f"corrupt tar header of entry {name!r}: negative size")
+            fields = parse(header) if parse is not None else None
+            if fields is not None:
+                typeflag, name, size = fields[0], fields[1], fields[2]
+            else:
+                typeflag, name, size = self._decode_start(header, last)
             if typeflag in _PAX_LOCAL:
                 records = self._pax_records(size, last)
                 if local is None:
@@ -209,32 +267,19 @@ class TarReader(TarInput):
             entry.sparse, entry.size = old_gnu_map(
                 header, lambda: self._read_exact(BLOCK, f"sparse header of entry {name!r}"), name
             )
-        try:
-            # `header_number`'s fast path, inlined for the usual octal fields; anything else takes the general one.
-            mode = int(header[100:108].rstrip(b" \0"), 8)
-            uid = int(header[108:116].rstrip(b" \0"), 8)
-            gid = int(header[116:124].rstrip(b" \0"), 8)
-            mtime = int(header[136:148].rstrip(b" \0"), 8)
-        except ValueError:
-            mode = header_number(header[100:108], "mode", name)
-            uid = header_number(header[108:116], "uid", name)
-            gid = header_number(header[116:124], "gid", name)
-            mtime = header_number(header[136:148], "mtime", name)
-        entry.mode = mode & 0o7777
-        entry.uid = uid
-        entry.gid = gid
-        entry.mtime_ns = mtime * 1_000_000_000
-        linkname = long_link if long_link is not None else field_text(header[157:257])
-        if magic == _USTAR_MAGIC or magic == _GNU_MAGIC[:6]:
-            entry.uname = field_text(header[265:297])
-            entry.gname = field_text(header[297:329])
+        if fields is not None:
+            entry.mode = fields[3] & 0o7777
+            entry.uid = fields[4]
+            entry.gid = fields[5]
+            entry.mtime_ns = fields[6] * 1_000_000_000
+            linkname = long_link if long_link is not None else fields[7]
+            entry.uname = fields[8]
+            entry.gname = fields[9]
             if kind is CHARDEV or kind is BLOCKDEV:
                 entry.devmajor = header_number(header[329:337], "devmajor", name)
                 entry.devminor = header_number(header[337:345], "devminor", name)
-            if header[257:265] == _GNU_MAGIC and header[345] != 0:
-                atime = header_number(header[345:357], "atime", name)
-                if atime:
-                    entry.atime_ns = atime * 1_000_000_000
+        else:
+            linkname = self._decode_rest(entry, header, kind, name, long_link)
         sparse_v1: int | None = None  # logical size of a sparse 1.0 entry (its map opens the data)
         sparse_size = entry.size
         if self._global or local:
