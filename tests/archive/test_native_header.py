@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from layerstore.archive import tarstream
+from layerstore.archive._accel import HeaderFields
 from layerstore.archive.tarfields import checksum_ok
 from layerstore.archive.tarstream import TarEntry, TarReader
 from layerstore.errors import InvalidArchive
@@ -30,7 +31,7 @@ _NUMBERS = ((100, 8), (108, 8), (116, 8), (124, 12), (136, 12), (329, 8), (337, 
 _NAMES = ["a", "dir/", "d0/d1/file.txt", "caf\u00e9", "x" * 99, "p/" * 60 + "leaf", "nul\udcffbyte", ""]
 
 
-Parser = Callable[[bytes], "tuple[int, str, int, int, int, int, int, str, str, str] | None"]
+Parser = Callable[[bytes], HeaderFields | None]
 
 
 @pytest.fixture

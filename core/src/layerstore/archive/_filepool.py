@@ -28,12 +28,12 @@ from the next `add` or `settle` as `FileWriteFailed`, which names the entry.
 
 from __future__ import annotations
 
-import importlib
 import os
 import queue
 import threading
-from collections.abc import Callable
-from typing import Final, NamedTuple, cast
+from typing import Final, NamedTuple
+
+from . import _accel
 
 __all__ = ["SMALL_FILE", "FilePool", "FileWriteFailed", "PendingFile", "accelerated"]
 
@@ -45,18 +45,7 @@ _BATCH: Final = 32  # files per hand-over: one queue operation and one native ca
 _MAX_QUEUED: Final = 8 << 20  # content waiting in the queues, at most (plus one batch per thread)
 _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_NativeCreate = Callable[[tuple[tuple[bytes, bytes, int, int, int], ...]], "tuple[int, int] | None"]
-
-
-def _load_native() -> _NativeCreate | None:
-    try:
-        module = importlib.import_module("layerstore_accel")
-    except ImportError:  # the optional distribution is not installed: files are written by the extraction itself
-        return None
-    return cast("_NativeCreate", module.create_files)
-
-
-_native = _load_native()
+_native = _accel.create_files
 
 
 def accelerated() -> bool:

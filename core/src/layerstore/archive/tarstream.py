@@ -17,11 +17,11 @@ other header to the code here, so the entries and errors are the same.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO, Final
 
 from ..errors import InvalidArchive
+from . import _accel
 from .tarbuffer import TarInput
 from .tarentry import (
     BLOCKDEV,
@@ -75,21 +75,9 @@ _GNU_VOLUME: Final = 0x56  # 'V'
 _USTAR_MAGIC: Final = b"ustar\x00"
 _GNU_MAGIC: Final = b"ustar  \x00"
 
-#: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a header of the common shape.
-_Fields = tuple[int, str, int, int, int, int, int, str, str, str]
-
-
-def _load_native_parser() -> Callable[[bytes], _Fields | None] | None:
-    try:
-        module = importlib.import_module("layerstore_accel")
-    except ImportError:  # the optional distribution is not installed: every header is decoded here
-        return None
-    return getattr(module, "parse_header", None)  # an older build of the distribution has no parser
-
-
 #: The native decoder of common headers (``layerstore_accel.parse_header``), or None.  It gives the values this
 #: module's own decoding gives, and None for every header it leaves to that decoding.
-native_parse_header = _load_native_parser()
+native_parse_header = _accel.parse_header
 
 
 class TarReader(TarInput):
@@ -154,8 +142,8 @@ class TarReader(TarInput):
         return header[156], name, size
 
     @staticmethod
-    def _decode_rest(entry: TarEntry, header: bytes, kind: str, name: str, long_link: str | None) -> str:
-        """Decode mode, IDs, times, owner names and device numbers of `header` into `entry`; return the link target."""
+    def _decode_rest(entry: TarEntry, header: bytes, kind: str, name: str) -> str:
+        """Decode mode, IDs, times, owner names and device numbers of `header` into `entry`; return its link target."""
         try:
             # `header_number`'s fast path, inlined for the usual octal fields; anything else takes the general one.
             mode = int(header[100:108].rstrip(b" \0"), 8)
@@ -182,7 +170,7 @@ class TarReader(TarInput):
                 atime = header_number(header[345:357], "atime", name)
                 if atime:
                     entry.atime_ns = atime * 1_000_000_000
-        return long_link if long_link is not None else field_text(header[157:257])
+        return field_text(header[157:257])
 
     # -- entries -----------------------------------------------------------
 
@@ -272,14 +260,16 @@ class TarReader(TarInput):
             entry.uid = fields[4]
             entry.gid = fields[5]
             entry.mtime_ns = fields[6] * 1_000_000_000
-            linkname = long_link if long_link is not None else fields[7]
+            linkname = fields[7]
             entry.uname = fields[8]
             entry.gname = fields[9]
             if kind is CHARDEV or kind is BLOCKDEV:
                 entry.devmajor = header_number(header[329:337], "devmajor", name)
                 entry.devminor = header_number(header[337:345], "devminor", name)
         else:
-            linkname = self._decode_rest(entry, header, kind, name, long_link)
+            linkname = self._decode_rest(entry, header, kind, name)
+        if long_link is not None:
+            linkname = long_link
         sparse_v1: int | None = None  # logical size of a sparse 1.0 entry (its map opens the data)
         sparse_size = entry.size
         if self._global or local:

@@ -1,0 +1,32 @@
+"""The optional native functions of the extraction (distribution ``layerstore-accel``), looked up once.
+
+Each is None where the distribution is not installed, or where its build is
+older than the function; the caller then does the same work in Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = ["HeaderFields", "create_files", "parse_header"]
+
+#: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a tar header of the common shape.
+HeaderFields = tuple[int, str, int, int, int, int, int, str, str, str]
+
+
+def _function(name: str) -> Any:
+    try:
+        module = importlib.import_module("layerstore_accel")
+    except ImportError:  # not installed: the extraction does this work itself
+        return None
+    return getattr(module, name, None)
+
+
+#: Create a batch of (path, data, mode, atime_ns, mtime_ns) files with the GIL released; None or (index, errno).
+create_files: Final[Callable[[tuple[tuple[bytes, bytes, int, int, int], ...]], tuple[int, int] | None] | None] = (
+    _function("create_files")
+)
+#: Decode a 512-byte header of the common shape into `HeaderFields`; None for any other header.
+parse_header: Final[Callable[[bytes], HeaderFields | None] | None] = _function("parse_header")
