@@ -12,6 +12,13 @@ setup(
         Extension(
             "layerstore_accel._tarheader",
             sources=["src/layerstore_accel/_tarheader.c"],
+            depends=["src/layerstore_accel/tarblock.h"],
+            extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "layerstore_accel._tarsplit",
+            sources=["src/layerstore_accel/_tarsplit.c"],
+            depends=["src/layerstore_accel/tarblock.h"],
             extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
         ),
     ]

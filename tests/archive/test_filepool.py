@@ -14,7 +14,9 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from archive_helpers import TarBuilder, snapshot
@@ -130,25 +132,19 @@ def test_files_over_a_lower_layer_or_in_a_non_empty_directory_are_written_in_ord
     assert (dest / "d0" / "f1").read_bytes() == b"0-1"
 
 
-def _require_native() -> None:
-    if not _filepool.accelerated():
-        if os.environ.get("LAYERSTORE_REQUIRE_ACCEL"):
-            pytest.fail("LAYERSTORE_REQUIRE_ACCEL is set but layerstore-accel is not installed: pip install ./accel")
-        pytest.skip("layerstore-accel is not installed (make venv builds it; tox's integration environment has it)")
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("case", list(ARCHIVES))
-def test_the_native_module_gives_the_same_layer_or_the_same_error(case: str, tmp_path: Path) -> None:
-    _require_native()  # then file_threads=2 creates the files with the native module
+def test_the_native_module_gives_the_same_layer_or_the_same_error(
+    case: str, tmp_path: Path, require_accel: Callable[[object, str], object]
+) -> None:
+    require_accel(_filepool._native, "create_files")  # then file_threads=2 creates the files with the native module
     without, with_pool = _extract_both(_tar(ARCHIVES[case]), tmp_path)
     assert with_pool == without
 
 
 @pytest.mark.integration
-def test_native_create_files(tmp_path: Path) -> None:
-    _require_native()
-    from layerstore_accel import create_files
+def test_native_create_files(tmp_path: Path, require_accel: Callable[[object, str], Any]) -> None:
+    create_files = require_accel(_filepool._native, "create_files")
 
     paths = [os.fsencode(tmp_path / f"f{n}") for n in range(3)]
     jobs = tuple((p, b"data%d" % n, 0o640, 1_000_000_000, 2_000_000_123) for n, p in enumerate(paths))

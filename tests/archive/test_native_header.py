@@ -35,13 +35,8 @@ Parser = Callable[[bytes], HeaderFields | None]
 
 
 @pytest.fixture
-def native() -> Parser:
-    parse = tarstream.native_parse_header
-    if parse is None:
-        if os.environ.get("LAYERSTORE_REQUIRE_ACCEL"):
-            pytest.fail("LAYERSTORE_REQUIRE_ACCEL is set but layerstore-accel (with parse_header) is not installed")
-        pytest.skip("layerstore-accel is not installed (make venv builds it; tox's integration environment has it)")
-    return parse
+def native(require_accel: Callable[[object, str], Parser]) -> Parser:
+    return require_accel(tarstream.native_parse_header, "parse_header")
 
 
 def _read_all(data: bytes) -> list[tuple[object, ...]] | str:

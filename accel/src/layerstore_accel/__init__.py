@@ -1,4 +1,4 @@
-"""Optional native code for layerstore: small files of a new layer created without the GIL, tar headers decoded in C.
+"""Optional native code for layerstore: small files created without the GIL, tar headers and tar-split entries in C.
 
 `create_files` (in the extension module ``_files``) creates a batch of files,
 each a new name with its content and times, in one call that releases the GIL
@@ -11,9 +11,16 @@ shape (checksum, name, size, mode, IDs, time, link target, owner names) in
 one call, and answers None for any other, which layerstore's archive reader
 (`layerstore.archive.tarstream`) then decodes in Python: the entries are the
 same either way.
+
+`segment_members` (in ``_tarsplit``) records a run of tar members of the
+common shape (with at most one plain pax header each) as tar-split entries,
+and stops before the first other member, which layerstore's recorder
+(`layerstore.tarsplit.segmenter`) then takes in Python: the metadata is the
+same byte for byte.
 """
 
 from ._files import create_files
 from ._tarheader import parse_header
+from ._tarsplit import segment_members
 
-__all__ = ["create_files", "parse_header"]
+__all__ = ["create_files", "parse_header", "segment_members"]

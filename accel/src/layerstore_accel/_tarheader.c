@@ -14,42 +14,7 @@
 
 #include <string.h>
 
-#define BLOCK 512
-
-/* A numeric field of the usual shape: octal digits first, then only spaces
- * and NULs.  Return 0 and the value in *out, or -1 for any other shape
- * (leading spaces, signs, base-256, no digit), left to the Python decoder.
- * A field is at most 12 bytes, so the value fits in 36 bits. */
-static int
-plain_octal(const unsigned char *field, int width, long long *out)
-{
-    long long value = 0;
-    int i = 0;
-    while (i < width && field[i] >= '0' && field[i] <= '7') {
-        value = value * 8 + (field[i] - '0');
-        i++;
-    }
-    if (i == 0)
-        return -1;
-    for (; i < width; i++) {
-        if (field[i] != ' ' && field[i] != '\0')
-            return -1;
-    }
-    *out = value;
-    return 0;
-}
-
-/* The checksum field: octal digits between spaces and NULs. */
-static int
-checksum_field(const unsigned char *field, long long *out)
-{
-    int i = 0;
-    while (i < 8 && (field[i] == ' ' || field[i] == '\0'))
-        i++;
-    if (i == 8)
-        return -1;
-    return plain_octal(field + i, 8 - i, out);
-}
+#include "tarblock.h"
 
 /* The bytes of a NUL-terminated string field, decoded as UTF-8 with surrogate escapes. */
 static PyObject *
@@ -83,15 +48,7 @@ parse_header(PyObject *module, PyObject *arg)
         Py_RETURN_NONE;
     const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(arg);
 
-    long long recorded;
-    if (checksum_field(h + 148, &recorded) < 0)
-        Py_RETURN_NONE;
-    long long sum = 8 * ' ';
-    for (int i = 0; i < 148; i++)
-        sum += h[i];
-    for (int i = 156; i < BLOCK; i++)
-        sum += h[i];
-    if (sum != recorded)
+    if (!checksum_matches(h))
         Py_RETURN_NONE;
 
     int posix = memcmp(h + 257, "ustar\0", 6) == 0;

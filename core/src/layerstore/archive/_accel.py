@@ -1,4 +1,4 @@
-"""The optional native functions of the extraction (distribution ``layerstore-accel``), looked up once.
+"""The optional native functions of extraction and recording (distribution ``layerstore-accel``), looked up once.
 
 Each is None where the distribution is not installed, or where its build is
 older than the function; the caller then does the same work in Python.
@@ -10,10 +10,12 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["HeaderFields", "create_files", "parse_header"]
+__all__ = ["HeaderFields", "SegmentedRun", "create_files", "parse_header", "segment_members"]
 
 #: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a tar header of the common shape.
 HeaderFields = tuple[int, str, int, int, int, int, int, str, str, str]
+#: (pos, lines, position, header_pos, state, name, size, remaining, crc) after a run of tar-split members.
+SegmentedRun = tuple[int, bytes, int, int, int, bytes | None, int, int, int]
 
 
 def _function(name: str) -> Any:
@@ -30,3 +32,7 @@ create_files: Final[Callable[[tuple[tuple[bytes, bytes, int, int, int], ...]], t
 )
 #: Decode a 512-byte header of the common shape into `HeaderFields`; None for any other header.
 parse_header: Final[Callable[[bytes], HeaderFields | None] | None] = _function("parse_header")
+#: Record a run of tar members of the common shape as tar-split lines (`layerstore.tarsplit.segmenter`).
+segment_members: Final[
+    Callable[[memoryview, int, bytearray, set[bytes], int, Callable[[int, memoryview], int]], SegmentedRun] | None
+] = _function("segment_members")

@@ -161,6 +161,19 @@ class EntryWriter:
             self._drain()
         return position
 
+    @property
+    def position(self) -> int:
+        """The position the next entry gets."""
+        return self._position
+
+    def add_lines(self, lines: bytes, position: int) -> None:
+        """Append entry lines already encoded for the positions from `position` up to the new `position` (excluded)."""
+        self._position = position
+        pending = self._pending
+        pending += lines
+        if len(pending) >= _WRITE_BATCH:
+            self._drain()
+
     def add_segment(self, payload: bytes | bytearray) -> None:
         """Append a segment entry holding the raw bytes ``payload`` (same line as `add`, faster)."""
         position = self._position

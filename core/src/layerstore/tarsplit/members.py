@@ -51,7 +51,8 @@ class Members:
         self.waiting = False
         self._long_name = b""
         self._pax: dict[bytes, bytes] | None = None
-        self._seen: set[bytes] = set()
+        #: The member paths seen so far, cleaned (`clean_name`); the native segmenter adds to it too.
+        self.seen: set[bytes] = set()
 
     def _done(self) -> None:
         self._long_name = b""
@@ -118,9 +119,9 @@ class Members:
     def first(self, name: bytes) -> bool:
         """Whether no earlier member had the path `name` (tar-split allows one file entry per path); remember it."""
         key = clean_name(name)
-        if key in self._seen:
+        if key in self.seen:
             return False
-        self._seen.add(key)
+        self.seen.add(key)
         return True
 
 

@@ -5,12 +5,21 @@
 segmentation); it keeps only header bytes, padding and the content of members
 that stay in the segments, and checksums the rest.  Which member a header
 starts is `layerstore.tarsplit.members`'s business.
+
+With ``layerstore-accel`` installed, runs of members of the common shape (a
+plain ustar/GNU header, at most one plain pax header, an ASCII name seen for
+the first time) are cut by its native ``segment_members`` in one call; the
+segmenter takes over at the first other member.  The lines are the same byte
+for byte (``tests/tarsplit/test_native_segmenter.py`` records archives both
+ways).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeAlias
 
+from ..archive import _accel
 from ..archive.tarfields import BLOCK
 from ..errors import InvalidArchive
 from .crc64 import crc64_digest, crc64_update
@@ -39,6 +48,13 @@ _INLINE: Final = 6  # content kept in the metadata: a member extraction does not
 _SPARSE_EXT: Final = 7  # extension blocks of an old-GNU sparse header
 
 _ZERO_BLOCK: Final = bytes(BLOCK)
+
+# Members of the common shape are cut in C when ``layerstore-accel`` is installed (same entries, byte
+# for byte); None: all in Python.  Module-level so that tests can switch it off.
+_native_run = _accel.segment_members
+_NativeRun: TypeAlias = Callable[
+    [memoryview, int, bytearray, set[bytes], int, Callable[[int, memoryview], int]], _accel.SegmentedRun
+]
 
 
 class Segmenter:
@@ -91,6 +107,11 @@ class Segmenter:
                     self._end_of_content()
             elif state == _HEADER:
                 if not self._block:
+                    if _native_run is not None and end - pos >= BLOCK and not self._members.waiting:
+                        taken = self._native_members(_native_run, data, pos)
+                        if taken != pos:
+                            pos = taken
+                            continue
                     self._header_offset = self._offset
                     if end - pos >= BLOCK:
                         block = bytes(data[pos : pos + BLOCK])
@@ -145,6 +166,24 @@ class Segmenter:
                 self._add_trailing(data[pos:end])
                 self._offset += end - pos
                 return
+
+    def _native_members(self, run: _NativeRun, data: memoryview, pos: int) -> int:
+        """Let the native `run` take the members of the common shape from `pos` on; return where it stopped."""
+        taken, lines, position, header_pos, state, name, size, remaining, crc = run(
+            data, pos, self._pending, self._members.seen, self._writer.position, crc64_update
+        )
+        if taken == pos:
+            return pos
+        self._writer.add_lines(lines, position)
+        self._header_offset = self._offset + header_pos - pos
+        self._offset += taken - pos
+        self._state = state
+        if state == _DATA and name is not None:  # a content the chunk did not hold whole
+            self._member_name = name
+            self._member_size = size
+            self._crc = crc
+        self._remaining = remaining
+        return taken
 
     def _fill_block(self, data: memoryview, pos: int, end: int) -> tuple[int, bytes | None]:
         """Add bytes at ``pos`` to the partial block; return the new position and the block once it is whole."""
