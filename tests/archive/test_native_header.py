@@ -20,7 +20,7 @@ import pytest
 
 from layerstore.archive import tarstream
 from layerstore.archive._accel import HeaderFields
-from layerstore.archive.tarfields import checksum_ok
+from layerstore.archive.tarfields import checksum_ok, parse_pax
 from layerstore.archive.tarstream import TarEntry, TarReader
 from layerstore.errors import InvalidArchive
 
@@ -57,6 +57,7 @@ def _both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ob
     with_native = _read_all(data)
     with monkeypatch.context() as patch:
         patch.setattr(tarstream, "native_parse_header", None)
+        patch.setattr(tarstream, "native_parse_pax", None)
         python = _read_all(data)
     return with_native, python
 
@@ -194,3 +195,61 @@ def test_common_headers_are_decoded_natively(native: Parser) -> None:
     fields = native(bytes(raw))
     joined = bytes(raw[345:500]).rstrip(b"\x00") + b"/" + bytes(raw[0:100]).rstrip(b"\x00")
     assert fields is not None and os.fsencode(fields[1]) == joined and "\udcff\udcfeab" in fields[1]
+
+
+_PAX_KEYS = [b"path", b"linkpath", b"uname", b"gname", b"mtime", b"size", b"SCHILY.xattr.user.a", b"GNU.sparse.offset",
+             b"GNU.sparse.numbytes", b"GNU.sparse.size", b"k", b"", b"a=b", b"nul\x00key"]
+_PAX_VALUES = [b"", b"x", b"1700000000.5", b"a\x00b", b"caf\xc3\xa9", b"\xff", b"=", b"line\nbreak"]
+
+
+def _pax_data(rng: random.Random) -> bytes:
+    """Random pax records, some malformed by one byte, some followed by NUL padding."""
+    records = []
+    for _ in range(rng.randrange(0, 5)):
+        body = rng.choice(_PAX_KEYS) + (b"=" if rng.random() < 0.95 else b"") + rng.choice(_PAX_VALUES)
+        length = len(body) + 2 + len(str(len(body) + 2))
+        length = len(b"%d %s\n" % (length, body))  # one more digit when the length gained one
+        records.append(b"%d %s\n" % (length, body))
+    data = b"".join(records)
+    if data and rng.random() < 0.3:
+        at = rng.randrange(len(data))
+        data = data[:at] + bytes([rng.choice(b"0 9=\n\x00+-")]) + data[at + 1 :]
+    if rng.random() < 0.1:
+        data += bytes(rng.randrange(1, 20))
+    return data
+
+
+def test_pax_records_parse_natively_as_in_python_or_are_left_to_it(
+    require_accel: Callable[[object, str], Callable[[bytes], dict[bytes, bytes] | None]],
+) -> None:
+    native_pax = require_accel(tarstream.native_parse_pax, "parse_pax")
+    rng = random.Random(20261207)
+    taken = left = 0
+    for _ in range(20_000):
+        data = _pax_data(rng)
+        records = native_pax(data)
+        if records is None:
+            left += 1
+            continue
+        taken += 1
+        assert list(records.items()) == list(parse_pax(data, nul_padding=True).items()), data
+    assert taken > 2000 and left > 2000, (taken, left)  # it parses the plain records, and not all
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"30 GNU.sparse.offset=0\n",
+        b"14 path=a\x00b\n",
+        b"+9 path=a\n",
+        b"9 path=a",
+        b"9 path a\n",
+        b"7 =abc\n",
+        b"11 nul\x00k=v\n",
+    ],
+    ids=["sparse-pair", "nul-in-path", "signed-length", "no-newline", "no-equals", "no-key", "nul-in-key"],
+)
+def test_unusual_pax_records_are_left_to_python(
+    data: bytes, require_accel: Callable[[object, str], Callable[[bytes], dict[bytes, bytes] | None]]
+) -> None:
+    assert require_accel(tarstream.native_parse_pax, "parse_pax")(data) is None

@@ -10,7 +10,8 @@ on the extracting thread, with identical results.
 shape (checksum, name, size, mode, IDs, time, link target, owner names) in
 one call, and answers None for any other, which layerstore's archive reader
 (`layerstore.archive.tarstream`) then decodes in Python: the entries are the
-same either way.
+same either way.  `parse_pax` (in the same module) does the same for the
+records of a pax header.
 
 `segment_members` (in ``_tarsplit``) records a run of tar members of the
 common shape (with at most one plain pax header each) as tar-split entries,
@@ -20,7 +21,7 @@ same byte for byte.
 """
 
 from ._files import create_files
-from ._tarheader import parse_header
+from ._tarheader import parse_header, parse_pax
 from ._tarsplit import segment_members
 
-__all__ = ["create_files", "parse_header", "segment_members"]
+__all__ = ["create_files", "parse_header", "parse_pax", "segment_members"]

@@ -96,8 +96,87 @@ parse_header(PyObject *module, PyObject *arg)
                          gname);
 }
 
+/* Whether the bytes hold a NUL. */
+static int
+has_nul(const unsigned char *bytes, Py_ssize_t length)
+{
+    return memchr(bytes, 0, (size_t)length) != NULL;
+}
+
+PyDoc_STRVAR(parse_pax_doc,
+"parse_pax(data, /)\n"
+"--\n"
+"\n"
+"Parse the records (\"%d %s=%s\\n\") of a pax extended header's data into a\n"
+"dict, a later record winning; a NUL where a record would begin ends the data.\n"
+"Return None for data that is anything else, and for GNU sparse offset and\n"
+"size records: a length that is not plain digits or does not fit, a record\n"
+"without \"key=\" or final newline, a NUL in a key or in the value of path,\n"
+"linkpath, uname or gname.");
+
+static PyObject *
+parse_pax(PyObject *module, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_pax() takes bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+    PyObject *records = PyDict_New();
+    if (records == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    while (pos < size && data[pos] != 0) {
+        Py_ssize_t i = pos;
+        Py_ssize_t length = 0;
+        while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < 9) {
+            length = length * 10 + (data[i] - '0');
+            i++;
+        }
+        if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+            goto unusual;
+        Py_ssize_t end = pos + length - 1; /* the newline */
+        if (data[end] != '\n' || end <= i + 1)
+            goto unusual;
+        const unsigned char *key = data + i + 1;
+        const unsigned char *equals = memchr(key, '=', (size_t)(data + end - key));
+        if (equals == NULL || equals == key)
+            goto unusual;
+        Py_ssize_t key_length = equals - key;
+        const unsigned char *value = equals + 1;
+        Py_ssize_t value_length = data + end - value;
+        if (has_nul(key, key_length))
+            goto unusual;
+        if (((key_length == 4 && memcmp(key, "path", 4) == 0) ||
+             (key_length == 8 && memcmp(key, "linkpath", 8) == 0) ||
+             (key_length == 5 && (memcmp(key, "uname", 5) == 0 || memcmp(key, "gname", 5) == 0))) &&
+            has_nul(value, value_length))
+            goto unusual;
+        if (key_length >= 17 && memcmp(key, "GNU.sparse.", 11) == 0 &&
+            ((key_length == 17 && memcmp(key + 11, "offset", 6) == 0) ||
+             (key_length == 19 && memcmp(key + 11, "numbytes", 8) == 0)))
+            goto unusual; /* joined into one map record: Python's rule */
+        PyObject *k = PyBytes_FromStringAndSize((const char *)key, key_length);
+        PyObject *v = k ? PyBytes_FromStringAndSize((const char *)value, value_length) : NULL;
+        int failed = v == NULL || PyDict_SetItem(records, k, v) < 0;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (failed) {
+            Py_DECREF(records);
+            return NULL;
+        }
+        pos = end + 1;
+    }
+    return records;
+unusual:
+    Py_DECREF(records);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"parse_header", parse_header, METH_O, parse_header_doc},
+    {"parse_pax", parse_pax, METH_O, parse_pax_doc},
     {NULL, NULL, 0, NULL},
 };
 

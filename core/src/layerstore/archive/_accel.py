@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["HeaderFields", "SegmentedRun", "create_files", "parse_header", "segment_members"]
+__all__ = ["HeaderFields", "SegmentedRun", "create_files", "parse_header", "parse_pax", "segment_members"]
 
 #: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a tar header of the common shape.
 HeaderFields = tuple[int, str, int, int, int, int, int, str, str, str]
@@ -32,6 +32,9 @@ create_files: Final[Callable[[tuple[tuple[bytes, bytes, int, int, int], ...]], t
 )
 #: Decode a 512-byte header of the common shape into `HeaderFields`; None for any other header.
 parse_header: Final[Callable[[bytes], HeaderFields | None] | None] = _function("parse_header")
+#: Parse the records of a pax header as `layerstore.archive.tarfields.parse_pax` (NUL padding ends them); None
+#: for anything unusual (malformed, NULs in keys or names, GNU sparse pairs), which that function then parses.
+parse_pax: Final[Callable[[bytes], dict[bytes, bytes] | None] | None] = _function("parse_pax")
 #: Record a run of tar members of the common shape as tar-split lines (`layerstore.tarsplit.segmenter`).
 segment_members: Final[
     Callable[[memoryview, int, bytearray, set[bytes], int, Callable[[int, memoryview], int]], SegmentedRun] | None

@@ -11,8 +11,9 @@ it).  Every malformation is an `InvalidArchive` naming the entry when it is
 known.  Fields are decoded by `layerstore.archive.tarfields` (shared with the
 tar-split recorder), sparse maps by `layerstore.archive.tarsparse`.  When the
 optional ``layerstore-accel`` is installed, a header of the common shape is
-decoded by its `native_parse_header` in one call instead; it leaves every
-other header to the code here, so the entries and errors are the same.
+decoded by its `native_parse_header` in one call instead, and the records of
+a pax header by its `native_parse_pax`; they leave every other header and
+record set to the code here, so the entries and errors are the same.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ _GNU_MAGIC: Final = b"ustar  \x00"
 #: The native decoder of common headers (``layerstore_accel.parse_header``), or None.  It gives the values this
 #: module's own decoding gives, and None for every header it leaves to that decoding.
 native_parse_header = _accel.parse_header
+#: The native parser of pax records (``layerstore_accel.parse_pax``), or None; None from it: parsed here.
+native_parse_pax = _accel.parse_pax
 
 
 class TarReader(TarInput):
@@ -109,6 +112,11 @@ class TarReader(TarInput):
     def _payload(self, size: int, name: str) -> bytes:
         if size > _MAX_META:
             raise InvalidArchive(f"tar extension header before entry {name!r} is too large ({size} bytes)")
+        pos = self._pos
+        padded = size + (-size) % BLOCK
+        if self._end - pos >= padded:  # the usual case: data and padding are in the buffer
+            self._pos = pos + padded
+            return bytes(self._view[pos : pos + size])
         data = self._read_exact(size, f"extension header after entry {name!r}")
         pad = (-size) % BLOCK
         if pad:
@@ -116,8 +124,13 @@ class TarReader(TarInput):
         return data
 
     def _pax_records(self, size: int, last: str) -> dict[bytes, bytes]:
+        data = self._payload(size, last)
+        if native_parse_pax is not None:
+            records = native_parse_pax(data)
+            if records is not None:
+                return records
         try:
-            return parse_pax(self._payload(size, last), nul_padding=True)
+            return parse_pax(data, nul_padding=True)
         except ValueError as exc:
             raise InvalidArchive(f"corrupt pax header before entry {last!r}: {exc}") from None
 
