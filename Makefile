@@ -26,7 +26,7 @@ $(BIN)/python:
 
 # The editable sources are compiled to byte-code here: a run with PYTHONDONTWRITEBYTECODE (tox,
 # packagers) would otherwise compile every imported module on every start (a third of `layerstore --help`).
-$(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml) accel/pyproject.toml accel/src/layerstore_accel/_files.c accel/src/layerstore_accel/_tarheader.c accel/src/layerstore_accel/_tarsplit.c accel/src/layerstore_accel/tarblock.h
+$(VENV)/.installed: $(BIN)/python core/pyproject.toml $(foreach p,$(PLUGINS),plugins/$(p)/pyproject.toml) accel/pyproject.toml accel/src/layerstore_accel/_files.c accel/src/layerstore_accel/_tarheader.c accel/src/layerstore_accel/_tarsplit.c accel/src/layerstore_accel/_plainfiles.c accel/src/layerstore_accel/tarblock.h
 	$(PIP) install --quiet hatchling editables
 	$(PIP) install --quiet --no-build-isolation -e './core[test]' $(foreach p,$(PLUGINS),-e ./plugins/$(p))
 	$(PIP) install --quiet tox mypy ruff

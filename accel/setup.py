@@ -16,6 +16,12 @@ setup(
             extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
         ),
         Extension(
+            "layerstore_accel._plainfiles",
+            sources=["src/layerstore_accel/_plainfiles.c"],
+            depends=["src/layerstore_accel/tarblock.h"],
+            extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
             "layerstore_accel._tarsplit",
             sources=["src/layerstore_accel/_tarsplit.c"],
             depends=["src/layerstore_accel/tarblock.h"],

@@ -10,12 +10,23 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["HeaderFields", "SegmentedRun", "create_files", "parse_header", "parse_pax", "segment_members"]
+__all__ = [
+    "HeaderFields",
+    "PlainRun",
+    "SegmentedRun",
+    "create_files",
+    "parse_header",
+    "parse_pax",
+    "segment_members",
+    "take_plain_files",
+]
 
 #: (typeflag, name, size, mode, uid, gid, mtime, linkname, uname, gname) of a tar header of the common shape.
 HeaderFields = tuple[int, str, int, int, int, int, int, str, str, str]
 #: (pos, lines, position, header_pos, state, name, size, remaining, crc) after a run of tar-split members.
 SegmentedRun = tuple[int, bytes, int, int, int, bytes | None, int, int, int]
+#: (pos, count, [(name, pending file), ...], total size, last name, name before it) after a run of plain files.
+PlainRun = tuple[int, int, list[tuple[str, Any]], int, str, str | None]
 
 
 def _function(name: str) -> Any:
@@ -39,3 +50,5 @@ parse_pax: Final[Callable[[bytes], dict[bytes, bytes] | None] | None] = _functio
 segment_members: Final[
     Callable[[memoryview, int, bytearray, set[bytes], int, Callable[[int, memoryview], int]], SegmentedRun] | None
 ] = _function("segment_members")
+#: Take a run of plain small regular files of a new layer from the reader's buffer (`layerstore.archive.apply`).
+take_plain_files: Final[Callable[..., PlainRun | None] | None] = _function("take_plain_files")

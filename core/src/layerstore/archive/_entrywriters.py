@@ -24,7 +24,9 @@ import stat
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidArchive
+from ..longpaths import PATH_LIMIT
 from ..xattrs import has_xattr
+from . import _accel
 from ._filepool import SMALL_FILE, FilePool, PendingFile
 from ._lowerview import copy_up_file, is_whiteout_node
 from ._membername import split_name
@@ -204,6 +206,46 @@ class EntryWriters:
         finally:
             os.close(fd)
         self.total += entry.size
+
+    def plain_run_taker(self) -> Callable[[], None] | None:
+        """A function that takes the run of plain small files at the reader's position in one native call, or None.
+
+        Only with the file pool (a new layer), the umask known and
+        ``layerstore-accel``'s ``take_plain_files`` installed.  The members it
+        takes are exactly those `regular` would hand to the pool as they are
+        (it tests them against the same sets and dictionaries); it stops at
+        any other member, which the extraction then takes entry by entry.
+        """
+        take = _accel.take_plain_files
+        pool = self.pool
+        root = self.tree.root
+        if take is None or pool is None or self.umask is None or root == "/":
+            return None
+        prefix = f"{root}/"
+        context = (
+            SMALL_FILE,
+            PATH_LIMIT - len(os.fsencode(prefix)),  # the pool only gets paths that need no directory descriptor
+            prefix,
+            self.tree.dirs,
+            self.written.created,
+            self.plain_dirs,
+            self.owners,
+            self.creds,
+            self.umask | 0o7000,
+            self.contents,
+            PendingFile,
+        )
+        reader = self.reader
+        written = self.written
+
+        def take_run() -> None:
+            run = reader.take_run(take, *context)
+            if run is not None:
+                pool.add_all(run[2])
+                self.total += run[3]
+                written.current = run[4]
+
+        return take_run
 
     def directory(self, entry: TarEntry, rel: str, path: str) -> None:
         """A directory: an existing one is kept (its contents merge), anything else is replaced."""

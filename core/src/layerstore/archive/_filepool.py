@@ -158,6 +158,12 @@ class FilePool:
         if len(batch) >= _BATCH:
             self._hand_over(which)
 
+    def add_all(self, files: list[tuple[str, PendingFile]]) -> None:
+        """`add` each (layer path, file) of `files`, in order."""
+        add = self.add
+        for rel, job in files:
+            add(rel, job)
+
     def _hand_over(self, which: int) -> None:
         batch = self._batches[which]
         self._batches[which] = []

@@ -91,7 +91,13 @@ def _extract(reader: TarReader, written: Written, writers: EntryWriters, whiteou
     handlers = writers.by_kind
     created = written.created
     pool = writers.pool
-    for entry in reader:
+    take_plain_files = writers.plain_run_taker()
+    while True:
+        if take_plain_files is not None:
+            take_plain_files()
+        entry = reader.next()
+        if entry is None:
+            break
         name = entry.name
         written.current = name
         tree.trim()

@@ -18,7 +18,7 @@ record set to the code here, so the entries and errors are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final
 
 from ..errors import InvalidArchive
@@ -186,6 +186,28 @@ class TarReader(TarInput):
         return field_text(header[157:257])
 
     # -- entries -----------------------------------------------------------
+
+    def take_run(self, take: Callable[..., _accel.PlainRun | None], *context: object) -> _accel.PlainRun | None:
+        """Let `take` consume a run of whole members from the buffer at the next header; return its result.
+
+        `take` is called as ``take(buffer, pos, end, index, *context)`` (see
+        ``layerstore_accel.take_plain_files``) and answers None when it took
+        nothing.  Only between entries, with no payload left and no global pax
+        records (they would apply to the members taken); the reader's position,
+        member number and the names its messages use then move past the run.
+        """
+        if self._remaining or self._padding or self._global or self.finished:
+            return None
+        run = take(self._view, self._pos, self._end, self.index, *context)
+        if run is None:
+            return None
+        pos, count, _, _, last, previous = run
+        self._pos = pos
+        self.index += count
+        self._count += count
+        self._last = self._current if previous is None else previous
+        self._current = last
+        return run
 
     def next(self) -> TarEntry | None:
         """Return the next entry, or None after the end of the archive (the stream is then read to its end)."""
