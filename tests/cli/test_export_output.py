@@ -147,3 +147,33 @@ def test_sigkill_leftover_is_swept_by_the_store(run: Run, image: str, tmp_path: 
     ok(run("gc"))
     assert _temp_files(tmp_path) == [] and not out.exists()
     assert os.listdir(journal) == []
+
+
+def test_a_sweep_keeps_the_journal_entry_a_live_process_is_still_writing(tmp_path: Path) -> None:
+    """The owner is in the entry's name: an entry still empty (its writer between open and write) is not dead."""
+    from layerstore.outfile import JOURNAL_PREFIX, sweep_journal_entry
+    from layerstore.owner import current_owner
+
+    entry = tmp_path / f"{JOURNAL_PREFIX}{current_owner()}-0123456789abcdef"
+    entry.touch()
+    assert sweep_journal_entry(entry) is False
+    assert entry.exists()
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["owner in the name", "owner in the first line"])
+def test_a_sweep_removes_what_a_dead_process_recorded(tmp_path: Path, named: bool) -> None:
+    from layerstore.outfile import JOURNAL_PREFIX, sweep_journal_entry
+
+    dead = "4194305-1"  # above the kernel's largest pid: no such process
+    tmp = tmp_path / ".out.tar.layerstore-0123456789ab.tmp"
+    tmp.write_bytes(b"partial")
+    keep = tmp_path / "not-a-temp-file"
+    keep.write_bytes(b"keep")
+    entry = tmp_path / (f"{JOURNAL_PREFIX}{dead}-0123456789abcdef" if named else f"{JOURNAL_PREFIX}0123456789abcdef")
+    entry.write_text(f"{dead}\n{tmp}\n")
+    assert sweep_journal_entry(entry) is True
+    assert not entry.exists() and not tmp.exists()
+    half = tmp_path / f"{JOURNAL_PREFIX}{dead}-fedcba9876543210"  # killed before it wrote anything
+    half.touch()
+    assert sweep_journal_entry(half) is True
+    assert not half.exists() and keep.read_bytes() == b"keep"

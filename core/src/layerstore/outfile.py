@@ -12,9 +12,13 @@
 Temporary files are named ``.<name>.layerstore-<random>.tmp`` and removed on
 any error, ``KeyboardInterrupt`` or (through the command line's handlers)
 SIGTERM/SIGHUP.  Against SIGKILL, each one is first recorded in a journal
-entry in the store (``output-<random>``: owner process and path); a store
+entry in the store (``output-<owner>-<random>``, holding the path); a store
 that finds the entry's owner dead deletes the temporary file and the entry
-(`sweep_journal_entry`, run by every start-up sweep and by ``gc``).
+(`sweep_journal_entry`, run by every start-up sweep and by ``gc``).  The
+owner is in the entry's name, not only in its content: a sweep running
+while the entry is being written must not take the half-written entry for a
+dead process's and remove it (the temporary file made next would then
+survive a SIGKILL).
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> It
     tmp = os.path.join(directory, f".{name[:200]}{TEMP_MARK}{os.urandom(6).hex()}.tmp")
     entry = None
     if journal is not None:
-        entry = journal / f"{JOURNAL_PREFIX}{os.urandom(8).hex()}"
+        entry = journal / f"{JOURNAL_PREFIX}{current_owner()}-{os.urandom(8).hex()}"
         try:
             entry.write_text(f"{current_owner()}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
         except OSError:  # a full or read-only store must not stop an export elsewhere
@@ -127,14 +131,20 @@ def sweep_journal_entry(entry: Path) -> bool:
     """Remove the temporary file a dead process recorded in journal `entry`, and the entry.
 
     Returns False (and touches nothing) while the owner lives.  Only a file
-    whose name has the temporary-file pattern is ever deleted.
+    whose name has the temporary-file pattern is ever deleted.  The owner is
+    read from the entry's name (``output-<pid>-<start>-<random>``), which
+    exists whole from the start; entries named ``output-<random>`` (older
+    versions) carry it in their first line.
     """
+    owner = _owner_in_name(entry.name)
+    if owner is not None and owner_alive(owner):
+        return False
     try:
         text = entry.read_text(encoding="utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return True
-    owner, _, rest = text.partition("\n")
-    if owner_alive(owner):
+    first, _, rest = text.partition("\n")
+    if owner is None and owner_alive(first):
         return False
     tmp = rest.rstrip("\n")
     if tmp and _is_temp_name(tmp):
@@ -143,3 +153,10 @@ def sweep_journal_entry(entry: Path) -> bool:
     with contextlib.suppress(FileNotFoundError):
         entry.unlink()
     return True
+
+
+def _owner_in_name(name: str) -> str | None:
+    """The owner tag ``<pid>-<start>`` in a journal entry's name, or None for the older ``output-<random>``."""
+    pid, _, rest = name.removeprefix(JOURNAL_PREFIX).partition("-")
+    start, _, _ = rest.partition("-")
+    return f"{pid}-{start}" if pid.isdigit() and start.isdigit() else None
