@@ -8,7 +8,9 @@ archive here is extracted twice with the file pool, with and without that
 function, fed in random short reads; the trees, the sizes, the errors and the
 contents set aside for the export (by member number) must be the same, and
 the native code must take most plain members (else these tests would compare
-Python with itself) and leave the others.
+Python with itself) and leave the others.  `tests/archive/test_filepool.py`'s
+archives are extracted both ways too (that module itself runs where the
+native code is not installed).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from typing import Any
 
 import pytest
 from archive_helpers import snapshot
+from test_filepool import ARCHIVES as POOL_ARCHIVES
+from test_filepool import _tar as pool_tar
 
 from layerstore.archive import _accel
 from layerstore.archive.apply import apply_tar
 from layerstore.archive.aside import setting_aside
 from layerstore.errors import LayerStoreError
+
+pytestmark = pytest.mark.integration  # run where layerstore-accel is installed (tox's integration environment)
 
 _ARCHIVE_TIMES_END = 1_700_000_000 * 10**9  # every time in these archives is earlier
 
@@ -189,6 +195,15 @@ def test_an_unusual_member_among_plain_files_comes_out_the_same(
     with_native, without = _both(_tar(members, fmt), tmp_path, monkeypatch)
     assert with_native == without
     assert native[0] >= 5  # the run before the member (an unsafe one ends the extraction there)
+
+
+@pytest.mark.parametrize("case", list(POOL_ARCHIVES))
+def test_the_file_pools_archives_come_out_the_same(
+    case: str, native: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`test_filepool`'s archives (entries aimed at files still in the pool), both ways."""
+    with_native, without = _both(pool_tar(POOL_ARCHIVES[case]), tmp_path, monkeypatch)
+    assert with_native == without
 
 
 def test_random_archives_come_out_the_same(native: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
