@@ -305,3 +305,32 @@ def test_out_of_space_is_storage_full_naming_the_path(tiny_fs: Path) -> None:
     data = TarBuilder().add("small", data=b"x").add("dir/huge", data=os.urandom(1 << 20)).bytes()
     with pytest.raises(StorageFull, match="huge"):
         apply_tar(io.BytesIO(data), tiny_fs)
+
+
+@pytest.mark.parametrize("collecting", [True, False], ids=["collector on", "collector off"])
+def test_the_garbage_collector_is_paused_during_an_extraction_and_left_as_it_was(
+    tmp_path: Path, collecting: bool
+) -> None:
+    import gc
+
+    tar = TarBuilder()
+    for i in range(3000):  # far more new objects than the collector's first threshold (700)
+        tar.add(f"f{i}", data=b"x")
+    stream = tar.stream()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    was = gc.isenabled()
+    (gc.enable if collecting else gc.disable)()
+    gc.callbacks.append(count)
+    try:
+        apply_tar(stream, tmp_path)
+        assert gc.isenabled() is collecting
+    finally:
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
+    assert len(collections) <= (1 if collecting else 0)  # at most the one that catches up on resuming
+    assert len(os.listdir(tmp_path)) == 3000
