@@ -8,7 +8,6 @@ with the path in it; callers turn that into layerstore errors.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -251,7 +250,9 @@ _FS_NAMES = {
 
 def filesystem_type(path: Path) -> tuple[int, str]:
     """Return the ``statfs`` magic number of the filesystem holding `path` and a human name for it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The process's own symbols hold libc's: `ctypes.util.find_library` would import
+    # subprocess and shutil and run `ldconfig -p` on every command (about 5 ms).
+    libc = ctypes.CDLL(None, use_errno=True)
     buf = _StatFs()
     if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
