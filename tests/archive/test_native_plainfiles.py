@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -74,9 +75,15 @@ def native(require_accel: Callable[[Any, str], Any], monkeypatch: pytest.MonkeyP
 
 
 def _tree(root: Path) -> dict[bytes, tuple[object, ...]]:
-    """`snapshot`, without the times of directories created on the way (they get the extraction's time)."""
+    """`snapshot` with the access times of files, without the times of directories created on the way."""
+    atimes = {}  # of regular files, before `snapshot` reads them (which may set their access times)
+    for top, _, files in os.walk(os.fsencode(root)):
+        for name in files:
+            st = os.lstat(os.path.join(top, name))
+            if stat.S_ISREG(st.st_mode):
+                atimes[os.path.relpath(os.path.join(top, name), os.fsencode(root))] = st.st_atime_ns
     return {
-        rel: (*fields[:4], fields[4] if fields[4] < _ARCHIVE_TIMES_END else None, *fields[5:])  # type: ignore[operator]
+        rel: (*fields[:4], fields[4] if fields[4] < _ARCHIVE_TIMES_END else None, *fields[5:], atimes.get(rel))  # type: ignore[operator]
         for rel, fields in snapshot(root, skip_root=True).items()
     }
 
@@ -170,7 +177,25 @@ _UNUSUAL: dict[str, list[tuple[str, bytes, bytes, dict[str, Any]]]] = {
         ("new/dir", tarfile.REGTYPE, b"x", {}),
     ],
     "a long name": [("d0/" + "n" * 150, tarfile.REGTYPE, b"x", {})],
-    "a pax header": [("d0/pax", tarfile.REGTYPE, b"x", {"pax_headers": {"mtime": "1500000000.5"}})],
+    "a pax header": [("d0/pax", tarfile.REGTYPE, b"x", {"pax_headers": {"comment": "not a time"}})],
+    "pax times": [
+        ("d0/times", tarfile.REGTYPE, b"x", {"pax_headers": {
+            "atime": "1500000000.123456789123", "ctime": "1500000001.5", "mtime": "1400000000.25"}}),
+        ("d0/whole", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": "1500000000", "mtime": "1."}}),
+        ("d0/twice", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": "5", "ctime": "6"}}),
+    ],
+    "pax times of unusual shapes": [
+        ("d0/empty-mtime", tarfile.REGTYPE, b"x", {"pax_headers": {"mtime": "", "atime": "7"}}),
+        ("d0/no-whole", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": ".5"}}),
+        ("d0/negative", tarfile.REGTYPE, b"x", {"pax_headers": {"mtime": "-1.5"}}),
+        ("d0/late", tarfile.REGTYPE, b"x", {"pax_headers": {"mtime": "99999999999"}}),
+        ("d0/odd", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": "1.5x"}}),
+    ],
+    "a pax time with a comma": [("d0/comma", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": "1,5"}})],
+    "a pax time and a path": [
+        ("d0/renamed", tarfile.REGTYPE, b"x", {"pax_headers": {"atime": "1", "path": "d1/moved"}}),
+    ],
+    "a pax time on a directory": [("d0/pdir", tarfile.DIRTYPE, b"", {"pax_headers": {"atime": "1"}})],
     "a contiguous file": [("d0/cont", tarfile.CONTTYPE, b"", {})],
     "a time past 2^33 s": [("d0/late", tarfile.REGTYPE, b"x", {"mtime": 8**11 + 5})],
     "a file through a symlink": [("l", tarfile.SYMTYPE, b"", {"linkname": "d1"}), ("l/via", tarfile.REGTYPE, b"x", {})],
@@ -190,8 +215,8 @@ def test_an_unusual_member_among_plain_files_comes_out_the_same(
     members[13:13] = _UNUSUAL[case]
     members += _UNUSUAL[case]  # again at the end, after the run
     members += [(f"d1/tail{i}", tarfile.REGTYPE, b"t" * i, {}) for i in range(5)]
-    fmt = {"a pax header": tarfile.PAX_FORMAT, "a name that is not ASCII": tarfile.PAX_FORMAT,
-           "a ustar name prefix": tarfile.USTAR_FORMAT}.get(case, tarfile.GNU_FORMAT)
+    fmt = tarfile.PAX_FORMAT if "pax" in case or "ASCII" in case else tarfile.GNU_FORMAT
+    fmt = tarfile.USTAR_FORMAT if "ustar" in case else fmt
     with_native, without = _both(_tar(members, fmt), tmp_path, monkeypatch)
     assert with_native == without
     assert native[0] >= 5  # the run before the member (an unsafe one ends the extraction there)
@@ -241,3 +266,25 @@ def test_a_layer_rooted_at_a_long_path_leaves_files_beyond_the_path_limit_to_pyt
     assert with_native == without
     assert isinstance(with_native, tuple) and len(with_native[1]) == 41  # type: ignore[arg-type]
     assert 5 <= native[0] <= 25  # the short names natively, the rest in Python
+
+
+def test_a_layer_written_by_gnu_tar_in_posix_format_is_taken_natively(
+    native: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GNU tar's posix format gives every member a pax header with its atime and ctime."""
+    import subprocess
+
+    source = tmp_path / "source"
+    for d in range(3):
+        (source / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            path = source / f"d{d}" / f"f{f}"
+            path.write_bytes(os.urandom(f * 13))
+            os.utime(path, ns=(1_500_000_000_123_456_789 + f, 1_400_000_000_987_654_321 + f))
+    data = subprocess.run(["tar", "--format=posix", "--numeric-owner", "-C", str(source), "-cf", "-", "d0", "d1", "d2"],
+                          check=True, capture_output=True).stdout
+    case = tmp_path / "x"
+    case.mkdir()
+    with_native, without = _both(data, case, monkeypatch)
+    assert with_native == without
+    assert native[0] >= 270  # all but the first file of each directory and those a short read cuts

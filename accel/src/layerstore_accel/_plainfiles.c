@@ -50,6 +50,69 @@ clean_name(const unsigned char *name, Py_ssize_t n)
     return 1;
 }
 
+/* A pax time of the plain shape (digits, optionally "." and digits, at most 9e9 s) in
+ * nanoseconds, the fraction cut after nine digits as the Python code does; -1 for any
+ * other shape, left to the Python code. */
+static long long
+plain_pax_time(const unsigned char *value, Py_ssize_t n)
+{
+    long long seconds = 0, fraction = 0;
+    Py_ssize_t i = 0;
+    while (i < n && value[i] >= '0' && value[i] <= '9' && seconds <= 9000000000LL)
+        seconds = seconds * 10 + (value[i++] - '0');
+    if (i == 0 || seconds > 9000000000LL)
+        return -1;
+    if (i < n) {
+        if (value[i++] != '.')
+            return -1;
+        int digits = 0;
+        for (; i < n; i++) {
+            if (value[i] < '0' || value[i] > '9')
+                return -1;
+            if (digits < 9) {
+                fraction = fraction * 10 + (value[i] - '0');
+                digits++;
+            }
+        }
+        for (; digits < 9; digits++)
+            fraction *= 10;
+    }
+    return seconds * 1000000000LL + fraction;
+}
+
+/* Read a pax header's records `data[0:size]` if they are only plain "atime", "ctime" and
+ * "mtime" records (GNU tar's posix format writes those for every member); a NUL where a
+ * record would begin ends them.  Set *atime and *mtime (ns, -1 when absent; ctime is not
+ * kept) and return 1, or return 0 for anything else. */
+static int
+plain_time_records(const unsigned char *data, Py_ssize_t size, long long *atime, long long *mtime)
+{
+    *atime = *mtime = -1;
+    Py_ssize_t pos = 0;
+    while (pos < size && data[pos] != 0) {
+        Py_ssize_t i = pos, length = 0;
+        while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < 6)
+            length = length * 10 + (data[i++] - '0');
+        if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+            return 0;
+        Py_ssize_t end = pos + length - 1; /* the newline */
+        const unsigned char *key = data + i + 1;
+        if (data[end] != '\n' || end - (i + 1) < 7 || key[5] != '=')
+            return 0;
+        long long value = plain_pax_time(key + 6, data + end - (key + 6));
+        if (value < 0)
+            return 0;
+        if (memcmp(key, "atime", 5) == 0)
+            *atime = value;
+        else if (memcmp(key, "mtime", 5) == 0)
+            *mtime = value;
+        else if (memcmp(key, "ctime", 5) != 0)
+            return 0;
+        pos = end + 1;
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(take_plain_files_doc,
 "take_plain_files(buffer, pos, end, index, limit, path_room, prefix, dirs, created, plain_dirs,\n"
 "                 owners, creds, mode_mask, contents, pending_file, /)\n"
@@ -59,14 +122,16 @@ PyDoc_STRVAR(take_plain_files_doc,
 "of `buffer` (bytes up to `end` are valid); `index` is the member number of\n"
 "the member before it.  A member is taken when its header has the common\n"
 "shape (matching checksum, octal fields, ustar or GNU magic, no name prefix or\n"
-"GNU time, type '0' or NUL), its payload and padding lie in the buffer, its\n"
+"GNU time, type '0' or NUL), at most one pax header of plain atime, ctime and\n"
+"mtime records comes before it, its payload and padding lie in the buffer, its\n"
 "size is at most `limit`, its name is clean (printable ASCII, relative, no\n"
 "empty, '.' or '..' component, no '.wh.') and at most `path_room` bytes, its\n"
 "parent is in `dirs` with `plain_dirs` True, neither `created` nor `dirs`\n"
 "holds the name, ``owners[(uid, gid)] == creds``, and its mode has no bit of\n"
 "`mode_mask`.  For each member taken: it is added to `created`, `contents`\n"
 "maps it to (name, member number) if it has data, and a ``pending_file(prefix\n"
-"+ name, name, data, mode, (mtime_ns, mtime_ns))`` is made.  Return None if\n"
+"+ name, name, data, mode, (atime_ns, mtime_ns))`` is made (the atime is the\n"
+"mtime without a pax atime).  Return None if\n"
 "the first member is not taken, else (pos, count, [(name, pending), ...],\n"
 "total size, last name, name before it or None).");
 
@@ -114,6 +179,18 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     while (end - pos >= BLOCK) {
         const unsigned char *h = buf + pos;
+        long long pax_atime = -1, pax_mtime = -1;
+        Py_ssize_t pax_length = 0; /* the pax header and its data before the member, if any */
+        if (h[156] == 'x') {
+            long long pax_size;
+            if (!checksum_matches(h) || plain_octal(h + 124, 12, &pax_size) < 0 || pax_size > 4096)
+                break;
+            pax_length = BLOCK + (Py_ssize_t)((pax_size + BLOCK - 1) / BLOCK * BLOCK);
+            if (end - pos - pax_length < BLOCK ||
+                !plain_time_records(h + BLOCK, (Py_ssize_t)pax_size, &pax_atime, &pax_mtime))
+                break;
+            h += pax_length;
+        }
         unsigned char type = h[156];
         if ((type != '0' && type != 0) || !checksum_matches(h))
             break;
@@ -127,8 +204,10 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             plain_octal(h + 136, 12, &mtime) < 0)
             break;
         long long padded = (size + BLOCK - 1) / BLOCK * BLOCK;
-        if (size > limit || padded > end - pos - BLOCK || mtime > 9000000000LL)
+        if (size > limit || padded > end - pos - pax_length - BLOCK || (pax_mtime < 0 && mtime > 9000000000LL))
             break; /* (a time in nanoseconds beyond 64 bits is the Python code's) */
+        long long mtime_ns = pax_mtime >= 0 ? pax_mtime : mtime * 1000000000LL;
+        long long atime_ns = pax_atime >= 0 ? pax_atime : mtime_ns;
         mode &= 07777;
         if (mode & mode_mask)
             break;
@@ -196,7 +275,7 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *data = PyBytes_FromStringAndSize((const char *)h + BLOCK, (Py_ssize_t)size);
         PyObject *path = data ? PyUnicode_Concat(prefix, name) : NULL;
         PyObject *job = path ? PyObject_CallFunction(pending_file, "OOOl(LL)", path, name, data, (long)mode,
-                                                     mtime * 1000000000LL, mtime * 1000000000LL)
+                                                     atime_ns, mtime_ns)
                              : NULL;
         PyObject *pair = job ? PyTuple_Pack(2, name, job) : NULL;
         int failed = pair == NULL || PyList_Append(jobs, pair) < 0 || PySet_Add(created, name) < 0;
@@ -218,7 +297,7 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         last = name;
         total += size;
         count += 1;
-        pos += BLOCK + (Py_ssize_t)padded;
+        pos += pax_length + BLOCK + (Py_ssize_t)padded;
     }
 
     PyBuffer_Release(&view);
