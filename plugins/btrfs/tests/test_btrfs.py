@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -336,53 +335,3 @@ def test_check_lists_and_gc_removes_what_killed_processes_left(btrfs_mount: Path
     home_rel = btrfs_home.relative_to(btrfs_mount).as_posix()
     assert [p for p in listed_subvolumes(btrfs_mount) if p.startswith(home_rel)] == [f"{home_rel}/subvolumes/{BASE}"]
     driver.remove(BASE)
-
-
-def _commits(stats: Path) -> int:
-    """Transactions committed on the filesystem so far (``commit_stats``, Linux 6.0)."""
-    for line in stats.read_text().splitlines():
-        if line.startswith("commits "):
-            return int(line.split()[1])
-    raise AssertionError(f"no commit count in {stats}")
-
-
-def _write_fsynced(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, b"y" * 100_000)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def test_an_fsync_after_creating_a_layer_is_no_full_commit(plain_btrfs: Path) -> None:
-    """Creating a layer ends btrfs's running transaction: an fsync in the import that follows uses the log tree.
-
-    In the transaction that created (and renamed) a subvolume, btrfs turns
-    every fsync into a commit of the whole transaction, which then includes
-    all the files the import wrote.  (On the shared test filesystem, with
-    64 KiB nodes, btrfs also commits to make room for metadata: not here.)
-    """
-    home = plain_btrfs / "home"
-    driver = load_driver("btrfs", home)
-    stats = Path("/sys/fs/btrfs", _btrfs.filesystem_uuid(home), "commit_stats")
-    if not stats.exists():
-        pytest.skip("this kernel has no btrfs commit_stats (Linux 6.0)")
-    metadata = home / "metadata"
-    _write_fsynced(metadata)  # the first fsync on a new filesystem commits (no log tree yet)
-    btrfs("filesystem", "sync", plain_btrfs)  # wakes the cleaner for the probe's deleted subvolume
-    btrfs("subvolume", "sync", plain_btrfs)  # and waits until its commits are over
-    before = _commits(stats)
-    driver.create(BASE)
-    for _ in range(1000):  # the commit was started, not waited for; the 30 s timer is far off
-        if _commits(stats) > before:
-            break
-        time.sleep(0.01)
-    committed = _commits(stats)
-    assert committed > before, "creating the layer did not commit the transaction"
-    layer = Path(driver.get(BASE))
-    for n in range(50):
-        (layer / f"file{n}").write_bytes(b"x" * 5000)
-    _write_fsynced(metadata)
-    assert _commits(stats) == committed, "the fsync committed the whole transaction"
-    driver.put(BASE)

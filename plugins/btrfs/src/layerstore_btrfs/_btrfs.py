@@ -29,7 +29,6 @@ __all__ = [
     "nested_subvolumes_by_walk",
     "set_read_only",
     "snapshot_subvolume",
-    "start_commit",
     "subvolume_id",
 ]
 
@@ -68,7 +67,6 @@ IOC_SNAP_DESTROY = _ioc(_IOC_WRITE, 15, _VOL_ARGS.size)
 IOC_INO_LOOKUP = _ioc(_IOC_READ | _IOC_WRITE, 18, _INO_LOOKUP_ARGS.size)
 IOC_SNAP_CREATE_V2 = _ioc(_IOC_WRITE, 23, _VOL_ARGS_V2.size)
 IOC_FS_INFO = _ioc(_IOC_READ, 31, _FS_INFO_ARGS.size)
-IOC_START_SYNC = _ioc(_IOC_READ, 24, 8)  # __u64 transid (out)
 IOC_GET_SUBVOL_ROOTREF = _ioc(_IOC_READ | _IOC_WRITE, 61, _ROOTREF_ARGS.size)
 IOC_INO_LOOKUP_USER = _ioc(_IOC_READ | _IOC_WRITE, 62, _INO_LOOKUP_USER_ARGS.size)
 
@@ -122,17 +120,6 @@ def delete_subvolume(parent_dir: Path, name: str) -> None:
 def set_read_only(path: Path, read_only: bool = True) -> None:
     """Make subvolume `path` read-only, or writable again (``BTRFS_IOC_SUBVOL_SETFLAGS``, ``BTRFS_SUBVOL_RDONLY``)."""
     _dir_ioctl(path, IOC_SUBVOL_SETFLAGS, bytearray(struct.pack("=Q", SUBVOL_RDONLY if read_only else 0)), path)
-
-
-def start_commit(path: Path) -> None:
-    """Start committing the running transaction of the filesystem holding `path` (``BTRFS_IOC_START_SYNC``).
-
-    It writes no file data (that is what a sync would add), only ends the
-    running transaction: an ``fsync`` in a transaction that created or
-    renamed a subvolume commits the whole transaction instead of using the
-    log tree, with all metadata written since.
-    """
-    _dir_ioctl(path, IOC_START_SYNC, bytearray(8), path)
 
 
 def subvolume_id(path: Path) -> int:
