@@ -21,33 +21,16 @@
 #include "tarblock.h"
 
 /* Whether `name` (length n, NUL-free) is a clean relative member name: printable ASCII,
- * not absolute, no trailing slash, no empty, "." or ".." component, no ".wh." anywhere
- * (whiteouts and their metadata are the Python code's).  Then the Python code's
- * components are exactly the name split at its slashes. */
+ * only real components, no ".wh.".  Then the Python code's components are exactly the name
+ * split at its slashes. */
 static int
-clean_name(const unsigned char *name, Py_ssize_t n)
+clean_name(const char *name, Py_ssize_t n)
 {
-    Py_ssize_t start = 0; /* start of the current component (an empty one: no name, or a leading, final or double slash) */
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        if (i < n) {
-            unsigned char c = name[i];
-            if (c < 0x20 || c > 0x7e)
-                return 0;
-            if (c != '/')
-                continue;
-        }
-        Py_ssize_t length = i - start;
-        if (length == 0)
-            return 0;
-        if (name[start] == '.' && (length == 1 || (length == 2 && name[start + 1] == '.')))
-            return 0;
-        start = i + 1;
-    }
-    for (Py_ssize_t i = 0; i + 4 <= n; i++) {
-        if (name[i] == '.' && memcmp(name + i, ".wh.", 4) == 0)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e)
             return 0;
     }
-    return 1;
+    return plain_components(name, n) && !has_whiteout_marker(name, n);
 }
 
 /* A pax time of the plain shape (digits, optionally "." and digits, at most 9e9 s) in
@@ -132,8 +115,8 @@ PyDoc_STRVAR(take_plain_files_doc,
 "maps it to (name, member number) if it has data, and a ``pending_file(prefix\n"
 "+ name, name, data, mode, (atime_ns, mtime_ns))`` is made (the atime is the\n"
 "mtime without a pax atime).  Return None if\n"
-"the first member is not taken, else (pos, count, [(name, pending), ...],\n"
-"total size, last name, name before it or None).");
+"the first member is not taken, else (pos, count, [pending, ...], total size,\n"
+"last name).");
 
 static PyObject *
 take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -170,7 +153,7 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     PyObject *jobs = PyList_New(0);
     PyObject *empty = PyUnicode_FromStringAndSize("", 0);
-    PyObject *last = NULL, *previous = NULL; /* owned */
+    PyObject *last = NULL; /* owned */
     long long total = 0;
     Py_ssize_t count = 0;
     long long known_uid = -1, known_gid = -1; /* the last owner found to be `creds` */
@@ -213,7 +196,7 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         const unsigned char *name_end = memchr(h, 0, 100);
         Py_ssize_t name_length = name_end ? name_end - h : 100;
-        if (name_length > path_room || !clean_name(h, name_length))
+        if (name_length > path_room || !clean_name((const char *)h, name_length))
             break;
 
         /* The Python code's tests, on its own sets and dictionaries; nothing changes before all pass. */
@@ -277,8 +260,7 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *job = path ? PyObject_CallFunction(pending_file, "OOOl(LL)", path, name, data, (long)mode,
                                                      atime_ns, mtime_ns)
                              : NULL;
-        PyObject *pair = job ? PyTuple_Pack(2, name, job) : NULL;
-        int failed = pair == NULL || PyList_Append(jobs, pair) < 0 || PySet_Add(created, name) < 0;
+        int failed = job == NULL || PyList_Append(jobs, job) < 0 || PySet_Add(created, name) < 0;
         if (!failed && size > 0) {
             PyObject *where = Py_BuildValue("(OL)", name, index);
             failed = where == NULL || PyDict_SetItem(contents, name, where) < 0;
@@ -287,13 +269,11 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(data);
         Py_XDECREF(path);
         Py_XDECREF(job);
-        Py_XDECREF(pair);
         if (failed) {
             Py_DECREF(name);
             goto error;
         }
-        Py_XDECREF(previous);
-        previous = last;
+        Py_XDECREF(last);
         last = name;
         total += size;
         count += 1;
@@ -306,14 +286,13 @@ take_plain_files(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(jobs);
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(nnNLNN)", pos, count, jobs, total, last, previous ? previous : Py_NewRef(Py_None));
+    return Py_BuildValue("(nnNLN)", pos, count, jobs, total, last);
 
 error:
     PyBuffer_Release(&view);
     Py_XDECREF(jobs);
     Py_XDECREF(empty);
     Py_XDECREF(last);
-    Py_XDECREF(previous);
     return NULL;
 }
 

@@ -266,18 +266,8 @@ clean_name(const char *name, Py_ssize_t *length)
         start += 2;
     while (end > start && name[end - 1] == '/')
         end--;
-    if (end == start)
+    if (!plain_components(name + start, end - start))
         return NULL;
-    Py_ssize_t component = start;
-    for (Py_ssize_t i = start; i <= end; i++) {
-        if (i == end || name[i] == '/') {
-            Py_ssize_t n = i - component;
-            if (n == 0 || (n == 1 && name[component] == '.') ||
-                (n == 2 && name[component] == '.' && name[component + 1] == '.'))
-                return NULL;
-            component = i + 1;
-        }
-    }
     *length = end - start;
     return name + start;
 }
@@ -424,15 +414,8 @@ segment_members(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             size = 0;
         if (!plain_name(name, name_length))
             break;
-        int whiteout = 0;
-        for (Py_ssize_t i = 0; i + 4 <= name_length; i++) {
-            if (name[i] == '.' && memcmp(name + i, ".wh.", 4) == 0) {
-                whiteout = 1; /* content extraction may not write: Python's rules */
-                break;
-            }
-        }
-        if (whiteout)
-            break;
+        if (has_whiteout_marker(name, name_length))
+            break; /* content extraction may not write: Python's rules */
         Py_ssize_t key_length = name_length;
         const char *key = clean_name(name, &key_length);
         if (key == NULL)

@@ -52,4 +52,33 @@ checksum_matches(const unsigned char *h)
     return sum == recorded;
 }
 
+/* Whether every component of `name` (length n) is a real one: not empty (so no leading,
+ * final or double slash, and not an empty name), not "." and not "..". */
+static inline int
+plain_components(const char *name, Py_ssize_t n)
+{
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (i < n && name[i] != '/')
+            continue;
+        Py_ssize_t length = i - start;
+        if (length == 0 || (name[start] == '.' && (length == 1 || (length == 2 && name[start + 1] == '.'))))
+            return 0;
+        start = i + 1;
+    }
+    return 1;
+}
+
+/* Whether `name` (length n) holds ".wh." anywhere: whiteouts and their metadata, which the
+ * Python code handles. */
+static inline int
+has_whiteout_marker(const char *name, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i + 4 <= n; i++) {
+        if (name[i] == '.' && memcmp(name + i, ".wh.", 4) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 #endif

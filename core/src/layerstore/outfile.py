@@ -89,9 +89,10 @@ def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> It
     tmp = os.path.join(directory, f".{name[:200]}{TEMP_MARK}{os.urandom(6).hex()}.tmp")
     entry = None
     if journal is not None:
-        entry = journal / f"{JOURNAL_PREFIX}{current_owner()}-{os.urandom(8).hex()}"
+        owner = current_owner()
+        entry = journal / f"{JOURNAL_PREFIX}{owner}-{os.urandom(8).hex()}"
         try:
-            entry.write_text(f"{current_owner()}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
+            entry.write_text(f"{owner}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
         except OSError:  # a full or read-only store must not stop an export elsewhere
             with contextlib.suppress(OSError):
                 entry.unlink()

@@ -25,8 +25,8 @@ __all__ = [
 HeaderFields = tuple[int, str, int, int, int, int, int, str, str, str]
 #: (pos, lines, position, header_pos, state, name, size, remaining, crc) after a run of tar-split members.
 SegmentedRun = tuple[int, bytes, int, int, int, bytes | None, int, int, int]
-#: (pos, count, [(name, pending file), ...], total size, last name, name before it) after a run of plain files.
-PlainRun = tuple[int, int, list[tuple[str, Any]], int, str, str | None]
+#: (pos, count, [pending file, ...], total size, last name) after a run of plain files.
+PlainRun = tuple[int, int, list[Any], int, str]
 
 
 def _function(name: str) -> Any:

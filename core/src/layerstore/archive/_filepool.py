@@ -158,11 +158,11 @@ class FilePool:
         if len(batch) >= _BATCH:
             self._hand_over(which)
 
-    def add_all(self, files: list[tuple[str, PendingFile]]) -> None:
-        """`add` each (layer path, file) of `files`, in order."""
+    def add_all(self, files: list[PendingFile]) -> None:
+        """`add` each file of `files`, in order, whose entry name is its layer path (a clean name)."""
         add = self.add
-        for rel, job in files:
-            add(rel, job)
+        for job in files:
+            add(job.name, job)
 
     def _hand_over(self, which: int) -> None:
         batch = self._batches[which]

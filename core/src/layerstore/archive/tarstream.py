@@ -97,7 +97,6 @@ class TarReader(TarInput):
     def __init__(self, stream: BinaryIO) -> None:
         super().__init__(stream)
         self._global: dict[bytes, bytes] = {}
-        self._last = ""
         self._count = 0
         self.finished = False
         self.index = -1
@@ -194,18 +193,17 @@ class TarReader(TarInput):
         ``layerstore_accel.take_plain_files``) and answers None when it took
         nothing.  Only between entries, with no payload left and no global pax
         records (they would apply to the members taken); the reader's position,
-        member number and the names its messages use then move past the run.
+        member number and the name its messages use then move past the run.
         """
         if self._remaining or self._padding or self._global or self.finished:
             return None
         run = take(self._view, self._pos, self._end, self.index, *context)
         if run is None:
             return None
-        pos, count, _, _, last, previous = run
+        pos, count, _, _, last = run
         self._pos = pos
         self.index += count
         self._count += count
-        self._last = self._current if previous is None else previous
         self._current = last
         return run
 
@@ -330,7 +328,6 @@ class TarReader(TarInput):
                 entry.size = sparse_size if sparse_v1 is None else sparse_v1
             self._remaining = size
             self._padding = (-size) % BLOCK
-        self._last = self._current
         self._current = name
         if entry.sparse is not None or sparse_v1 is not None:
             if sparse_v1 is not None:
