@@ -58,9 +58,9 @@ class ContainersStorage:
             raise RuntimeError(f"containers-storage gave no layer ID: {m.failure()}")
         return lines[-1].split()[0]
 
-    def export_layer(self, layer: str) -> Measurement:
-        """Measure ``diff --uncompressed ID`` with the output hashed."""
-        return run_measured([*self.base, "diff", "--uncompressed", layer], hash_stdout=True)
+    def export_layer(self, layer: str, expected: Path) -> Measurement:
+        """Measure ``diff --uncompressed ID`` with the output compared with the file `expected`."""
+        return run_measured([*self.base, "diff", "--uncompressed", layer], compare_stdout=expected)
 
     def create_layer(self, parent: str | None) -> Measurement:
         """Measure ``create-layer [PARENT]``."""
@@ -110,5 +110,5 @@ def tar_extract(tar: Path, dest: Path) -> Measurement:
 
 
 def cat_file(path: Path) -> Measurement:
-    """Measure ``cat FILE`` with the output hashed: the floor of any export."""
-    return run_measured(["cat", str(path)], hash_stdout=True)
+    """Measure ``cat FILE`` with the output compared with the file: the floor of any export."""
+    return run_measured(["cat", str(path)], compare_stdout=path)
