@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +25,28 @@ def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.fail(f"the btrfs test filesystem was not torn down: {leftovers}")
 
 
+@contextlib.contextmanager
+def _private_btrfs(workdir: Path, size_mb: int) -> Iterator[Path]:
+    """A loop-mounted btrfs of its own in `workdir`, made with mkfs's defaults; fails if anything is left after."""
+    with loop_filesystem_or_unavailable("btrfs", workdir / "loop", "btrfs", size_mb) as mnt:
+        yield mnt
+    leftovers = mounts_under(workdir) + loop_devices_under(workdir)
+    if leftovers:
+        pytest.fail(f"the btrfs test filesystem was not torn down: {leftovers}")
+
+
+@pytest.fixture
+def plain_btrfs(tmp_path: Path) -> Iterator[Path]:
+    """A private 1 GiB btrfs with default nodes (the shared one has 64 KiB nodes for big xattrs)."""
+    with _private_btrfs(tmp_path, 1024) as mnt:
+        yield mnt
+
+
 @pytest.fixture
 def small_btrfs(tmp_path: Path) -> Iterator[Path]:
     """A private 256 MiB loop-mounted btrfs for tests that remount or fill it."""
-    with loop_filesystem_or_unavailable("btrfs", tmp_path / "loop", "btrfs", 256) as mnt:
+    with _private_btrfs(tmp_path, 256) as mnt:
         yield mnt
-    leftovers = mounts_under(tmp_path) + loop_devices_under(tmp_path)
-    if leftovers:
-        pytest.fail(f"the btrfs test filesystem was not torn down: {leftovers}")
 
 
 @pytest.fixture
