@@ -168,8 +168,36 @@ def test_delete_rules_children_retain_mount(graph: Graph, driver: Driver) -> Non
     graph.delete(parent.id[:7], force=True)
     assert graph.map() == {}
     assert os.listdir(graph.root / "graph" / "_tmp") == []
+
     with pytest.raises(ImageNotFound):
         graph.delete(parent.id)
+
+
+def test_a_mount_after_the_check_of_delete_keeps_the_image(graph: Graph, driver: Driver,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mount` does not take the image's lock: one that lands after `delete` counted no reference wins.
+
+    `delete` then fails as if it had seen the mount, and the image stays whole
+    (the mount's path stays valid, and its `umount` finds the image).
+    """
+    image = graph.create(tar_stream(BASE))
+    exported = graph.tar_layer(image.id).read()
+    counted = driver.references
+
+    def mounted_right_after(layer_id: str) -> int:
+        refs = counted(layer_id)
+        driver.get(layer_id)  # another process's `mount`, between the check and the removal
+        return refs
+
+    monkeypatch.setattr(driver, "references", mounted_right_after)
+    with pytest.raises(LayerInUse, match="mounted"):
+        graph.delete(image.id)
+    monkeypatch.undo()
+    assert graph.exists(image.id) and driver.exists(image.id) and driver.references(image.id) == 1
+    assert graph.tar_layer(image.id).read() == exported
+    driver.put(image.id)
+    graph.delete(image.id)
+    assert not graph.exists(image.id) and not driver.exists(image.id)
 
 
 def test_walk_map_by_parent_heads(graph: Graph) -> None:

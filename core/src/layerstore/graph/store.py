@@ -172,7 +172,7 @@ class Graph(ImageReader):
                         f"image {image_id} is mounted ({refs} reference{'s' if refs != 1 else ''}); "
                         f"unmount it (`layerstore umount {image_id[:12]}`) or delete with force"
                     )
-            delete_locked(self.files, self.driver, image_id, driver_has=driver_has)
+            delete_locked(self.files, self.driver, image_id, driver_has=driver_has, force=force)
         self._sessions.forget(image_id)
 
     def set_digest(self, name: str, digest: str) -> None:

@@ -130,10 +130,13 @@ def _apply_layer(driver: Driver, image: Image, layer_data: BinaryIO, staging: Pa
     return size, digest
 
 
-def delete_locked(files: ImageFiles, driver: Driver, image_id: str, *, driver_has: bool) -> None:
+def delete_locked(files: ImageFiles, driver: Driver, image_id: str, *, driver_has: bool, force: bool = False) -> None:
     """Remove the metadata of `image_id` at once, then its layer; call with the image's lock held.
 
-    If the layer cannot be removed, the metadata is put back.
+    If the layer cannot be removed, the metadata is put back: also when,
+    without `force`, a `mount` took a reference after the caller checked
+    (mounting does not take the image's lock; the driver facade orders the
+    two on the layer).
     """
     # A plain rename, no new directory: deleting must work on a full filesystem.
     trash = files.trash_name(image_id)
@@ -142,12 +145,12 @@ def delete_locked(files: ImageFiles, driver: Driver, image_id: str, *, driver_ha
     except OSError as exc:
         if exc.errno not in SPACE_ERRNOS:
             raise
-        _delete_on_full_filesystem(files, driver, image_id, driver_has, trash)
+        _delete_on_full_filesystem(files, driver, image_id, driver_has, trash, force)
     else:
         fsync_dir(files.graph)
         try:
             if driver_has:
-                driver.remove(image_id, force=True)
+                driver.remove(image_id, force=force)
         except BaseException:
             os.rename(trash, files.image_root(image_id))
             raise
@@ -156,7 +159,7 @@ def delete_locked(files: ImageFiles, driver: Driver, image_id: str, *, driver_ha
 
 
 def _delete_on_full_filesystem(
-    files: ImageFiles, driver: Driver, image_id: str, driver_has: bool, trash: Path
+    files: ImageFiles, driver: Driver, image_id: str, driver_has: bool, trash: Path, force: bool
 ) -> None:
     """Delete an image when even a rename needs space (copy-on-write filesystems: btrfs, zfs).
 
@@ -166,7 +169,7 @@ def _delete_on_full_filesystem(
     layer cannot be removed, the image stays exactly as it was.
     """
     if driver_has:
-        driver.remove(image_id, force=True)
+        driver.remove(image_id, force=force)
     try:
         os.rename(files.image_root(image_id), trash)
     except OSError:
