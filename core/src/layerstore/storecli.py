@@ -272,9 +272,12 @@ def gc(as_json: bool, quiet: bool) -> None:
     references: tuple[str, ...] = ()
     driver: tuple[str, ...] = ()
     if graph is not None:
+        from .images.records import IMAGES_DIR, ImageRecords
+
         report = graph.gc()
         layers, staging, locks, references = report.layers, report.staging, report.locks, report.references
         driver = report.driver
+        staging += tuple(f"{IMAGES_DIR}/{name}" for name in ImageRecords(graph.root / IMAGES_DIR).sweep(records=True))
     if as_json:
         emit_json({"removed_layers": list(layers), "removed_staging": list(staging), "removed_locks": list(locks),
                    "released_references": list(references), "removed_driver_leftovers": list(driver)})

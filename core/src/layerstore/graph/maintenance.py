@@ -9,6 +9,7 @@ import attrs
 
 from ..errors import CorruptMetadata, DigestMismatch, InvalidArchive, LayerInUse, LayerNotFound, LayerStoreError
 from ..image import is_valid_id
+from ..kit.atomic import sweep_atomic_temporaries
 from ..tarsplit.layerstream import open_layer
 from .files import SPACE_ERRNOS, TAR_DATA_FILE
 from .staging import sweep_locks, sweep_staging
@@ -88,6 +89,8 @@ def check_layer(
 def collect_garbage(files: ImageFiles, driver: Driver, whole_ids: list[str]) -> GCReport:
     """Remove leftovers of killed processes (see `Graph.gc`); `whole_ids` are the images now visible."""
     staging = sweep_staging(files, driver)
+    for image_id in files.metadata_ids():  # a digest or blob list being replaced when its writer was killed
+        staging += [f"{image_id}/{name}" for name in sweep_atomic_temporaries(files.image_root(image_id))]
     released = tuple(i for i in whole_ids if driver.release_stale(i))
     # Only image IDs: other layers of the driver (read-write layers, say) are not the store's to remove.
     pending = [i for i in driver.layers() if is_valid_id(i) and not files.has_metadata(i)]

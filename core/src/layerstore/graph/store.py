@@ -272,8 +272,9 @@ class Graph(ImageReader):
             yield check_layer(self.files, self.driver, image_id, progress)
 
     def gc(self) -> GCReport:
-        """Remove leftovers of killed processes: staging entries, driver layers without metadata, stale
-        references, and whatever the driver's own ``gc`` hook collects (`layerstore.Driver.gc`).
+        """Remove leftovers of killed processes: staging entries, temporary files of replaced metadata files,
+        driver layers without metadata, stale references, and whatever the driver's own ``gc`` hook collects
+        (`layerstore.Driver.gc`).
 
         Orphan layers are the image-ID layers the driver facade knows
         (`layerstore.Driver.layers`) that have no metadata; a layer whose

@@ -11,6 +11,7 @@ its reference store beside it).  Layout, beside ``graph/``::
     <root>/images/names.json                name -> image ID
     <root>/images/.lock                     flock of every change
     <root>/images/.tmp-*                    staging and trash; swept when a store opens
+    <root>/images/.names.json.tmp-*         a names write in progress; swept when its process is gone
 
 The image ID is the config digest, as Docker and Podman have it.  Layers are
 graph images whose ID is their chain ID (see `layerstore.images.layers`).
@@ -30,7 +31,7 @@ import attrs
 
 from ..errors import CorruptMetadata, ImageNotFound
 from ..image import format_created, is_valid_id
-from ..kit.atomic import atomic_write
+from ..kit.atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from ..kit.locks import held_lock
 from .descriptor import sha256_of
 
@@ -109,15 +110,33 @@ class ImageRecords:
         with held_lock(self.root / ".lock"):
             yield
 
-    def sweep(self) -> None:
-        """Remove staging and trash of killed processes (under the lock, so never a live one's)."""
-        if not self.root.is_dir():
-            return
-        leftovers = list(self.root.glob(_STAGING_PREFIX + "*"))
-        if leftovers:
+    def sweep(self, *, records: bool = False) -> list[str]:
+        """Remove what killed processes left; return the names removed (relative to the images root).
+
+        Staging and trash (under the lock, so never a live one's) and the
+        temporary files of the names file's atomic writes (only those whose
+        process is gone).  With `records` (``gc``) also the temporary files
+        in every image's directory, which a command opening the store does
+        not list.
+        """
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        removed: list[str] = []
+        staging = [name for name in names if name.startswith(_STAGING_PREFIX)]
+        if staging:
             with self.locked():
-                for entry in leftovers:
-                    shutil.rmtree(entry, ignore_errors=True)
+                for name in staging:
+                    shutil.rmtree(self.root / name, ignore_errors=True)
+            removed += staging
+        if any(is_atomic_temporary(name) and not name.startswith(_STAGING_PREFIX) for name in names):
+            removed += sweep_atomic_temporaries(self.root)
+        if records:
+            for name in names:
+                if is_valid_id(name) and (self.root / name).is_dir():
+                    removed += [f"{name}/{temp}" for temp in sweep_atomic_temporaries(self.root / name)]
+        return removed
 
     def scratch_dir(self, purpose: str) -> Path:
         """A new directory under the images root that the next `sweep` removes if its user dies."""
