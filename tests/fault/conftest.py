@@ -8,6 +8,8 @@ driver is installed.  A driver is added by appending a `pytest.param` to
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 import subprocess
@@ -135,3 +137,50 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     remove_tree(root)
     if leaked:
         pytest.fail(f"mounts left behind under {root}: {', '.join(leaked)}")
+
+
+# btrfs and zfs need their own backend, not a tmpfs: their full-filesystem tests are in
+# plugins/btrfs/tests/test_btrfs_full.py and plugins/zfs/tests/test_zfs_full.py.
+@pytest.fixture(params=[p for p in DRIVERS if p.values[0] in ("vfs", "overlay")])
+def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store on its own 24 MiB tmpfs (unmounted afterwards)."""
+    driver: str = request.param
+    if driver not in available_drivers():
+        unavailable(driver, f"the layerstore-{driver} distribution is not installed")
+    if os.geteuid() != 0:
+        unavailable(driver, "mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], check=True)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSTORE_", "XDG_"))}
+        env.update(LAYERSTORE_ROOT=str(mnt / "store"), LAYERSTORE_DRIVER=driver,
+                   LAYERSTORE_RUNROOT=str(tmp_path / "run"), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+        store = Store(driver, mnt / "store", env)
+        probe = store.run("ls")
+        if probe.returncode != 0:
+            unavailable(driver, probe.stderr.decode(errors="replace").strip())
+        yield store
+    finally:
+        subprocess.run(["umount", "-R", "-l", mnt], check=False)
+
+
+def fill_filesystem(directory: Path) -> Path:
+    """Write until the filesystem is full, then also use up the inodes; return the filler directory."""
+    filler = directory / "filler"
+    filler.mkdir()
+    fd = os.open(filler / "blob", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    for n in range(100_000):
+        try:
+            (filler / f"i{n}").touch()
+        except OSError as exc:
+            assert exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            break
+    return filler

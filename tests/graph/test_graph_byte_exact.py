@@ -121,6 +121,7 @@ def test_import_export_is_byte_exact(graph: Graph, driver: Driver, layer: tuple[
         exported = stream.read()
     assert len(exported) == len(raw)
     assert _sha(exported) == _sha(raw)
+    assert graph.tar_size(image.id) == len(raw)  # from the metadata alone
     results = list(graph.check())
     assert [r.ok for r in results] == [True], results
     if PRODUCERS[producer]["xattrs"]:
@@ -164,3 +165,10 @@ def test_we_reassemble_tar_split_tool_metadata(graph: Graph, layer: tuple[str, b
     shutil.copyfile(theirs, graph.image_root(image.id) / "tar-data.json.gz")
     with graph.tar_layer(image) as stream:
         assert _sha(stream.read()) == _sha(raw)
+
+
+def test_tar_size_of_a_layer_without_metadata_counts_its_tar(graph: Graph) -> None:
+    image = Image(id=generate_id(), comment="no layer data")
+    graph.register(image, None)
+    with graph.tar_layer(image) as stream:
+        assert graph.tar_size(image) == len(stream.read())

@@ -217,6 +217,28 @@ class Graph(ImageReader):
 
         return cast(BinaryIO, open_layer(img.id, meta, self.driver, expected, hashed=not sealed))
 
+    def tar_size(self, image: Image | str) -> int:
+        """The size in bytes of the image's layer tar (what `tar_layer` gives), without reading the layer's files.
+
+        It is the sum of the tar-split metadata's raw segments and recorded
+        file sizes, which is what a reassembly writes (or fails).  A layer
+        without that metadata is read through `tar_layer` and counted.
+        """
+        img = image if isinstance(image, Image) else self.get(image)
+        try:
+            meta = open(self.image_root(img.id) / TAR_DATA_FILE, "rb")  # noqa: SIM115 -- closed below
+        except FileNotFoundError:
+            size = 0
+            with contextlib.closing(self.tar_layer(img)) as tar:
+                while chunk := tar.read(_CHUNK):
+                    size += len(chunk)
+            return size
+        from ..tarsplit.format import EntryType, iter_records
+
+        with meta:
+            return sum(len(payload or b"") if kind == EntryType.SEGMENT else size
+                       for kind, _name, size, payload, _position in iter_records(meta))
+
     def write_layer(
         self,
         image: Image | str,

@@ -20,6 +20,7 @@ graph images whose ID is their chain ID (see `layerstore.images.layers`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -159,8 +160,9 @@ class ImageRecords:
         return {str(k): str(v) for k, v in data.items()}
 
     def write_names(self, names: dict[str, str]) -> None:
-        """Replace the names file with `names` (under `locked`)."""
-        atomic_write(self.root / NAMES_FILE, json.dumps(dict(sorted(names.items())), indent=1))
+        """Replace the names file with `names` (under `locked`), leaving out names of images without a record."""
+        live = {name: image_id for name, image_id in sorted(names.items()) if self.exists(image_id)}
+        atomic_write(self.root / NAMES_FILE, json.dumps(live, indent=1))
 
     def add_names(self, names: Iterable[str], image_id: str) -> None:
         """Point each of `names` at `image_id`, taking them from other images (under `locked`)."""
@@ -264,10 +266,23 @@ class ImageRecords:
         record["config_locations"] = [*locations, location]
         atomic_write(path, json.dumps(record, indent=1))
 
-    def delete(self, image_id: str) -> None:
+    def delete(self, image_id: str) -> bool:
         """Remove the image's names and its directory (under `locked`): renamed to trash first, so a crash
-        leaves either the whole image or something `sweep` removes."""
-        self.write_names({n: i for n, i in self.names().items() if i != image_id})
+        leaves either the whole image or something `sweep` removes.
+
+        On a full filesystem the names file cannot be rewritten (that needs a
+        new file): the directory goes anyway and False is returned.  The names
+        left pointing at the image then name nothing (readers skip them), and
+        the next `write_names` leaves them out: call it once space is freed.
+        """
+        names_written = True
+        try:
+            self.write_names({n: i for n, i in self.names().items() if i != image_id})
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            names_written = False
         trash = self.root / f"{_STAGING_PREFIX}{secrets.token_hex(6)}"
         os.rename(self.root / image_id, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        return names_written

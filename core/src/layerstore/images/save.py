@@ -134,7 +134,7 @@ class ImageSaver:
                 return desc
         expected = None
         if compress == "none":
-            size = known[0].size if known else self._tar_size(layer)
+            size = known[0].size if known else self.graph.tar_size(layer)
             expected = Descriptor(media_type=layer_type, digest=diff_id, size=size)
         placeholder = expected or Descriptor(media_type=layer_type, digest=diff_id, size=0)
         progress.blob_started(placeholder, reused=False)
@@ -150,11 +150,7 @@ class ImageSaver:
         return attrs.evolve(desc, media_type=layer_type)
 
     def _remember(self, layer: str, desc: Descriptor) -> None:
-        add_layer_blob(self.graph, layer, LayerBlob.from_descriptor(desc, self.destination.location))
-
-    def _tar_size(self, layer: str) -> int:
-        size = 0
-        with contextlib.closing(self.graph.tar_layer(layer)) as tar:
-            while chunk := tar.read(1 << 20):
-                size += len(chunk)
-        return size
+        # Where a form of the layer exists is only a hint for later pushes: a store too full (or
+        # read-only) to record it must not fail the save.
+        with contextlib.suppress(OSError):
+            add_layer_blob(self.graph, layer, LayerBlob.from_descriptor(desc, self.destination.location))

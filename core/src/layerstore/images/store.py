@@ -104,6 +104,8 @@ class ImageStore:
         image_id = self.resolve(name)
         ref = str(parse_reference(new_name))
         with self.records.locked():
+            if not self.records.exists(image_id):  # removed since it was resolved
+                raise ImageNotFound(f"no image {image_id}; `layerstore images` lists the images")
             self.records.add_names([ref], image_id)
         return ref
 
@@ -142,9 +144,12 @@ class ImageStore:
                         f"unmount it (`layerstore umount {layer[:12]}`) first"
                     )
                 doomed.append(layer)
-            self.records.delete(image.id)
+            names_written = self.records.delete(image.id)
             for layer in doomed:
                 self.graph.delete(layer)
+            if not names_written:  # the filesystem was full: the layers freed space for the names file now
+                with contextlib.suppress(OSError):
+                    self.records.write_names(self.records.names())
         return doomed
 
     # -- load and save ------------------------------------------------------------
