@@ -31,6 +31,7 @@ def test_gc_removes_the_temporary_files_of_killed_writers(run: Run, cli_env: dic
     root = Path(cli_env["LAYERSTORE_ROOT"])
     record = root / "images" / ("e" * 64)
     record.mkdir(parents=True)
+    (record / "image.json").write_text("{}")
     dead, live = _dead_pid(), os.getpid()
     left = {
         f"images/.names.json.tmp-{dead}-0badc0de": root / "images" / f".names.json.tmp-{dead}-0badc0de",
@@ -43,3 +44,15 @@ def test_gc_removes_the_temporary_files_of_killed_writers(run: Run, cli_env: dic
     assert sorted(ok(run("gc")).splitlines()) == sorted(f"removed staging leftover {name}" for name in left)
     assert [path for path in left.values() if path.exists()] == []
     assert all(path.exists() for path in kept)
+
+
+def test_gc_removes_an_image_directory_whose_delete_was_cut_short(run: Run, cli_env: dict[str, str]) -> None:
+    """On a full btrfs a record is deleted in place, its record file first; a kill then leaves the rest."""
+    images = Path(cli_env["LAYERSTORE_ROOT"]) / "images"
+    ok(run("import", "-", input=make_tar({"f": b"x"})))
+    half = images / ("d" * 64)
+    half.mkdir(parents=True)
+    (half / "config").write_text("{}")  # image.json is gone: the image no longer exists
+    assert ok(run("images", "--json")).strip() == "[]"
+    assert ok(run("gc")).splitlines() == [f"removed staging leftover images/{'d' * 64}"]
+    assert not half.exists()

@@ -45,6 +45,7 @@ MANIFEST_FILE = "manifest"
 CONFIG_FILE = "config"
 INDEX_FILE = "index"
 _STAGING_PREFIX = ".tmp-"
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @attrs.frozen(kw_only=True)
@@ -135,8 +136,14 @@ class ImageRecords:
             removed += sweep_atomic_temporaries(self.root)
         if records:
             for name in names:
-                if is_valid_id(name) and (self.root / name).is_dir():
-                    removed += [f"{name}/{temp}" for temp in sweep_atomic_temporaries(self.root / name)]
+                if not is_valid_id(name) or not (self.root / name).is_dir():
+                    continue
+                removed += [f"{name}/{temp}" for temp in sweep_atomic_temporaries(self.root / name)]
+                if not self.exists(name):  # a delete in place, cut short (records appear whole, by a rename)
+                    with self.locked():
+                        if not self.exists(name):
+                            shutil.rmtree(self.root / name, ignore_errors=True)
+                            removed.append(name)
         return removed
 
     def scratch_dir(self, purpose: str) -> Path:
@@ -279,10 +286,20 @@ class ImageRecords:
         try:
             self.write_names({n: i for n, i in self.names().items() if i != image_id})
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in _SPACE_ERRNOS:
                 raise
             names_written = False
         trash = self.root / f"{_STAGING_PREFIX}{secrets.token_hex(6)}"
-        os.rename(self.root / image_id, trash)
+        try:
+            os.rename(self.root / image_id, trash)
+        except OSError as exc:
+            if exc.errno not in _SPACE_ERRNOS:
+                raise
+            # A full copy-on-write filesystem (btrfs) cannot even rename, but deleting needs no
+            # space: the record file goes first, so the image is gone at once; a crash leaves a
+            # directory without it, which `sweep` removes.
+            os.unlink(self.root / image_id / RECORD_FILE)
+            shutil.rmtree(self.root / image_id, ignore_errors=True)
+            return names_written
         shutil.rmtree(trash, ignore_errors=True)
         return names_written

@@ -186,12 +186,15 @@ def fill_filesystem(directory: Path) -> int:
     return written
 
 
-def full_filesystem_problems(root: Path, base_id: str, child_id: str, env: Mapping[str, str]) -> list[str]:
+def full_filesystem_problems(
+    root: Path, base_id: str, child_id: str, env: Mapping[str, str], image_id: str | None = None
+) -> list[str]:
     """Run the commands that must work on a full filesystem; return what went wrong.
 
     Reading (``ls``, ``inspect``, ``check``, ``diff``, ``export``), mounting
-    an existing layer, and freeing space (``rm``, ``gc``) need no new space;
-    ``check`` must not call anything FAILED for lack of space.
+    an existing layer, and freeing space (``rm``, ``gc``, and ``rmi`` of
+    `image_id` when given) need no new space; ``check`` must not call
+    anything FAILED for lack of space.
 
     Raises `CommandHung` (with the problems so far) when a command hangs: the
     filesystem no longer answers, so no later command could run.
@@ -217,6 +220,9 @@ def full_filesystem_problems(root: Path, base_id: str, child_id: str, env: Mappi
     proc = expect_ok("mount", base_id)
     if proc.returncode == 0:
         expect_ok("umount", base_id)
+    if image_id is not None:
+        expect_ok("images", quiet=True)
+        expect_ok("rmi", image_id)
     expect_ok("rm", child_id)
     expect_ok("gc")
     return problems
@@ -242,10 +248,14 @@ def _small_layers(directory: Path) -> tuple[Path, Path]:
 
 
 def _import(root: Path, env: Mapping[str, str], *args: str) -> str:
-    proc = cli(root, ["import", *args], env)
+    return _cli_ok(root, env, "import", *args).strip()
+
+
+def _cli_ok(root: Path, env: Mapping[str, str], *args: str) -> str:
+    proc = cli(root, args, env)
     if proc.returncode != 0:
-        raise AssertionError(f"`layerstore import {' '.join(args)}` failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+        raise AssertionError(f"`layerstore {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def concurrency_run(root: Path, workdir: Path, driver: str, *, workers: int = 8, rounds: int = 3) -> list[str]:
@@ -270,17 +280,22 @@ def concurrency_run(root: Path, workdir: Path, driver: str, *, workers: int = 8,
 
 
 def full_filesystem_run(root: Path, filler: Path, workdir: Path) -> list[str]:
-    """Import two layers at `root`, fill its filesystem through directory `filler`, run the commands that
-    must work when full (`full_filesystem_problems`), free the space again; return every problem."""
+    """Import two layers at `root` and load them again as a named image (saved by `layerstore save`), fill
+    its filesystem through directory `filler`, run the commands that must work when full
+    (`full_filesystem_problems`), free the space again; return every problem."""
     import shutil
 
     env = cli_env(workdir / "config")
     base, child = _small_layers(workdir)
     base_id = _import(root, env, str(base))
     child_id = _import(root, env, "--parent", base_id, str(child))
+    archive = workdir / "chain.tar"  # the same two layers as an image, with a record and a name
+    _cli_ok(root, env, "save", "-o", str(archive), child_id)
+    image_id = _cli_ok(root, env, "load", "-q", "-i", str(archive)).split()[-1]
+    _cli_ok(root, env, "tag", image_id, "example.com/full:v1")
     fill_filesystem(filler)
     try:
-        problems = full_filesystem_problems(root, base_id, child_id, env)
+        problems = full_filesystem_problems(root, base_id, child_id, env, image_id)
     except CommandHung as hung:
         return [str(hung)]  # the filesystem does not answer: removing the filler would hang too
     shutil.rmtree(filler)
