@@ -8,8 +8,6 @@ driver is installed.  A driver is added by appending a `pytest.param` to
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import itertools
 import os
 import subprocess
@@ -23,6 +21,8 @@ import pytest
 
 from layerstore import available_drivers
 from layerstore.fstree import remove_tree
+from layerstore.image import is_valid_id
+from layerstore.kit import is_atomic_temporary
 from layerstore.process import run_command
 from layerstore.testing import unavailable
 from layerstore.testing.loop import LARGE_XATTRS, loop_filesystem_or_unavailable, mounts_under
@@ -165,22 +165,29 @@ def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
         subprocess.run(["umount", "-R", "-l", mnt], check=False)
 
 
-def fill_filesystem(directory: Path) -> Path:
-    """Write until the filesystem is full, then also use up the inodes; return the filler directory."""
-    filler = directory / "filler"
-    filler.mkdir()
-    fd = os.open(filler / "blob", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 4096, 1):
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * size):
-                    pass
-    finally:
-        os.close(fd)
-    for n in range(100_000):
-        try:
-            (filler / f"i{n}").touch()
-        except OSError as exc:
-            assert exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            break
-    return filler
+_LEFTOVER_PREFIXES = (".tmp-", ".trash-", ".new-", ".diff-copy-")
+_SCRATCH_DIRS = (".staging", ".deleting")  # overlay's staging and trash: empty once gc ran
+
+
+def leftovers(store: Store) -> list[str]:
+    """What killed processes left and `gc` must remove: the graph's staging, the driver's staging and trash,
+    and the image store's staging and temporary files of atomic writes (also in image directories)."""
+    staging = store.root / "graph" / "_tmp"
+    found = [f"graph/_tmp/{n}" for n in os.listdir(staging)] if staging.is_dir() else []
+    stack = [(store.root / store.driver, 0)] if (store.root / store.driver).is_dir() else []
+    while stack:
+        path, depth = stack.pop()
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.name.startswith(_LEFTOVER_PREFIXES) or path.name in _SCRATCH_DIRS:
+                    found.append(entry.path)
+                elif depth < 2 and entry.is_dir(follow_symlinks=False) and entry.name != "l":
+                    stack.append((Path(entry.path), depth + 1))
+    for top in ("images", "graph"):
+        base = store.root / top
+        names = os.listdir(base) if base.is_dir() else []
+        found += [f"{top}/{n}" for n in names if is_atomic_temporary(n) or n.startswith(".tmp-")]
+        for name in names:
+            if is_valid_id(name) and (base / name).is_dir():
+                found += [f"{top}/{name}/{n}" for n in os.listdir(base / name) if is_atomic_temporary(n)]
+    return found

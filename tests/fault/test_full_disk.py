@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .conftest import Store, fill_filesystem
+from layerstore.testing.stress import fill_filesystem
+
+from .conftest import Store
 from .test_references import base_and_child
 
 
 def test_commands_work_on_a_full_filesystem(small_store: Store, tmp_path: Path) -> None:
     store = small_store
     base, child = base_and_child(store)
-    filler = fill_filesystem(store.root.parent)
+    filler = store.root.parent / "filler"
+    fill_filesystem(filler)
     try:
         listing = store.ok("ls")
         assert base[:12] in listing and child[:12] in listing
@@ -36,7 +39,8 @@ def test_commands_work_on_a_full_filesystem(small_store: Store, tmp_path: Path) 
 def test_no_space_is_named_not_blamed_on_the_store(small_store: Store, tmp_path: Path) -> None:
     store = small_store
     base_and_child(store)
-    filler = fill_filesystem(store.root.parent)
+    filler = store.root.parent / "filler"
+    fill_filesystem(filler)
     try:
         proc = store.run("import", "-", input=b"\0" * 10240)
         err = proc.stderr.decode()

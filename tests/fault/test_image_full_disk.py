@@ -11,26 +11,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from .conftest import Store, fill_filesystem
-from .test_image_kills import _image_leftovers, _run, _tool
-from .test_kills import _leftovers
-from .test_references import layer_tar
+from layerstore.testing.stress import fill_filesystem
+
+from .conftest import Store, leftovers
+from .image_inputs import docker_archive, skopeo_layers, umoci_layout
 
 
-def _docker_archive(work: Path, name: str, layers: dict[str, dict[str, bytes]]) -> Path:
-    """A docker-archive named `name` whose layers hold `layers` (in order), made by umoci and skopeo."""
-    umoci, skopeo = _tool("umoci"), _tool("skopeo")
-    layout = work / f"layout-{name}"
-    _run(umoci, "init", "--layout", layout)
-    _run(umoci, "new", "--image", f"{layout}:v1")
-    for label, files in layers.items():
-        tar = work / f"{name}-{label}.tar"
-        tar.write_bytes(layer_tar(files))
-        _run(umoci, "raw", "add-layer", "--image", f"{layout}:v1", tar)
-    archive = work / f"{name}.tar"
-    target = f"docker-archive:{archive}:example.com/full/{name}:v1"
-    _run(skopeo, "--insecure-policy", "copy", f"oci:{layout}:v1", target)
-    return archive
+def _docker_archive(work: Path, name: str, layers: list[dict[str, bytes]]) -> Path:
+    """A docker-archive named ``example.com/full/<name>:v1`` whose layers hold `layers`, made by umoci and skopeo."""
+    return docker_archive(umoci_layout(work, name, layers), work / f"{name}.tar", f"example.com/full/{name}:v1")
 
 
 def _used(store: Store) -> int:
@@ -48,9 +37,9 @@ def test_a_load_that_does_not_fit_leaves_nothing(small_store: Store, tmp_path: P
     store = small_store
     work = tmp_path / "inputs"
     work.mkdir()
-    small = _docker_archive(work, "small", {"base": {"etc/hostname": b"small\n"}})
+    small = _docker_archive(work, "small", [{"etc/hostname": b"small\n"}])
     # Two layers of 14 MiB each: the first fits on the 24 MiB filesystem, the second does not.
-    big = _docker_archive(work, "big", {"one": {"one": os.urandom(14 << 20)}, "two": {"two": os.urandom(14 << 20)}})
+    big = _docker_archive(work, "big", [{"one": os.urandom(14 << 20)}, {"two": os.urandom(14 << 20)}])
     store.ok("images")
     before = _used(store)
     err = _one_line_error(store.run("load", "-i", big))
@@ -58,7 +47,7 @@ def test_a_load_that_does_not_fit_leaves_nothing(small_store: Store, tmp_path: P
     assert json.loads(store.ok("images", "--json")) == []
     store.ok("check")
     store.ok("gc")
-    assert _leftovers(store) + _image_leftovers(store) == []
+    assert leftovers(store) == []
     # The first layer may stay, whole, as a layer of its own (a later load would reuse it);
     # once it is removed with the tool, nothing of the load takes space any more.
     for row in json.loads(store.ok("ls", "--json")):  # newest first: children before parents
@@ -73,11 +62,11 @@ def test_image_commands_work_on_a_full_filesystem(small_store: Store, tmp_path: 
     store = small_store
     work = tmp_path / "inputs"
     work.mkdir()
-    archive = _docker_archive(work, "app", {"base": {f"f{i}": os.urandom(50_000) for i in range(20)},
-                                            "top": {"f0": b"changed\n"}})
-    other = _docker_archive(work, "other", {"base": {"other": os.urandom(200_000)}})
+    archive = _docker_archive(work, "app", [{f"f{i}": os.urandom(50_000) for i in range(20)}, {"f0": b"changed\n"}])
+    other = _docker_archive(work, "other", [{"other": os.urandom(200_000)}])
     image_id = store.ok("load", "-q", "-i", archive).split()[-1]
-    filler = fill_filesystem(store.root.parent)
+    filler = store.root.parent / "filler"
+    fill_filesystem(filler)
     try:
         assert image_id in store.ok("images", "--no-trunc")
         store.ok("inspect", image_id)
@@ -89,7 +78,7 @@ def test_image_commands_work_on_a_full_filesystem(small_store: Store, tmp_path: 
             assert "No space left" in _one_line_error(saved) and not out.exists()
         else:
             assert saved.returncode == 0, saved.stderr.decode()
-            assert json.loads(_run(_tool("skopeo"), "inspect", "--raw", f"docker-archive:{out}"))["layers"]
+            assert skopeo_layers(out)
         assert "space" in _one_line_error(store.run("load", "-i", other))
         assert [row["id"] for row in json.loads(store.ok("images", "--json"))] == [image_id]
         tagged = store.run("tag", image_id, "example.com/full/more:v1")  # may fit, or fail cleanly

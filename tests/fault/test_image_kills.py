@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -29,12 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from layerstore.image import is_valid_id
-from layerstore.kit import is_atomic_temporary
-from layerstore.testing import unavailable
-
-from .conftest import Store
-from .test_kills import TRIALS, _leftovers
+from .conftest import Store, leftovers
+from .image_inputs import docker_archive, skopeo_layers, umoci_layout
+from .test_kills import TRIALS
 from .test_references import layer_tar
 
 pytestmark = pytest.mark.fault
@@ -43,43 +39,17 @@ OPS = ("load-docker", "load-oci", "rmi", "tag", "untag", "save", "images", "gc")
 NAME_A = "example.com/fault/a:v1"
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(name, f"the {name} program is not installed (Debian package {name})")
-    return path
-
-
-def _run(*argv: str | Path) -> str:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, check=False)
-    assert proc.returncode == 0, (argv, proc.stderr.decode(errors="replace"))
-    return proc.stdout.decode()
-
-
 def _build_inputs(work: Path, rng: random.Random) -> tuple[Path, Path, dict[str, list[str]]]:
     """A docker-archive of image a and an OCI layout of image b (umoci, skopeo); the layer digests of each."""
-    umoci, skopeo = _tool("umoci"), _tool("skopeo")
-    layers = {
-        "base": layer_tar({f"dir{i}/file{j}": rng.randbytes(rng.randrange(1, 60_000))
-                           for i in range(5) for j in range(20)}),
-        "a": layer_tar({"dir0/file0": b"changed by a\n", "only-a": rng.randbytes(300_000)}),
-        "b": layer_tar({"dir1/file1": b"changed by b\n", "only-b": rng.randbytes(200_000)}),
+    base = {f"dir{i}/file{j}": rng.randbytes(rng.randrange(1, 60_000)) for i in range(5) for j in range(20)}
+    tops = {
+        "a": {"dir0/file0": b"changed by a\n", "only-a": rng.randbytes(300_000)},
+        "b": {"dir1/file1": b"changed by b\n", "only-b": rng.randbytes(200_000)},
     }
-    for name, data in layers.items():
-        (work / f"{name}.tar").write_bytes(data)
-    digests = {}
-    outputs = {}
-    for image in ("a", "b"):
-        layout = work / f"layout-{image}"
-        _run(umoci, "init", "--layout", layout)
-        _run(umoci, "new", "--image", f"{layout}:v1")
-        for layer in ("base", image):
-            _run(umoci, "raw", "add-layer", "--image", f"{layout}:v1", work / f"{layer}.tar")
-        digests[image] = ["sha256:" + hashlib.sha256(layers[layer]).hexdigest() for layer in ("base", image)]
-        outputs[image] = layout
-    docker_archive = work / "a-docker.tar"
-    _run(skopeo, "--insecure-policy", "copy", f"oci:{outputs['a']}:v1", f"docker-archive:{docker_archive}:{NAME_A}")
-    return docker_archive, outputs["b"], digests
+    layouts = {image: umoci_layout(work, image, [base, top]) for image, top in tops.items()}
+    digests = {image: ["sha256:" + hashlib.sha256(layer_tar(files)).hexdigest() for files in (base, top)]
+               for image, top in tops.items()}
+    return docker_archive(layouts["a"], work / "a-docker.tar", NAME_A), layouts["b"], digests
 
 
 def _images(store: Store) -> list[dict[str, object]]:
@@ -96,24 +66,6 @@ def _names(store: Store) -> list[str]:
     for row in _images(store):
         found += [str(n) for n in row.get("names") or []]  # type: ignore[attr-defined]
     return found
-
-
-def _image_leftovers(store: Store) -> list[str]:
-    """Staging of the image store, and temporary files of atomic writes in it and in the graph's image dirs."""
-    found = []
-    for top in ("images", "graph"):
-        base = store.root / top
-        names = os.listdir(base) if base.is_dir() else []
-        found += [f"{top}/{n}" for n in names if is_atomic_temporary(n) or n.startswith(".tmp-")]
-        for name in names:
-            if is_valid_id(name) and (base / name).is_dir():
-                found += [f"{top}/{name}/{n}" for n in os.listdir(base / name) if is_atomic_temporary(n)]
-    return found
-
-
-def _skopeo_layers(archive: Path) -> list[str]:
-    data = json.loads(_run(_tool("skopeo"), "inspect", "--raw", f"docker-archive:{archive}"))
-    return [layer["digest"] for layer in data["layers"]]
 
 
 def test_sigkill_during_image_commands(store: Store, tmp_path: Path) -> None:
@@ -164,7 +116,7 @@ def test_sigkill_during_image_commands(store: Store, tmp_path: Path) -> None:
             text = err.decode(errors="replace")
             assert "Traceback" not in text and "internal error" not in text, (seed, trial, args, text)
             if op == "save" and proc.returncode == 0:
-                assert _skopeo_layers(Path(args[2])), (seed, trial, args)
+                assert skopeo_layers(Path(args[2])), (seed, trial, args)
                 counts["saves checked"] += 1
         counts["trials"] += 1
         # After the kills: every listed image answers, the layers are whole, gc leaves nothing behind.
@@ -173,7 +125,7 @@ def test_sigkill_during_image_commands(store: Store, tmp_path: Path) -> None:
         check = store.run("check")
         assert check.returncode == 0, (seed, trial, check.stdout.decode(), check.stderr.decode())
         store.ok("gc")
-        assert _leftovers(store) + _image_leftovers(store) == [], (seed, trial)
+        assert leftovers(store) == [], (seed, trial)
         after = store.run("check")
         assert after.returncode == 0 and b"orphan" not in after.stdout, (seed, trial, after.stdout.decode())
         for name in os.listdir(outputs):
@@ -183,10 +135,10 @@ def test_sigkill_during_image_commands(store: Store, tmp_path: Path) -> None:
     for image, image_id in loaded.items():
         archive = outputs / f"final-{image}.tar"
         store.ok("save", "-o", archive, image_id)
-        assert _skopeo_layers(archive) == digests[image], (seed, image)
+        assert skopeo_layers(archive) == digests[image], (seed, image)
     store.ok("rmi", *_image_ids(store))
     assert _images(store) == [], seed
     assert json.loads(store.ok("ls", "--json")) == [], seed
     store.ok("gc")
-    assert _leftovers(store) + _image_leftovers(store) == [], seed
+    assert leftovers(store) == [], seed
     print(f"image fault injection on {store.driver}: seed {seed}, {dict(counts)}, problems: 0")

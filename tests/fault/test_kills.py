@@ -29,32 +29,13 @@ import pytest
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 
-from .conftest import Store
+from .conftest import Store, leftovers
 from .test_references import layer_tar
 
 pytestmark = pytest.mark.fault
 
 TRIALS = int(os.environ.get("LAYERSTORE_FAULT_TRIALS", "6"))
 OPS = ("import", "import-parent", "rm", "export", "check", "mount")
-_LEFTOVER_PREFIXES = (".tmp-", ".trash-", ".new-", ".diff-copy-")
-_SCRATCH_DIRS = (".staging", ".deleting")  # overlay's staging and trash: empty once gc ran
-
-
-def _leftovers(store: Store) -> list[str]:
-    staging = store.root / "graph" / "_tmp"
-    found = [f"graph/_tmp/{n}" for n in os.listdir(staging)] if staging.is_dir() else []
-    stack = [(store.root / store.driver, 0)] if (store.root / store.driver).is_dir() else []
-    while stack:
-        path, depth = stack.pop()
-        with os.scandir(path) as it:
-            for entry in it:
-                if entry.name.startswith(_LEFTOVER_PREFIXES) or path.name in _SCRATCH_DIRS:
-                    found.append(entry.path)
-                elif depth < 2 and entry.is_dir(follow_symlinks=False) and entry.name != "l":
-                    stack.append((Path(entry.path), depth + 1))
-    return found
-
-
 def _zfs_leaks(store: Store) -> list[str]:
     """Datasets and snapshots under the store's parent dataset that no image accounts for, per ``zfs list``."""
     entry = mount_of(store.root)
@@ -141,7 +122,7 @@ def test_sigkill_at_random_moments(store: Store, tmp_path: Path) -> None:
         check = store.run("check")
         assert check.returncode == 0, (seed, trial, check.stdout.decode(), check.stderr.decode())
         store.ok("gc")
-        assert _leftovers(store) == [], (seed, trial)
+        assert leftovers(store) == [], (seed, trial)
         after = store.run("check")
         assert after.returncode == 0 and b"orphan" not in after.stdout, (seed, trial, after.stdout.decode())
         if store.driver == "zfs":

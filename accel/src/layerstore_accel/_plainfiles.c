@@ -73,16 +73,12 @@ plain_time_records(const unsigned char *data, Py_ssize_t size, long long *atime,
     *atime = *mtime = -1;
     Py_ssize_t pos = 0;
     while (pos < size && data[pos] != 0) {
-        Py_ssize_t i = pos, length = 0;
-        while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < 6)
-            length = length * 10 + (data[i++] - '0');
-        if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+        const unsigned char *key, *text;
+        Py_ssize_t key_length, text_length;
+        Py_ssize_t next = pax_record(data, size, pos, 6, &key, &key_length, &text, &text_length);
+        if (next < 0 || key_length != 5)
             return 0;
-        Py_ssize_t end = pos + length - 1; /* the newline */
-        const unsigned char *key = data + i + 1;
-        if (data[end] != '\n' || end - (i + 1) < 7 || key[5] != '=')
-            return 0;
-        long long value = plain_pax_time(key + 6, data + end - (key + 6));
+        long long value = plain_pax_time(text, text_length);
         if (value < 0)
             return 0;
         if (memcmp(key, "atime", 5) == 0)
@@ -91,7 +87,7 @@ plain_time_records(const unsigned char *data, Py_ssize_t size, long long *atime,
             *mtime = value;
         else if (memcmp(key, "ctime", 5) != 0)
             return 0;
-        pos = end + 1;
+        pos = next;
     }
     return 1;
 }

@@ -128,24 +128,11 @@ parse_pax(PyObject *module, PyObject *arg)
         return NULL;
     Py_ssize_t pos = 0;
     while (pos < size && data[pos] != 0) {
-        Py_ssize_t i = pos;
-        Py_ssize_t length = 0;
-        while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < 9) {
-            length = length * 10 + (data[i] - '0');
-            i++;
-        }
-        if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+        const unsigned char *key, *value;
+        Py_ssize_t key_length, value_length;
+        Py_ssize_t next = pax_record(data, size, pos, 9, &key, &key_length, &value, &value_length);
+        if (next < 0)
             goto unusual;
-        Py_ssize_t end = pos + length - 1; /* the newline */
-        if (data[end] != '\n' || end <= i + 1)
-            goto unusual;
-        const unsigned char *key = data + i + 1;
-        const unsigned char *equals = memchr(key, '=', (size_t)(data + end - key));
-        if (equals == NULL || equals == key)
-            goto unusual;
-        Py_ssize_t key_length = equals - key;
-        const unsigned char *value = equals + 1;
-        Py_ssize_t value_length = data + end - value;
         if (has_nul(key, key_length))
             goto unusual;
         if (((key_length == 4 && memcmp(key, "path", 4) == 0) ||
@@ -166,7 +153,7 @@ parse_pax(PyObject *module, PyObject *arg)
             Py_DECREF(records);
             return NULL;
         }
-        pos = end + 1;
+        pos = next;
     }
     return records;
 unusual:

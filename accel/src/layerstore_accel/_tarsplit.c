@@ -180,24 +180,11 @@ pax_records(const unsigned char *data, Py_ssize_t size, const unsigned char **pa
         return -1;
     Py_ssize_t pos = 0;
     while (pos < size) {
-        Py_ssize_t i = pos;
-        long long length = 0;
-        while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < 8) {
-            length = length * 10 + (data[i] - '0');
-            i++;
-        }
-        if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+        const unsigned char *key, *value;
+        Py_ssize_t key_length, value_length;
+        Py_ssize_t next = pax_record(data, size, pos, 8, &key, &key_length, &value, &value_length);
+        if (next < 0)
             return -1;
-        Py_ssize_t end = pos + (Py_ssize_t)length - 1; /* the newline */
-        if (data[end] != '\n')
-            return -1;
-        const unsigned char *key = data + i + 1;
-        const unsigned char *equals = memchr(key, '=', (size_t)(data + end - key));
-        if (equals == NULL || equals == key)
-            return -1;
-        Py_ssize_t key_length = equals - key;
-        const unsigned char *value = equals + 1;
-        Py_ssize_t value_length = data + end - value;
         if (key_length >= 11 && memcmp(key, "GNU.sparse.", 11) == 0)
             return -1;
         int is_size = key_length == 4 && memcmp(key, "size", 4) == 0;
@@ -235,7 +222,7 @@ pax_records(const unsigned char *data, Py_ssize_t size, const unsigned char **pa
             *path = value;
             *path_length = value_length;
         }
-        pos = end + 1;
+        pos = next;
     }
     return 0;
 }

@@ -1,6 +1,6 @@
 /* Rules for tar header blocks that the decoders of this distribution share.
  *
- * Both accept only the common shape and leave everything else to
+ * Each accepts only the common shape and leaves everything else to
  * layerstore's Python code, so these are deliberately narrower than what a
  * tar reader accepts.
  */
@@ -79,6 +79,34 @@ has_whiteout_marker(const char *name, Py_ssize_t n)
             return 1;
     }
     return 0;
+}
+
+/* The pax record ("%d %s=%s\n") that starts at data[pos] of data[0:size]: a length of 1 to
+ * `max_digits` decimal digits, a space, a non-empty key up to the first '=', the value, and the
+ * newline the length points at.  Set the key and value (pointers into data) and return the
+ * offset after the record, or -1 for any other shape, left to the Python code.  What a key or
+ * value may hold (NULs, say) is the caller's rule. */
+static inline Py_ssize_t
+pax_record(const unsigned char *data, Py_ssize_t size, Py_ssize_t pos, int max_digits, const unsigned char **key,
+           Py_ssize_t *key_length, const unsigned char **value, Py_ssize_t *value_length)
+{
+    Py_ssize_t i = pos, length = 0;
+    while (i < size && data[i] >= '0' && data[i] <= '9' && i - pos < max_digits)
+        length = length * 10 + (data[i++] - '0');
+    if (i == pos || i >= size || data[i] != ' ' || length < 5 || length > size - pos)
+        return -1;
+    Py_ssize_t end = pos + length - 1; /* the newline */
+    if (data[end] != '\n' || end <= i + 1)
+        return -1;
+    const unsigned char *k = data + i + 1;
+    const unsigned char *equals = memchr(k, '=', (size_t)(data + end - k));
+    if (equals == NULL || equals == k)
+        return -1;
+    *key = k;
+    *key_length = equals - k;
+    *value = equals + 1;
+    *value_length = data + end - (equals + 1);
+    return end + 1;
 }
 
 #endif

@@ -20,7 +20,6 @@ graph images whose ID is their chain ID (see `layerstore.images.layers`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import CorruptMetadata, ImageNotFound
+from ..graph.files import SPACE_ERRNOS
 from ..image import format_created, is_valid_id
 from ..kit.atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from ..kit.locks import held_lock
@@ -45,7 +45,6 @@ MANIFEST_FILE = "manifest"
 CONFIG_FILE = "config"
 INDEX_FILE = "index"
 _STAGING_PREFIX = ".tmp-"
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @attrs.frozen(kw_only=True)
@@ -286,14 +285,14 @@ class ImageRecords:
         try:
             self.write_names({n: i for n, i in self.names().items() if i != image_id})
         except OSError as exc:
-            if exc.errno not in _SPACE_ERRNOS:
+            if exc.errno not in SPACE_ERRNOS:
                 raise
             names_written = False
         trash = self.root / f"{_STAGING_PREFIX}{secrets.token_hex(6)}"
         try:
             os.rename(self.root / image_id, trash)
         except OSError as exc:
-            if exc.errno not in _SPACE_ERRNOS:
+            if exc.errno not in SPACE_ERRNOS:
                 raise
             # A full copy-on-write filesystem (btrfs) cannot even rename, but deleting needs no
             # space: the record file goes first, so the image is gone at once; a crash leaves a
