@@ -33,7 +33,7 @@ def _driver_author_section() -> str:
 def test_every_design_hook_is_specified() -> None:
     expected = {
         "create", "remove", "get", "put", "exists", "diff", "apply_diff", "diff_size",
-        "changes", "status", "metadata", "cleanup", "capabilities", "gc", "orphans",
+        "changes", "status", "metadata", "cleanup", "capabilities", "gc", "orphans", "diff_files",
     }  # fmt: skip
     assert set(_hook_names()) == expected
 

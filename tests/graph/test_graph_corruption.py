@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,28 @@ from layerstore.graph import Graph
 CONTENT = {"etc": None, "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "data.bin": os.urandom(50_000)}
 
 
+@contextlib.contextmanager
+def _no_hang() -> Iterator[None]:
+    """Fail instead of hanging: opening a FIFO for reading would wait for a writer that never comes."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise AssertionError("the export is blocked (opening a FIFO in the layer waits for a writer)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _layer_path(driver: Driver, image_id: str) -> Path:
     with driver.mounted(image_id) as path:
         return Path(path)
 
 
-@pytest.mark.parametrize("change", ["same-size", "longer", "removed"])
+@pytest.mark.parametrize("change", ["same-size", "longer", "removed", "fifo"])
 def test_changed_file_fails_export_and_check(graph: Graph, driver: Driver, change: str) -> None:
     good = graph.create(tar_stream({"other": b"fine"}))
     image = graph.create(tar_stream(CONTENT))
@@ -32,10 +51,13 @@ def test_changed_file_fails_export_and_check(graph: Graph, driver: Driver, chang
     elif change == "longer":
         with open(target, "ab") as f:
             f.write(b"intruder::0:0::/:/bin/sh\n")
+    elif change == "fifo":
+        target.unlink()
+        os.mkfifo(target)
     else:
         target.unlink()
 
-    with pytest.raises(DigestMismatch, match="etc/passwd"), graph.tar_layer(image) as stream:
+    with _no_hang(), pytest.raises(DigestMismatch, match="etc/passwd"), graph.tar_layer(image) as stream:
         while stream.read(1 << 16):
             pass
     assert driver.references(image.id) == 0  # the failed export released the mount

@@ -123,6 +123,17 @@ class Driver:
         """Mount layer `id` (a reference owned by this process) and return the path of its full filesystem."""
         return self._mounts.get(id, mount_label)
 
+    def diff_files(self, id: str) -> str | None:
+        """The directory of layer `id`'s own files, readable without a mount (`DriverSpec.diff_files`), or None.
+
+        A path comes with one reference owned by this process, as from `get`
+        (so `remove` refuses meanwhile): release it with `put`.  None, and no
+        reference, when the driver has no such directory; mount with `get`
+        then.  Files whose path leads through a lower layer are only in the
+        mounted filesystem.
+        """
+        return self._mounts.diff_files(id)
+
     def put(self, id: str) -> None:
         """Release one reference to layer `id`; the last one unmounts it.  Harmless when not held.
 

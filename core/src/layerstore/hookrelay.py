@@ -33,6 +33,9 @@ class HookRelay(Protocol):
     def put(self, *, id: str) -> None:
         """See `DriverSpec.put`."""
 
+    def diff_files(self, *, id: str) -> str | None:
+        """See `DriverSpec.diff_files`."""
+
     def exists(self, *, id: str) -> bool | None:
         """See `DriverSpec.exists`."""
 

@@ -117,6 +117,32 @@ class DriverSpec:
         """
 
     @hookspec(firstresult=True)
+    def diff_files(self, id: str) -> str | None:
+        """Return a directory where the files of layer `id`'s own changes can be read without mounting it.
+
+        Exports read the contents of a layer's tar from here (`Graph.tar_layer`,
+        ``save``, ``push``, ``check``), so a driver that keeps a layer's own
+        files in a directory of their own (overlay's upper directory, as
+        containers/storage's ``DiffGetter`` reads it) spares every read a
+        mount, its unmount and whatever a writable mount costs.
+
+        Promise: every regular file that `apply_diff`, or a write through
+        `get`'s path, put into the layer is found here at the path it has in
+        the layer's full filesystem, with the same content, unless that path
+        leads through a symbolic link or directory of a lower layer (symbolic
+        links are followed inside this directory, as in the layer).  Other
+        paths may be missing or hold what is no regular file (overlay keeps
+        a deletion as a device node), but a regular file found here is the
+        one the full filesystem shows at that path.  The core holds a reference
+        on `id` while it reads (so `remove` refuses, as during a mount), reads
+        nothing but regular files, and mounts the layer with `get` for a file
+        it cannot find here.  Answer without mounting, copying or changing
+        anything: the layer may be mounted and in use elsewhere.  Raises
+        `LayerNotFound` if missing.  Return None (the default) when the driver
+        has no such directory: readers then mount the layer.  Optional.
+        """
+
+    @hookspec(firstresult=True)
     def exists(self, id: str) -> bool:
         """Return True if layer `id` exists (whole), False otherwise.  Never raises for a missing layer.  Required."""
         raise NotImplementedError

@@ -58,6 +58,21 @@ class MountCounter:
             self._held.setdefault(id, []).append(name)
         return str(path)
 
+    def diff_files(self, id: str) -> str | None:
+        """The driver's directory of `id`'s own files (its ``diff_files`` hook), held by one reference as `get` is.
+
+        None, and no reference, when the driver has no such directory.
+        """
+        with self._refs.locked(id):
+            self._require(id)
+            path = self._hook.diff_files(id=id)
+            if path is None:
+                return None
+            name = self._refs.add(id)
+        with self._held_lock:
+            self._held.setdefault(id, []).append(name)
+        return str(path)
+
     def put(self, id: str) -> None:
         """Release one reference to `id` (one this object took, else a detached one); the last one unmounts."""
         with self._held_lock:

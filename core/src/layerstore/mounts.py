@@ -1,8 +1,8 @@
 """The two narrow get/put protocols that code reading a layer's files needs from a driver.
 
 `Mounts` is the counted get/put of the `layerstore.Driver` facade (one
-reference per `get`): the export stream (`layerstore.tarsplit.layerstream`)
-reads layers through it.  `PluginMounts` is the bare get/put of a driver
+reference per `get` or `diff_files`): the export stream
+(`layerstore.tarsplit.layerstream`) reads layers through it.  `PluginMounts` is the bare get/put of a driver
 plugin's own hooks (``get`` mounts, ``put`` tears down): the generic diff
 hooks (`layerstore.naivediff`) wrap it, one way, as containers/storage's
 naive diff wraps the bare driver.  Neither module depends on the facade.
@@ -16,10 +16,14 @@ __all__ = ["Mounts", "PluginMounts"]
 
 
 class Mounts(Protocol):
-    """Make a layer's full filesystem visible (`get`) and release it again (`put`)."""
+    """Make a layer's full filesystem (`get`) or its own files (`diff_files`) visible, and release them (`put`)."""
 
     def get(self, id: str, mount_label: str = "") -> str:
         """Mount layer `id` and return the path of its root directory (one reference)."""
+        ...
+
+    def diff_files(self, id: str) -> str | None:
+        """The directory of layer `id`'s own files without a mount (one reference, released by `put`), or None."""
         ...
 
     def put(self, id: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,21 @@ from layerstore.testing.loop import LARGE_XATTRS, loop_filesystem_or_unavailable
 from layerstore_overlay._mount import unmount
 
 _counter = itertools.count()
+
+
+def layer_tar(members: dict[str, bytes | str]) -> bytes:
+    """A PAX tar of regular files (bytes: the content) and symbolic links (str: the target), in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(body, str):
+                info.type, info.linkname = tarfile.SYMTYPE, body
+                tf.addfile(info)
+            else:
+                info.size = len(body)
+                tf.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RawFile", "layer_file_opener", "layer_opener", "member_path"]
 
-_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO put where a file was recorded reads as empty (a changed file) instead of
+# blocking the export for ever; regular files ignore the flag.
+_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def member_path(name: str) -> str:
@@ -79,11 +81,16 @@ def layer_opener(root: str | os.PathLike[str]) -> Callable[[str], IO[bytes]]:
     return open_file
 
 
-def layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
+def layer_file_opener(
+    layer_id: str, root_fd: int, *, elsewhere: Callable[[str], BinaryIO] | None = None
+) -> Callable[[str], BinaryIO]:
     """Return an ``open_file`` reading members below the open layer directory `root_fd` without buffering.
 
     The export path: a missing file or one replaced by a symlink raises
-    `DigestMismatch` naming it and `layer_id`.
+    `DigestMismatch` naming it and `layer_id`.  With `elsewhere`, any file
+    that cannot be opened below `root_fd` (the directory of the layer's own
+    files, where a path through a lower layer is missing) is opened by
+    ``elsewhere(name)`` instead, which then decides.
     """
 
     def open_file(name: str) -> BinaryIO:
@@ -93,11 +100,13 @@ def layer_file_opener(layer_id: str, root_fd: int) -> Callable[[str], BinaryIO]:
         try:
             # Members written through a symbolic link are read back through it, inside the layer.
             fd = open_in_root(root_fd, rel, _FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            raise DigestMismatch(
-                f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
-            ) from None
         except OSError as exc:
+            if elsewhere is not None:
+                return elsewhere(name)
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                raise DigestMismatch(
+                    f"layer {layer_id}: file {name!r} is missing from the stored layer (it was removed on disk)"
+                ) from None
             if exc.errno == errno.ELOOP:
                 raise DigestMismatch(
                     f"layer {layer_id}: file {name!r} of the stored layer was replaced by a symlink"

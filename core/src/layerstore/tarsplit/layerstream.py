@@ -1,11 +1,12 @@
 """The export stream: a stored layer's tar rebuilt from its tar-split metadata and its mounted files.
 
-`open_layer` mounts the layer (one reference), opens its root directory once
+`open_layer` opens the layer's files (the driver's directory of the layer's
+own files when it has one, else the mounted layer: one reference either way)
 and returns a `LayerStream` that reassembles the tar block by block, checks
 every file's size and CRC-64 as it reads it, and (unless told the metadata
 is sealed) hashes the whole tar in the background and checks the sha256
 against the imported digest at the end.  Closing the stream releases the
-directory and the mount.
+directories and the references.
 """
 
 from __future__ import annotations
@@ -133,35 +134,68 @@ class LayerStream(io.BufferedIOBase):
 def open_layer(
     layer_id: str, metadata: BinaryIO, mounts: Mounts, expected: str | None, *, hashed: bool = True
 ) -> LayerStream:
-    """Reassemble layer `layer_id` from the open tar-split `metadata` and the files `mounts.get` shows.
+    """Reassemble layer `layer_id` from the open tar-split `metadata` and the layer's files.
 
-    The stream owns `metadata` (closed with it).  A file whose size or
-    CRC-64 differs from the recorded one raises `DigestMismatch` naming it.
-    With `expected` (a ``sha256:`` digest) a tar that differs raises
-    `DigestMismatch` at the end.  ``hashed=False`` skips the sha256 of the
-    whole tar (and so `expected` is not checked): only for metadata known to
-    be the recorded one (`layerstore.graph.seal`).
+    Files are read from the driver's directory of the layer's own files
+    (`Mounts.diff_files`) when it has one, without mounting; a file not
+    found there (its path leads through a lower layer) is read from the
+    layer mounted by `Mounts.get`, mounted at the first such file.  A driver
+    without that directory is mounted at once.  The stream owns `metadata`
+    (closed with it) and the references (released on close).  A file whose
+    size or CRC-64 differs from the recorded one raises `DigestMismatch`
+    naming it.  With `expected` (a ``sha256:`` digest) a tar that differs
+    raises `DigestMismatch` at the end.  ``hashed=False`` skips the sha256 of
+    the whole tar (and so `expected` is not checked): only for metadata known
+    to be the recorded one (`layerstore.graph.seal`).
     """
     closers: list[Callable[[], object]] = [metadata.close]
     try:
-        root = mounts.get(layer_id)
-        try:
-            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except BaseException:
-            mounts.put(layer_id)
-            raise
-
-        def release() -> None:
-            try:
-                os.close(root_fd)  # before put: an open directory would keep the mount busy
-            finally:
-                mounts.put(layer_id)
-
-        closers.append(release)
-        source = assemble(metadata, layer_file_opener(layer_id, root_fd))
+        own = mounts.diff_files(layer_id)
+        if own is None:
+            open_file = layer_file_opener(layer_id, _held_root(layer_id, mounts.get(layer_id), mounts, closers))
+        else:
+            mounted = _MountedOnDemand(layer_id, mounts, closers)
+            own_fd = _held_root(layer_id, own, mounts, closers)
+            open_file = layer_file_opener(layer_id, own_fd, elsewhere=mounted.open_file)
+        source = assemble(metadata, open_file)
     except BaseException:
         for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 closer()
         raise
     return LayerStream(layer_id, source, closers, expected, hashed=hashed)
+
+
+def _held_root(layer_id: str, root: str, mounts: Mounts, closers: list[Callable[[], object]]) -> int:
+    """Open the directory `root` that one reference on `layer_id` holds; closing it releases the reference."""
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        mounts.put(layer_id)
+        raise
+
+    def release() -> None:
+        try:
+            os.close(root_fd)  # before put: an open directory would keep a mount busy
+        finally:
+            mounts.put(layer_id)
+
+    closers.append(release)
+    return root_fd
+
+
+class _MountedOnDemand:
+    """The mounted layer, for files its own-files directory does not have: mounted at the first one."""
+
+    def __init__(self, layer_id: str, mounts: Mounts, closers: list[Callable[[], object]]) -> None:
+        self._id = layer_id
+        self._mounts = mounts
+        self._closers = closers  # the stream's list: a mount taken later is released with the rest
+        self._open: Callable[[str], BinaryIO] | None = None
+
+    def open_file(self, name: str) -> BinaryIO:
+        """Open member `name` in the mounted layer (mounting it first), as `layer_file_opener` does."""
+        if self._open is None:
+            root_fd = _held_root(self._id, self._mounts.get(self._id), self._mounts, self._closers)
+            self._open = layer_file_opener(self._id, root_fd)
+        return self._open(name)

@@ -211,6 +211,16 @@ class OverlayDriver:
         if _mount.is_mounted(merged, os.path.join(self.layout.dir(id), "diff")):
             _mount.unmount(merged)
 
+    @hookimpl
+    def diff_files(self, id: str) -> str:
+        """diff/, the layer's own files (its upper directory), for reading without a mount or a freeze.
+
+        A freeze replaces diff/ by its copy in one exchange, so whoever opens
+        diff/ sees one whole state of it.
+        """
+        self._require(id)
+        return os.path.join(self.layout.dir(id), "diff")
+
     # -- native diff -------------------------------------------------------------------------
 
     def _native_lowers(self, id: str, parent: str | None) -> list[str] | None:

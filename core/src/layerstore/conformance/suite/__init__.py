@@ -12,6 +12,7 @@ from ._chains import ChainTests
 from ._copies import CopyTests
 from ._crash import CrashTests
 from ._deeptrees import DeepTreeTests
+from ._difffiles import DiffFilesTests
 from ._diffs import DiffTests
 from ._layers import LayerTests
 from ._optional import OptionalTests
@@ -30,6 +31,7 @@ class DriverConformance(
     ChainTests,
     DeepTreeTests,
     DiffTests,
+    DiffFilesTests,
     WhiteoutTests,
     TarSemanticsTests,
     ReferenceTests,
