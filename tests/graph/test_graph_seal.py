@@ -110,3 +110,16 @@ def test_check_hashes_a_sealed_layer_whole(graph: Graph) -> None:
     (result,) = [r for r in graph.check() if r.id == image.id]
     assert result.ok
     assert result.actual == graph.get_digest(image.id)
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_the_stream_names_the_digest_it_is_checked_against(graph: Graph, sealed: bool) -> None:
+    """`checked_against` lets `save` count a layer instead of hashing it again: sealed or hashed, it is the digest."""
+    image = graph.create(tar_stream(CONTENT))
+    if not sealed:
+        _seal(graph, image.id).unlink()
+    with graph.tar_layer(image.id) as stream:
+        assert getattr(stream, "checked_against", None) == graph.get_digest(image.id)
+    (graph.image_root(image.id) / "tar-data.json.gz").unlink()  # no metadata: the driver's diff, checked by nothing
+    with graph.tar_layer(image.id) as stream:
+        assert getattr(stream, "checked_against", None) is None

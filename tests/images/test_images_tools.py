@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from images_helpers import NAME, TAG, Podman, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
 
-from layerstore.errors import ImageNotFound
+from layerstore.errors import DigestMismatch, ImageNotFound
 from layerstore.images import ImageStore, Platform
 from layerstore.images.archives import open_destination, open_sources
 from layerstore.images.store import StoredImage
@@ -214,3 +214,30 @@ def test_multi_platform_index(images: dict[str, Path], store: ImageStore, scratc
     assert len(store.graph.ids()) == 2
     assert store.remove(other.id) == list(reversed(other.layers))
     assert store.graph.ids() == [] and store.images() == []
+
+
+def _change_a_file_of(store: ImageStore, layer: str) -> str:
+    """Flip one byte of the largest regular file the layer's tar holds (same size: only its content differs)."""
+    with store.graph.tar_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        name = max((m for m in tar if m.isfile()), key=lambda m: m.size).name
+    root = Path(store.graph.driver.get(layer))
+    try:
+        path = root / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    finally:
+        store.graph.driver.put(layer)
+    return name
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci", "oci-dir"])
+def test_save_of_a_changed_layer_fails_and_writes_nothing(fmt: str, images: dict[str, Path], store: ImageStore,
+                                                          scratch: Path) -> None:
+    """An uncompressed save counts a stored layer instead of hashing it: the rebuilt tar must still refuse."""
+    image = load(store, images["umoci"])
+    assert image.top_layer is not None
+    name = _change_a_file_of(store, image.top_layer)
+    with pytest.raises(DigestMismatch, match=name.split("/")[-1]):
+        store.save([NAME], open_destination(scratch / "out", fmt))
+    assert sorted(p.name for p in scratch.iterdir()) == ["store"]

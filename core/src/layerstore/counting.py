@@ -22,6 +22,14 @@ class CountingReader:
             self._report(len(data))
         return data
 
+    def read1(self, size: int = -1) -> bytes:
+        """Read what the source has at hand (its ``read1``, without copying where it has one) and report it."""
+        read1 = getattr(self._source, "read1", None)
+        data = read1(size) if read1 is not None else self._source.read(size)
+        if data:
+            self._report(len(data))
+        return data
+
     def readinto(self, buffer: Any) -> int:
         """Read into `buffer` and report the bytes."""
         readinto = getattr(self._source, "readinto", None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from ._archivefiles import ArchiveReader, ArchiveWriter
-from ._streams import VerifyingReader
+from ._streams import SizeCheckedReader, VerifyingReader
 from .descriptor import Descriptor
 
 __all__ = ["ArchiveSource", "BlobFileDestination"]
@@ -66,10 +66,18 @@ class BlobFileDestination(_ArchiveEnd):
         """True when this save wrote the blob already."""
         return self._writer.has(self.blob_name(descriptor.digest, descriptor.media_type))
 
-    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
-        """Write a blob under its name, verified against `expected` when given (its digest computed otherwise)."""
+    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None,
+                 self_checked: bool = False) -> Descriptor:
+        """Write a blob under its name, verified against `expected` when given (its digest computed otherwise).
+
+        A `self_checked` stream (see `ImageDestination.put_blob`) is only counted, not hashed again.
+        """
         if expected is not None:
-            checked = VerifyingReader(stream, expected.digest, expected.size, f"blob {expected.digest}")
+            checked: VerifyingReader | SizeCheckedReader
+            if self_checked:
+                checked = SizeCheckedReader(stream, expected.size, f"blob {expected.digest}")
+            else:
+                checked = VerifyingReader(stream, expected.digest, expected.size, f"blob {expected.digest}")
             self._writer.write(self.blob_name(expected.digest, media_type), cast(BinaryIO, checked), expected.size)
             checked.drain()
             return expected

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from ..errors import InvalidArchive, LayerStoreError
+from ..fdwrite import write_stream
 from .descriptor import MAX_JSON_SIZE
 
 __all__ = ["ArchiveReader", "ArchiveWriter", "open_reader"]
@@ -157,12 +158,13 @@ class ArchiveWriter:
         if not parent.is_dir():
             raise LayerStoreError(f"{parent}: no such directory for the output")
         self._tmp = parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-        self._tar: tarfile.TarFile | None = None
+        self._tar: int | None = None  # the descriptor of the tar being written
+        self._offset = 0
         self._files: set[str] = set()
         if as_dir:
             self._tmp.mkdir()
         else:
-            self._tar = tarfile.open(self._tmp, "w:", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+            self._tar = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
 
     def has(self, name: str) -> bool:
         """True when `name` was written already."""
@@ -217,12 +219,25 @@ class ArchiveWriter:
         return digest, size
 
     def _add(self, name: str, stream: BinaryIO, size: int) -> None:
-        if self._tar is None:
+        """Append member `name`: a PAX header as `tarfile` writes it, then `stream` (exactly `size` bytes)."""
+        fd = self._tar
+        if fd is None:
             return
         info = tarfile.TarInfo(name)
         info.size = size
         info.mode = 0o644
-        self._tar.addfile(info, stream)
+        self._write(fd, info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        copied = write_stream(stream, fd)  # the blocks the stream hands out, not copied again
+        if copied != size:
+            raise LayerStoreError(f"{self._tmp}: member {name} has {copied} bytes, not {size}; nothing was saved")
+        self._offset += copied
+        self._write(fd, bytes(-size % tarfile.BLOCKSIZE))
+
+    def _write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        self._offset += len(data)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write a small file (replacing an earlier one in a directory)."""
@@ -230,11 +245,14 @@ class ArchiveWriter:
 
     def commit(self) -> None:
         """Finish the archive and move it to `path`."""
-        if self._tar is not None:
-            self._tar.close()
+        fd = self._tar
+        if fd is not None:
+            # The end of the archive as `tarfile` writes it: two zero blocks, then zeros up to a whole record.
+            self._write(fd, bytes(2 * tarfile.BLOCKSIZE))
+            self._write(fd, bytes(-self._offset % tarfile.RECORDSIZE))
+            os.fsync(fd)
             self._tar = None
-            with open(self._tmp, "rb") as f:
-                os.fsync(f.fileno())
+            os.close(fd)
             os.replace(self._tmp, self.path)
         else:
             if self.path.is_dir():
@@ -244,8 +262,8 @@ class ArchiveWriter:
     def abort(self) -> None:
         """Remove everything written; idempotent."""
         if self._tar is not None:
-            with contextlib.suppress(Exception):
-                self._tar.close()
+            with contextlib.suppress(OSError):
+                os.close(self._tar)
             self._tar = None
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 from ..errors import DigestMismatch
 
-__all__ = ["CompressingReader", "VerifyingReader"]
+__all__ = ["CompressingReader", "SizeCheckedReader", "VerifyingReader"]
 
 _CHUNK = 1 << 20
 
@@ -70,6 +70,40 @@ class VerifyingReader(io.RawIOBase):
         while self.read(_CHUNK):
             pass
         self._check_end()
+
+
+class SizeCheckedReader:
+    """Passes through a blob that checks its own digest as it is read (a layer rebuilt from the store); counts its size.
+
+    More bytes than `size` fail at once, fewer at the end (`drain`); reading
+    to the end is what makes the source check itself, so call `drain`.
+    """
+
+    def __init__(self, source: BinaryIO, size: int, what: str) -> None:
+        self._source = source
+        self._read = getattr(source, "read1", source.read)
+        self._size = size
+        self._what = what
+        self._count = 0
+
+    def read1(self, size: int = -1) -> bytes:
+        """What the source has at hand, up to `size` bytes (fewer only at the end when it has no ``read1``)."""
+        data: bytes = self._read(size)
+        self._count += len(data)
+        if self._count > self._size:
+            raise DigestMismatch(f"{self._what}: more than the {self._size} bytes its descriptor states")
+        return data
+
+    read = read1
+
+    def drain(self) -> None:
+        """Read to the end (the source's own check runs there) and check the size."""
+        while self.read1(_CHUNK):
+            pass
+        if self._count != self._size:
+            raise DigestMismatch(
+                f"{self._what}: {self._count} bytes where its descriptor states {self._size} (truncated or wrong)"
+            )
 
 
 # ISA-L's strongest level: about ten times the speed of zlib's default level 6 (which made a push of a

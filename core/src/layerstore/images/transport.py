@@ -105,11 +105,16 @@ class ImageDestination(Protocol):
         (a registry's cross-repository mount from one of the `mount_from` locations)."""
         ...
 
-    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
+    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None,
+                 self_checked: bool = False) -> Descriptor:
         """Store a blob read from `stream` to EOF; return its descriptor (digest and size computed while writing).
 
         With `expected`, a digest or size that differs raises
         `layerstore.errors.DigestMismatch` and nothing of the blob stays.
+        ``self_checked=True`` says that `stream` itself raises unless it
+        yields content of ``expected.digest`` (a layer rebuilt from the store,
+        `LayerStream.checked_against`): a destination may then count the size
+        instead of hashing again.
         """
         ...
 

@@ -85,8 +85,13 @@ class RegistryDestination:
         if spare is not None:
             cancel_upload(self.client, self._repository, spare)
 
-    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None) -> Descriptor:
-        """Upload a blob (monolithic when `expected` is given, else chunked); returns its descriptor."""
+    def put_blob(self, stream: BinaryIO, media_type: str, *, expected: Descriptor | None = None,
+                 self_checked: bool = False) -> Descriptor:
+        """Upload a blob (monolithic when `expected` is given, else chunked); returns its descriptor.
+
+        The digest is computed while uploading whatever `self_checked` says:
+        the registry is told it and checks it.
+        """
         self._authenticate()
         session, self._spare_upload = self._spare_upload, None
         digest, size = upload_blob(self.client, self._repository, stream, expected=expected, location=session)

@@ -58,6 +58,14 @@ class LayerStream(io.BufferedIOBase):
         self._offset = 0
         self._done = False
         self.digest: str | None = None
+        self.checked_against: str | None = expected
+        """The digest these bytes are proven to have once read to the end without error, else None.
+
+        It is `expected`, checked by the whole-tar hash (``hashed``) or, for
+        sealed metadata (``hashed=False``), by the seal and every file's size
+        and CRC-64.  A consumer that needs that digest (``save``) need not
+        hash again, as long as it reads to the end.
+        """
 
     def readable(self) -> bool:
         """Always True."""
