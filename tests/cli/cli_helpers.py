@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -56,3 +57,12 @@ def fake_driver_site(site: Path, name: str, module: str, source: str, factory: s
     (dist / "entry_points.txt").write_text(f"[layerstore.drivers]\n{name} = {module}:{factory}\n")
     (site / f"{module}.py").write_text(source)
     return {"PYTHONPATH": str(site)}
+
+
+OUTPUT_LAYER = make_tar({"etc": None, "etc/hosts": b"127.0.0.1 localhost\n", "big": os.urandom(300_000)})
+"""The layer the output tests (`export -o`, `save -o`) import and write out."""
+
+
+def temp_outputs(directory: Path) -> list[str]:
+    """Names in `directory` of temporary outputs (``.NAME.layerstore-<random>.tmp``)."""
+    return [n for n in os.listdir(directory) if ".layerstore-" in n]

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import LAYERSTORE, Run, fake_driver_site
+from cli_helpers import LAYERSTORE, OUTPUT_LAYER, Run, fake_driver_site, ok
 
 
 @pytest.fixture
@@ -83,3 +83,11 @@ def strict_driver(tmp_path: Path) -> dict[str, str]:
     """A second installed driver ("strictdrv", found through its entry point) that refuses every option."""
     return fake_driver_site(tmp_path / "strict-site", "strictdrv", "layerstore_strictdrv", STRICT_DRIVER,
                             "StrictDriver")
+
+
+@pytest.fixture
+def output_layer(run: Run, tmp_path: Path) -> str:
+    """The ID of `OUTPUT_LAYER`, imported into the test's store."""
+    path = tmp_path / "layer.tar"
+    path.write_bytes(OUTPUT_LAYER)
+    return ok(run("import", path)).strip()

@@ -245,7 +245,8 @@ def save(images: tuple[str, ...], output: Path, fmt: str, compress: str) -> None
     from .images.archives import open_destination
 
     store = _store()
-    store.save(list(images), open_destination(output, fmt), compress=compress, progress=_progress("saving"))
+    destination = open_destination(output, fmt, journal=store.graph.output_journal)
+    store.save(list(images), destination, compress=compress, progress=_progress("saving"))
 
 
 def _row(graph: Graph, image: StoredImage, name: str | None) -> dict[str, Any]:

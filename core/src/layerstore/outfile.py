@@ -1,4 +1,4 @@
-"""Writing a file the user named (``export -o FILE``) the way ``tar -f`` and ``docker save -o`` do.
+"""Writing a file the user named (``export -o FILE``, ``save -o FILE``) the way ``tar -f`` and ``docker save -o`` do.
 
 - A regular file (or a name that does not exist yet) is replaced atomically:
   the data goes to a temporary file beside it, which is renamed over the
@@ -8,8 +8,10 @@
   in place, never replaced.  A socket is refused.
 - A symlink is written through: its final target is what gets replaced (or
   written), the link stays.
+- A directory output (``save --format oci-dir``) is filled as a temporary
+  directory beside it and renamed into place when complete (`open_output_dir`).
 
-Temporary files are named ``.<name>.layerstore-<random>.tmp`` and removed on
+Temporary files (and directories) are named ``.<name>.layerstore-<random>.tmp`` and removed on
 any error, ``KeyboardInterrupt`` or (through the command line's handlers)
 SIGTERM/SIGHUP.  Against SIGKILL, each one is first recorded in a journal
 entry in the store (``output-<owner>-<random>``, holding the path); a store
@@ -30,12 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import LayerStoreError
+from .kit.atomic import fsync_dir
 from .owner import current_owner, owner_alive
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["JOURNAL_PREFIX", "TEMP_MARK", "open_output", "sweep_journal_entry"]
+__all__ = ["JOURNAL_PREFIX", "TEMP_MARK", "open_output", "open_output_dir", "sweep_journal_entry"]
 
 JOURNAL_PREFIX = "output-"
 TEMP_MARK = ".layerstore-"
@@ -64,6 +67,37 @@ def _in_place(path: str) -> bool:
 
 
 @contextlib.contextmanager
+def _journaled(tmp: str, journal: Path | None) -> Iterator[None]:
+    """Record temporary output `tmp` in `journal` (when given) for as long as the block runs.
+
+    The entry names its owner, so that a sweep removes `tmp` once this process
+    is gone (SIGKILL) and never while it lives.  A full or read-only store
+    only loses that protection: the output is still written.
+    """
+    entry = None
+    if journal is not None:
+        owner = current_owner()
+        entry = journal / f"{JOURNAL_PREFIX}{owner}-{os.urandom(8).hex()}"
+        try:
+            entry.write_text(f"{owner}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
+        except OSError:  # a full or read-only store must not stop an export elsewhere
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            entry = None
+    try:
+        yield
+    finally:
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _temp_beside(final: str) -> str:
+    directory, name = os.path.split(final)
+    return os.path.join(directory, f".{name[:200]}{TEMP_MARK}{os.urandom(6).hex()}.tmp")
+
+
+@contextlib.contextmanager
 def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> Iterator[int]:
     """Yield a descriptor to write the content of the user-named file `path`; commit it on normal exit.
 
@@ -85,19 +119,8 @@ def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> It
             os.close(fd)
         return
     final = os.path.realpath(target)  # through symlinks, also dangling ones
-    directory, name = os.path.split(final)
-    tmp = os.path.join(directory, f".{name[:200]}{TEMP_MARK}{os.urandom(6).hex()}.tmp")
-    entry = None
-    if journal is not None:
-        owner = current_owner()
-        entry = journal / f"{JOURNAL_PREFIX}{owner}-{os.urandom(8).hex()}"
-        try:
-            entry.write_text(f"{owner}\n{tmp}\n", encoding="utf-8", errors="surrogateescape")
-        except OSError:  # a full or read-only store must not stop an export elsewhere
-            with contextlib.suppress(OSError):
-                entry.unlink()
-            entry = None
-    try:
+    tmp = _temp_beside(final)
+    with _journaled(tmp, journal):
         try:
             old = os.stat(final)
         except FileNotFoundError:
@@ -122,10 +145,37 @@ def open_output(path: str | os.PathLike[str], journal: Path | None = None) -> It
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-    finally:
-        if entry is not None:
+
+
+@contextlib.contextmanager
+def open_output_dir(path: str | os.PathLike[str], journal: Path | None = None) -> Iterator[Path]:
+    """Yield a new temporary directory to fill; on normal exit it becomes the user-named directory `path`.
+
+    `path` must not exist or be an empty directory (`LayerStoreError`
+    otherwise); a symlink is followed to its target.  The temporary
+    directory (``.NAME.layerstore-<random>.tmp`` beside the target) is
+    recorded in `journal` as `open_output` records a file, removed with all
+    it holds on any exception, and renamed over the target in one step.  The
+    caller makes its files durable; this makes the directory and its name
+    durable before and after the rename.
+    """
+    final = os.path.realpath(os.fspath(path))
+    if os.path.lexists(final) and (not os.path.isdir(final) or os.listdir(final)):
+        raise LayerStoreError(f"{path} exists and is not an empty directory; choose a new output directory")
+    tmp = _temp_beside(final)
+    with _journaled(tmp, journal):
+        os.mkdir(tmp, 0o777)
+        try:
+            yield Path(tmp)
+            fsync_dir(tmp)
+            os.rename(tmp, final)  # replaces an empty directory
+            fsync_dir(os.path.dirname(final))
+        except BaseException:
+            from .fstree import remove_tree  # here: only a failed directory output removes a tree
+
             with contextlib.suppress(OSError):
-                entry.unlink()
+                remove_tree(tmp)
+            raise
 
 
 def sweep_journal_entry(entry: Path) -> bool:
@@ -149,8 +199,13 @@ def sweep_journal_entry(entry: Path) -> bool:
         return False
     tmp = rest.rstrip("\n")
     if tmp and _is_temp_name(tmp):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if os.path.isdir(tmp) and not os.path.islink(tmp):  # a directory output (``save --format oci-dir``)
+            from .fstree import remove_tree
+
+            remove_tree(tmp)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     with contextlib.suppress(FileNotFoundError):
         entry.unlink()
     return True

@@ -27,7 +27,7 @@ from ..errors import CorruptMetadata, DigestNotSet, IDMapMismatch, ImageNotFound
 from ..flock import held_flock
 from ..idtools import IDMappings, format_id_maps
 from ..image import Image, is_valid_id
-from ..kit.atomic import atomic_write
+from ..kit.atomic import atomic_write, fsync_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,15 +56,6 @@ TMP_DIR = "_tmp"
 LOCKS_DIR = "_locks"
 ID_MAPS_FILE = "idmaps"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the names in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_staged(path: Path, data: bytes) -> None:

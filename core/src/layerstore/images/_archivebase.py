@@ -53,9 +53,9 @@ class ArchiveSource(_ArchiveEnd):
 class BlobFileDestination(_ArchiveEnd):
     """Base of the archive destinations: a blob is a file named by `blob_name`; nothing appears before `commit`."""
 
-    def __init__(self, path: Path, *, as_dir: bool, description: str) -> None:
+    def __init__(self, path: Path, *, as_dir: bool, description: str, journal: Path | None = None) -> None:
         super().__init__(description)
-        self._writer = ArchiveWriter(path, as_dir=as_dir)
+        self._writer = ArchiveWriter(path, as_dir=as_dir, journal=journal)
         self._committed = False
 
     def blob_name(self, digest: str, media_type: str) -> str:

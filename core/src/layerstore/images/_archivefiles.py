@@ -7,16 +7,18 @@ import hashlib
 import io
 import os
 import posixpath
-import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import IO, BinaryIO, cast
 
 from ..errors import InvalidArchive, LayerStoreError
 from ..fdwrite import write_stream
+from ..kit.atomic import fsync_dir
+from ..outfile import open_output, open_output_dir
 from .descriptor import MAX_JSON_SIZE
 
 __all__ = ["ArchiveReader", "ArchiveWriter", "open_reader"]
@@ -142,29 +144,39 @@ def open_reader(path: Path) -> ArchiveReader:
 class ArchiveWriter:
     """Writes an archive as a directory or a tar next to `path`, and moves it into place on `commit`.
 
-    Until then nothing exists at `path`; `abort` removes everything written.
-    A tar member needs its size first: blobs of unknown size are spooled to
-    an anonymous temporary file beside the output.
+    The output is the user's: a regular file (or a new name) is replaced
+    atomically on `commit`, a device or FIFO (``-o /dev/stdout``) is written
+    in place and never replaced (`layerstore.outfile.open_output`); a
+    directory is filled beside `path` and renamed there
+    (`layerstore.outfile.open_output_dir`).  Until `commit` nothing new
+    exists at a file or directory `path`; `abort` removes everything written.
+    With `journal` (the store's `Graph.output_journal`) the temporary output
+    is recorded there, so that the next command on the store removes it
+    after a SIGKILL.  A tar member needs its size first: blobs of unknown
+    size are spooled to an anonymous temporary file (in `journal`'s
+    directory when given, else beside a file output).
     """
 
-    def __init__(self, path: Path, *, as_dir: bool) -> None:
+    def __init__(self, path: Path, *, as_dir: bool, journal: Path | None = None) -> None:
         self.path = path
         self.as_dir = as_dir
-        if as_dir and path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise LayerStoreError(f"{path} exists and is not an empty directory; choose a new output directory")
         if not as_dir and path.is_dir():
             raise LayerStoreError(f"{path} is a directory; the archive is a file (or use --format oci-dir)")
         parent = path.absolute().parent
         if not parent.is_dir():
             raise LayerStoreError(f"{parent}: no such directory for the output")
-        self._tmp = parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+        self._spool_dir = str(journal) if journal is not None else None
+        self._stack = contextlib.ExitStack()
+        self._dir: Path | None = None  # the directory being filled
         self._tar: int | None = None  # the descriptor of the tar being written
         self._offset = 0
         self._files: set[str] = set()
         if as_dir:
-            self._tmp.mkdir()
+            self._dir = self._stack.enter_context(open_output_dir(path, journal))
         else:
-            self._tar = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            self._tar = self._stack.enter_context(open_output(path, journal))
+            if self._spool_dir is None and stat.S_ISREG(os.fstat(self._tar).st_mode):
+                self._spool_dir = str(parent)
 
     def has(self, name: str) -> bool:
         """True when `name` was written already."""
@@ -172,13 +184,15 @@ class ArchiveWriter:
 
     def write(self, name: str, stream: BinaryIO, size: int | None = None) -> None:
         """Write file `name` from `stream` (to EOF; `size` bytes exactly when given)."""
-        if self._tar is None:
-            target = self._tmp / name
+        if self._dir is not None:
+            target = self._dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
                 shutil.copyfileobj(stream, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
         elif size is None:
-            with tempfile.TemporaryFile(dir=self._tmp.parent) as spool:
+            with tempfile.TemporaryFile(dir=self._spool_dir) as spool:
                 shutil.copyfileobj(stream, spool, _CHUNK)
                 size = spool.tell()
                 spool.seek(0)
@@ -192,26 +206,26 @@ class ArchiveWriter:
 
         Returns (digest, size); a blob whose name was written already is dropped.
         """
-        hasher = hashlib.sha256()
-        size = 0
-        with tempfile.NamedTemporaryFile(dir=self._tmp if self._tar is None else self._tmp.parent,
-                                         prefix=".upload-", delete=False) as spool:
-            try:
-                while chunk := stream.read(_CHUNK):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    spool.write(chunk)
-                digest = "sha256:" + hasher.hexdigest()
+        if self._dir is None:
+            with tempfile.TemporaryFile(dir=self._spool_dir) as spool:
+                digest, size = _spool_hashed(stream, spool)
                 name = name_of(digest)
                 if name not in self._files:
-                    if self._tar is None:
-                        target = self._tmp / name
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        os.rename(spool.name, target)
-                    else:
-                        spool.flush()
-                        spool.seek(0)
-                        self._add(name, cast(BinaryIO, spool), size)
+                    spool.flush()
+                    spool.seek(0)
+                    self._add(name, cast(BinaryIO, spool), size)
+                    self._files.add(name)
+            return digest, size
+        with tempfile.NamedTemporaryFile(dir=self._dir, prefix=".upload-", delete=False) as spool:
+            try:
+                digest, size = _spool_hashed(stream, spool)
+                name = name_of(digest)
+                if name not in self._files:
+                    spool.flush()
+                    os.fsync(spool.fileno())
+                    target = self._dir / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(spool.name, target)
                     self._files.add(name)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -229,7 +243,7 @@ class ArchiveWriter:
         self._write(fd, info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         copied = write_stream(stream, fd)  # the blocks the stream hands out, not copied again
         if copied != size:
-            raise LayerStoreError(f"{self._tmp}: member {name} has {copied} bytes, not {size}; nothing was saved")
+            raise LayerStoreError(f"{self.path}: member {name} has {copied} bytes, not {size}; nothing was saved")
         self._offset += copied
         self._write(fd, bytes(-size % tarfile.BLOCKSIZE))
 
@@ -244,29 +258,36 @@ class ArchiveWriter:
         self.write(name, io.BytesIO(data), len(data))
 
     def commit(self) -> None:
-        """Finish the archive and move it to `path`."""
+        """Finish the archive and move it to `path` (a device or FIFO has had it written)."""
         fd = self._tar
         if fd is not None:
             # The end of the archive as `tarfile` writes it: two zero blocks, then zeros up to a whole record.
             self._write(fd, bytes(2 * tarfile.BLOCKSIZE))
             self._write(fd, bytes(-self._offset % tarfile.RECORDSIZE))
-            os.fsync(fd)
-            self._tar = None
-            os.close(fd)
-            os.replace(self._tmp, self.path)
-        else:
-            if self.path.is_dir():
-                self.path.rmdir()  # empty, checked when we started
-            os.rename(self._tmp, self.path)
+        if self._dir is not None:
+            made = {parent for name in self._files for parent in (self._dir / name).parents
+                    if parent.is_relative_to(self._dir) and parent != self._dir}
+            for directory in sorted(made, key=lambda p: len(p.parts), reverse=True):  # deepest first
+                fsync_dir(directory)
+        self._tar = self._dir = None
+        self._stack.close()  # fsync, rename into place
 
     def abort(self) -> None:
         """Remove everything written; idempotent."""
-        if self._tar is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._tar)
-            self._tar = None
-        if self._tmp.is_dir():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
+        if self._tar is None and self._dir is None:
+            return
+        self._tar = self._dir = None
+        abandoned = LayerStoreError(f"{self.path}: the save was abandoned")
+        with contextlib.suppress(OSError):
+            self._stack.__exit__(type(abandoned), abandoned, None)
+
+
+def _spool_hashed(stream: BinaryIO, spool: BinaryIO | IO[bytes]) -> tuple[str, int]:
+    """Copy `stream` to `spool` to its end; return its ``sha256:`` digest and size."""
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+        spool.write(chunk)
+    return "sha256:" + hasher.hexdigest(), size

@@ -102,14 +102,20 @@ def _may_be_image_tar(path: Path) -> bool:
     return True
 
 
-def open_destination(path: Path, fmt: str) -> ImageDestination:
-    """A writer of `fmt` (``docker-archive``, ``oci`` for a tar, ``oci-dir`` for a directory) at `path`."""
+def open_destination(path: Path, fmt: str, *, journal: Path | None = None) -> ImageDestination:
+    """A writer of `fmt` (``docker-archive``, ``oci`` for a tar, ``oci-dir`` for a directory) at `path`.
+
+    A regular file is replaced (or a directory created) only when the save
+    commits; a device or FIFO is written in place.  With `journal` (a
+    store's `Graph.output_journal`) the temporary output is recorded, so that
+    the store removes it if the process is killed.
+    """
     if fmt == "docker-archive":
         from .docker_archive import DockerArchiveDestination
 
-        return DockerArchiveDestination(path)
+        return DockerArchiveDestination(path, journal=journal)
     if fmt in ("oci", "oci-dir"):
         from .oci_layout import OciLayoutDestination
 
-        return OciLayoutDestination(path, as_dir=fmt == "oci-dir")
+        return OciLayoutDestination(path, as_dir=fmt == "oci-dir", journal=journal)
     raise ValueError(f"unknown archive format {fmt!r} (choose {', '.join(FORMATS)})")

@@ -204,8 +204,8 @@ class DockerArchiveSource(ArchiveSource):
 class DockerArchiveDestination(BlobFileDestination):
     """Writes a docker-archive tar (or, `as_dir`, a directory in the same form); implements `ImageDestination`."""
 
-    def __init__(self, path: Path, *, as_dir: bool = False) -> None:
-        super().__init__(path, as_dir=as_dir, description=f"docker-archive:{path}")
+    def __init__(self, path: Path, *, as_dir: bool = False, journal: Path | None = None) -> None:
+        super().__init__(path, as_dir=as_dir, description=f"docker-archive:{path}", journal=journal)
         self._entries: list[dict[str, Any]] = []
 
     def supported_manifest_types(self) -> tuple[str, ...]:

@@ -127,8 +127,8 @@ class OciLayoutSource(ArchiveSource):
 class OciLayoutDestination(BlobFileDestination):
     """Writes an OCI layout to a new directory or a tar file; implements `ImageDestination`."""
 
-    def __init__(self, path: Path, *, as_dir: bool) -> None:
-        super().__init__(path, as_dir=as_dir, description=f"oci{'-dir' if as_dir else ''}:{path}")
+    def __init__(self, path: Path, *, as_dir: bool, journal: Path | None = None) -> None:
+        super().__init__(path, as_dir=as_dir, description=f"oci{'-dir' if as_dir else ''}:{path}", journal=journal)
         self._manifests: list[dict[str, Any]] = []
 
     def supported_manifest_types(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["atomic_write", "is_atomic_temporary", "sweep_atomic_temporaries"]
+__all__ = ["atomic_write", "fsync_dir", "is_atomic_temporary", "sweep_atomic_temporaries"]
 
 _TMP = ".tmp-"
 
@@ -40,11 +40,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
             os.unlink(tmp)
         raise
     if durable:
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the names in directory `path` durable (``fsync`` of the directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_atomic_temporary(name: str) -> bool:
