@@ -191,3 +191,16 @@ def leftovers(store: Store) -> list[str]:
             if is_valid_id(name) and (base / name).is_dir():
                 found += [f"{top}/{name}/{n}" for n in os.listdir(base / name) if is_atomic_temporary(n)]
     return found
+
+
+def check_after_kills(store: Store, context: tuple[object, ...]) -> None:
+    """After a trial's kills: `check` passes, `gc` leaves no leftover, and `check` then lists no orphan.
+
+    `context` (the seed and the trial, say) is shown with any failure.
+    """
+    check = store.run("check")
+    assert check.returncode == 0, (*context, check.stdout.decode(), check.stderr.decode())
+    store.ok("gc")
+    assert leftovers(store) == [], context
+    after = store.run("check")
+    assert after.returncode == 0 and b"orphan" not in after.stdout, (*context, after.stdout.decode())

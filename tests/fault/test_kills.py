@@ -29,7 +29,7 @@ import pytest
 from layerstore.mountinfo import mount_of
 from layerstore.process import run_command
 
-from .conftest import Store, leftovers
+from .conftest import Store, check_after_kills
 from .test_references import layer_tar
 
 pytestmark = pytest.mark.fault
@@ -119,12 +119,7 @@ def test_sigkill_at_random_moments(store: Store, tmp_path: Path) -> None:
             assert "Traceback" not in text and "internal error" not in text, (seed, op, text)
         counts["trials"] += 1
         # After the kills: the store opens, check passes, gc leaves nothing behind.
-        check = store.run("check")
-        assert check.returncode == 0, (seed, trial, check.stdout.decode(), check.stderr.decode())
-        store.ok("gc")
-        assert leftovers(store) == [], (seed, trial)
-        after = store.run("check")
-        assert after.returncode == 0 and b"orphan" not in after.stdout, (seed, trial, after.stdout.decode())
+        check_after_kills(store, (seed, trial))
         if store.driver == "zfs":
             assert _zfs_leaks(store) == [], (seed, trial)
         for name in os.listdir(tmp_path):

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO, Final
 
-__all__ = ["flushed_descriptor", "write_stream"]
+__all__ = ["flushed_descriptor", "write_all", "write_stream"]
 
 CHUNK: Final = 1 << 20
 
@@ -72,13 +72,18 @@ def _write_stream(src: BinaryIO, out: BinaryIO | int, progress: Callable[[int], 
         return total
     _widen_pipe(fd)
     while chunk := read(CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[_write_fd(fd, view) :]
+        write_all(fd, chunk)
         total += len(chunk)
         if progress is not None:
             progress(len(chunk))
     return total
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to descriptor `fd` (a short write is continued); errors are marked as the output's."""
+    view = memoryview(data)
+    while view:
+        view = view[_write_fd(fd, view) :]
 
 
 def _output_error(exc: OSError) -> OSError:

@@ -54,8 +54,7 @@ class MountCounter:
                 if first:
                     self._hook.put(id=id)
                 raise
-        with self._held_lock:
-            self._held.setdefault(id, []).append(name)
+        self._hold(id, name)
         return str(path)
 
     def diff_files(self, id: str) -> str | None:
@@ -69,9 +68,13 @@ class MountCounter:
             if path is None:
                 return None
             name = self._refs.add(id)
+        self._hold(id, name)
+        return str(path)
+
+    def _hold(self, id: str, name: str) -> None:
+        """Remember reference `name` on `id` as this object's (for `put` and `release_held`)."""
         with self._held_lock:
             self._held.setdefault(id, []).append(name)
-        return str(path)
 
     def put(self, id: str) -> None:
         """Release one reference to `id` (one this object took, else a detached one); the last one unmounts."""

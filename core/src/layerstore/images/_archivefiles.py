@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from ..errors import InvalidArchive, LayerStoreError
-from ..fdwrite import write_stream
+from ..fdwrite import write_all, write_stream
 from ..kit.atomic import fsync_dir
 from ..outfile import open_output, open_output_dir
 from .descriptor import MAX_JSON_SIZE
@@ -248,9 +248,7 @@ class ArchiveWriter:
         self._write(fd, bytes(-size % tarfile.BLOCKSIZE))
 
     def _write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         self._offset += len(data)
 
     def write_bytes(self, name: str, data: bytes) -> None:

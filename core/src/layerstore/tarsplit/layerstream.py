@@ -58,7 +58,9 @@ class LayerStream(io.BufferedIOBase):
         self._offset = 0
         self._done = False
         self.digest: str | None = None
-        self.checked_against: str | None = expected
+
+    @property
+    def checked_against(self) -> str | None:
         """The digest these bytes are proven to have once read to the end without error, else None.
 
         It is `expected`, checked by the whole-tar hash (``hashed``) or, for
@@ -66,6 +68,7 @@ class LayerStream(io.BufferedIOBase):
         and CRC-64.  A consumer that needs that digest (``save``) need not
         hash again, as long as it reads to the end.
         """
+        return self._expected
 
     def readable(self) -> bool:
         """Always True."""

@@ -20,7 +20,6 @@ from pathlib import Path
 __all__ = [
     "BTRFS_SUPER_MAGIC",
     "FIRST_FREE_OBJECTID",
-    "commit_names",
     "create_subvolume",
     "delete_subvolume",
     "filesystem_type",
@@ -116,19 +115,6 @@ def snapshot_subvolume(source: Path, parent_dir: Path, name: str) -> None:
 def delete_subvolume(parent_dir: Path, name: str) -> None:
     """Delete the subvolume ``parent_dir/name`` (``BTRFS_IOC_SNAP_DESTROY``); it must hold no nested subvolume."""
     _dir_ioctl(parent_dir, IOC_SNAP_DESTROY, bytearray(_VOL_ARGS.pack(0, _name_bytes(name))), parent_dir / name)
-
-
-def commit_names(directory: Path) -> None:
-    """Make the names in `directory` durable (``fsync`` of the directory).
-
-    In a transaction that created or renamed a subvolume btrfs cannot use its
-    log tree, so this commits the whole running transaction, synchronously.
-    """
-    fd = os.open(directory, _DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def set_read_only(path: Path, read_only: bool = True) -> None:
