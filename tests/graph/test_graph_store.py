@@ -246,6 +246,40 @@ def test_layersize_recomputed_when_missing(graph: Graph) -> None:
         graph.get(image.id)
 
 
+def test_a_reader_racing_a_delete_never_misses_the_size(graph: Graph) -> None:
+    """A delete renames the metadata away at once: a reader sees all of it or none, never a missing size.
+
+    A size read as missing would make the reader recompute it by mounting
+    the layer, and that reference makes the delete fail ("mounted").
+    """
+    image = graph.create(tar_stream(BASE))
+    root = graph.image_root(image.id)
+    trash = graph.root / "graph" / "_tmp" / "racing"
+    stop = threading.Event()
+
+    def delete_and_restore() -> None:
+        while not stop.is_set():
+            os.rename(root, trash)
+            os.rename(trash, root)
+
+    renamer = threading.Thread(target=delete_and_restore)
+    renamer.start()
+    seen = {"whole": 0, "gone": 0}
+    try:
+        for _ in range(5000):
+            try:
+                loaded, size = graph.files.load(image.id)
+            except ImageNotFound:
+                seen["gone"] += 1
+                continue
+            assert size == image.size and loaded.id == image.id
+            seen["whole"] += 1
+    finally:
+        stop.set()
+        renamer.join()
+    assert seen["whole"] and seen["gone"], seen  # both sides of the race were run
+
+
 def test_digest_set_get_and_not_set(graph: Graph) -> None:
     empty = graph.create(None)
     with pytest.raises(DigestNotSet):

@@ -192,20 +192,36 @@ class ImageFiles:
             raise ImageNotFound(f"no image with ID {image_id}") from None
 
     def load(self, image_id: str) -> tuple[Image, int | None]:
-        """The stored image and its recorded layer size (None when the ``layersize`` file is missing)."""
-        path = self.image_root(image_id) / JSON_FILE
-        image = Image.from_json(self.read_json(image_id), source=str(path))
+        """The stored image and its recorded layer size (None when the ``layersize`` file is missing).
+
+        Both files are read from one open directory, so an image that a
+        concurrent delete renames away meanwhile still reads whole: a size
+        missing only because the directory moved would otherwise make the
+        reader recompute it, mounting the layer the delete is removing.
+        """
+        root = self.image_root(image_id)
+        path = root / JSON_FILE
+        try:
+            dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageNotFound(f"no image with ID {image_id}") from None
+        try:
+            data = _read_at(dir_fd, JSON_FILE)
+            if data is None:
+                raise ImageNotFound(f"no image with ID {image_id}")
+            size_data = _read_at(dir_fd, LAYERSIZE_FILE)
+        finally:
+            os.close(dir_fd)
+        image = Image.from_json(data, source=str(path))
         if image.id != image_id:
             raise CorruptMetadata(f"{path}: image stored at {image_id} has the wrong ID {image.id}")
-        size_path = self.image_root(image_id) / LAYERSIZE_FILE
-        try:
-            text = size_path.read_text()
-        except FileNotFoundError:
+        if size_data is None:
             return image, None
         try:
-            return image, int(text.strip())
+            return image, int(size_data.strip())
         except ValueError:
-            raise CorruptMetadata(f"{size_path}: layer size {text[:40]!r} is not a number") from None
+            shown = size_data[:40].decode(errors="replace")
+            raise CorruptMetadata(f"{root / LAYERSIZE_FILE}: layer size {shown!r} is not a number") from None
 
     def save_size(self, image_id: str, size: int) -> None:
         """Record a recomputed layer size (best effort: a read-only store still reads)."""
@@ -228,3 +244,13 @@ class ImageFiles:
     def has_tar_data(self, image_id: str) -> bool:
         """True when the image has tar-split metadata (``tar-data.json.gz``)."""
         return (self.image_root(image_id) / TAR_DATA_FILE).exists()
+
+
+def _read_at(dir_fd: int, name: str) -> bytes | None:
+    """The whole content of file `name` in directory `dir_fd`; None when there is no such file."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    with open(fd, "rb") as f:
+        return f.read()
