@@ -4,6 +4,7 @@ podman read what layerstore saves."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -138,6 +139,43 @@ def test_second_save_to_the_same_place_writes_no_layer(images: dict[str, Path], 
     # Our gzip is deterministic: the same layer compresses to the blob recorded the first time.
     again = store.save([image.id], open_destination(scratch / "two", "oci-dir"), compress="gzip")
     assert again == digests
+
+
+@pytest.mark.parametrize(("fmt", "compress"), [("docker-archive", "none"), ("oci", "gzip"), ("oci-dir", "none")])
+def test_a_layer_repeated_in_an_image_is_saved_once(fmt: str, compress: str, images: dict[str, Path],
+                                                    store: ImageStore, scratch: Path, podman: Podman) -> None:
+    """Two layers with one diff ID (the same change made twice) are one blob in what `save` writes."""
+    layout = scratch / "repeated"
+    shutil.copytree(images["umoci"], layout)
+    change = scratch / "change.tar"
+    with tarfile.open(change, "w") as tar:
+        info = tarfile.TarInfo("etc/again")
+        info.size, info.mtime = 6, 1_600_000_000
+        tar.addfile(info, io.BytesIO(b"again\n"))
+    for _ in range(2):
+        run(tool("umoci"), "raw", "add-layer", "--image", f"{layout}:{TAG}", change)
+    image = load(store, layout)
+    assert image.diff_ids[-1] == image.diff_ids[-2] and image.layers[-1] != image.layers[-2]
+    out = scratch / f"saved-{fmt}"
+    store.save([NAME], open_destination(out, fmt), compress=compress)
+    if fmt == "oci-dir":
+        files = [f"blobs/sha256/{p.name}" for p in (out / "blobs" / "sha256").iterdir()]
+    else:
+        with tarfile.open(out) as tar:
+            files = [m.name for m in tar.getmembers() if m.isfile()]
+    assert len(files) == len(set(files)), f"a file written twice: {sorted(files)}"
+    if fmt == "docker-archive":  # <hex>.tar layers, <hex>.json config, manifest.json
+        blobs = [f for f in files if f != "manifest.json"]
+    else:
+        blobs = [f for f in files if f.startswith("blobs/")]
+    assert len(blobs) == len(set(image.diff_ids)) + 1 + (fmt != "docker-archive")  # + config (+ manifest)
+    transport = {"docker-archive": f"docker-archive:{out}", "oci": f"oci-archive:{out}:{TAG}",
+                 "oci-dir": f"oci:{out}:{TAG}"}[fmt]
+    assert skopeo_config(transport)["rootfs"]["diff_ids"] == list(image.diff_ids)
+    if fmt == "docker-archive":
+        podman("load", "-i", out)
+        assert podman.image(NAME)["RootFS"]["Layers"] == list(image.diff_ids)
+    assert load(store, out).id == image.id
 
 
 def test_failed_save_leaves_nothing(images: dict[str, Path], store: ImageStore, scratch: Path) -> None:

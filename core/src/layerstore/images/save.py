@@ -78,6 +78,9 @@ class ImageSaver:
         self.destination = destination
         self.compress = compress
         self.progress = progress
+        # Blobs this save made present, by the diff ID of their layer: an image may hold the same layer
+        # content twice (two layers of one diff ID), and a destination gets each blob once.
+        self._made: dict[str, Descriptor] = {}
 
     def save(self, name: str, image: StoredImage, config_bytes: bytes, stored: bytes | None) -> str:
         """Write `image` (asked for as `name`; `stored` is its manifest as loaded); returns the manifest digest.
@@ -123,6 +126,12 @@ class ImageSaver:
     def _save_layer(self, layer: str, diff_id: str, layer_type: str) -> Descriptor:
         """Make the layer's blob (of `layer_type`) present at the destination: found, mounted or written."""
         compress, destination, progress = self.compress, self.destination, self.progress
+        made = self._made.get(diff_id)
+        if made is not None:
+            progress.blob_started(made, reused=True)
+            progress.blob_finished(made)
+            self._remember(layer, made)
+            return attrs.evolve(made, media_type=layer_type)
         known = [b for b in layer_blobs(self.graph, layer)
                  if mt.layer_compression(b.media_type) == compress and (compress != "none" or b.digest == diff_id)]
         for blob in known:
@@ -131,6 +140,7 @@ class ImageSaver:
                 progress.blob_started(desc, reused=True)
                 progress.blob_finished(desc)
                 self._remember(layer, desc)
+                self._made[diff_id] = desc
                 return desc
         expected = None
         if compress == "none":
@@ -151,7 +161,8 @@ class ImageSaver:
                                         self_checked=self_checked)
         progress.blob_finished(desc)
         self._remember(layer, desc)
-        return attrs.evolve(desc, media_type=layer_type)
+        self._made[diff_id] = desc = attrs.evolve(desc, media_type=layer_type)
+        return desc
 
     def _remember(self, layer: str, desc: Descriptor) -> None:
         # Where a form of the layer exists is only a hint for later pushes: a store too full (or
