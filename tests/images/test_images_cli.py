@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +112,61 @@ def test_save_command_formats(layerstore_cli: Cli, images: dict[str, Path], scra
     one_line_error(cli("save", image_id, "-o", scratch / "dir", "--format", "oci-dir"), "not an empty directory")
     assert not (scratch / "x.tar").exists()
     assert sorted(p.name for p in scratch.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("compressor", ["gzip", "bzip2", "xz", "zstd"])
+def test_load_of_an_archive_compressed_whole(compressor: str, layerstore_cli: Cli, images: dict[str, Path],
+                                             scratch: Path) -> None:
+    """`docker save | gzip` (or bzip2, xz, zstd) loads from a file and from standard input, as `docker load` does."""
+    cli = layerstore_cli
+    plain = images["skopeo-docker"]
+    packed = scratch / f"image.tar.{compressor}"
+    with open(plain, "rb") as source, open(packed, "wb") as out:
+        subprocess.run([tool(compressor), "-c"], stdin=source, stdout=out, check=True)
+    assert ok(cli("load", "-i", packed)) == f"Loaded image: {NAME}\n"
+    image_id = json.loads(ok(cli("images", "--json")))[0]["id"]
+    ok(cli("rmi", NAME))
+    assert ok(cli("load", "-q", input=packed.read_bytes())) == f"{image_id}\n"
+    assert list((scratch / "store" / "graph" / "_tmp").iterdir()) == []  # the decompressed copies are gone
+
+    cut = scratch / f"cut.tar.{compressor}"
+    cut.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    ok(cli("rmi", NAME))
+    one_line_error(cli("load", "-i", cut), str(cut))
+    one_line_error(cli("load", input=cut.read_bytes()), "standard input")
+    assert_store_empty(cli, scratch / "store")
+
+
+def test_save_to_standard_output(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:
+    """Without -o, `save` writes to standard output (a pipe or a redirect), never to a terminal."""
+    cli = layerstore_cli
+    ok(cli("load", "-i", images["skopeo-docker"]))
+    ok(cli("tag", NAME, "alpine:v1"))
+    piped = cli("save", NAME, "alpine:v1")
+    assert piped.returncode == 0 and piped.stderr == b"", piped.stderr.decode()
+    ok(cli("save", NAME, "alpine:v1", "-o", scratch / "file.tar"))
+    assert piped.stdout == (scratch / "file.tar").read_bytes()
+    (scratch / "piped.tar").write_bytes(piped.stdout)
+    with tarfile.open(scratch / "piped.tar") as tar:
+        entry = tar.extractfile("manifest.json")
+        assert entry is not None
+        manifest = json.loads(entry.read())
+    # One entry for the one image, its names fully qualified (podman reads `alpine:v1` as localhost/alpine).
+    assert [e["RepoTags"] for e in manifest] == [[NAME, "docker.io/library/alpine:v1"]]
+    one_line_error(cli("save", NAME, "--format", "oci-dir"), "-o DIR")
+
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSTORE_", "XDG_"))}
+        env.update(LAYERSTORE_ROOT=str(scratch / "store"), LAYERSTORE_DRIVER="vfs")
+        on_terminal = subprocess.run([str(Path(sys.executable).parent / "layerstore"), "save", NAME],
+                                     stdout=follower, stderr=subprocess.PIPE, env=env, check=False)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert on_terminal.returncode != 0 and b"terminal" in on_terminal.stderr, on_terminal.stderr.decode()
 
 
 def test_import_refuses_image_archives(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:

@@ -82,10 +82,13 @@ def test_pull_by_digest(store: ImageStore, pushed: str) -> None:
     digest = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))["Digest"]
     repository = pushed.rsplit(":", 1)[0]
     image = pull(store, f"{repository}@{digest}", options=insecure()).image
-    assert image.manifest_digest == digest and image.names == ()
-    # Without a name, the image still knows where its blobs came from: all three mount elsewhere.
+    # The name pulled is kept (as podman keeps it) and names the image from then on.
+    assert image.manifest_digest == digest and image.names == (f"{repository}@{digest}",)
+    assert store.get(f"{repository}@{digest}").id == image.id
+    # The image knows where its blobs came from: all three mount elsewhere.
     assert image.config_locations == (repository,)
-    copied = push(store, image.id, f"{repository.split('/', 1)[0]}/team/by-digest:v1", options=insecure())
+    copied = push(store, f"{repository}@{digest}", f"{repository.split('/', 1)[0]}/team/by-digest:v1",
+                  options=insecure())
     assert (copied.blobs_mounted, copied.blobs_uploaded) == (3, 0)
 
 

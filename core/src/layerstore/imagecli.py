@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from .errors import ImageNotFound, InvalidArchive
+from .errors import ImageNotFound, InvalidArchive, LayerStoreError
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -175,16 +175,21 @@ def _progress(label: str) -> Any:
 
 @contextlib.contextmanager
 def _input_path(graph: Graph, name: str) -> Iterator[Path]:
-    """The archive to read: a path as given, or standard input spooled to an unnamed file in the store."""
+    """The archive to read: a path as given, or standard input (decompressed) spooled to a file in the store."""
     if name != "-":
         yield Path(name)
         return
     import tempfile
 
-    spool_dir = graph.root / "graph" / "_tmp"
-    with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="load-stdin.") as spool:
-        while chunk := sys.stdin.buffer.read(1 << 20):
-            spool.write(chunk)
+    from .archive.compression import decompressed
+
+    with tempfile.NamedTemporaryFile(dir=graph.tmp_dir, prefix="load-stdin.") as spool:
+        try:
+            with decompressed(sys.stdin.buffer) as plain:
+                while chunk := plain.read(1 << 20):
+                    spool.write(chunk)
+        except InvalidArchive as exc:
+            raise InvalidArchive(f"standard input: {exc}") from None
         spool.flush()
         yield Path(spool.name)
 
@@ -204,7 +209,7 @@ def load(input_: str, platform: str | None, quiet: bool, as_json: bool) -> None:
     store = _store()
     results = []
     with _input_path(graph, input_) as path:
-        sources = open_sources(path)
+        sources = open_sources(path, spool_dir=graph.tmp_dir)
         try:
             for source in sources:
                 before = set(graph.ids())
@@ -232,18 +237,26 @@ def load(input_: str, platform: str | None, quiet: bool, as_json: bool) -> None:
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, metavar="NAME|ID...")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Archive file or directory.")
+@click.option("-o", "--output", type=click.Path(allow_dash=True, path_type=Path),
+              help="Archive file or directory (default: standard output, unless it is a terminal).")
 @click.option("--format", "fmt", type=click.Choice(["docker-archive", "oci", "oci-dir"]), default="docker-archive",
               show_default=True, help="docker-archive tar, OCI layout tar, or OCI layout directory.")
 @click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True,
               help="Compression of the layers.")
-def save(images: tuple[str, ...], output: Path, fmt: str, compress: str) -> None:
+def save(images: tuple[str, ...], output: Path | None, fmt: str, compress: str) -> None:
     """Save images (or layer chains made by `import`) to a docker-archive or an OCI image layout.
 
     Layers are the bytes that were loaded; nothing is left at the output when it fails.
     """
     from .images.archives import open_destination
 
+    if output is None or str(output) == "-":
+        if fmt == "oci-dir":
+            raise LayerStoreError("--format oci-dir writes a directory: name it with -o DIR")
+        if sys.stdout.isatty():
+            raise LayerStoreError("refusing to write an image archive to a terminal; use -o FILE or redirect it")
+        sys.stdout.flush()
+        output = Path("/dev/stdout")
     store = _store()
     destination = open_destination(output, fmt, journal=store.graph.output_journal)
     store.save(list(images), destination, compress=compress, progress=_progress("saving"))

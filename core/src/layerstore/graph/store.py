@@ -58,6 +58,11 @@ class Graph(ImageReader):
         return f"<Graph {self.root} driver={self.driver.name}>"
 
     @property
+    def tmp_dir(self) -> Path:
+        """The store's directory of temporary files (on the store's filesystem; swept when a store opens)."""
+        return self.files.tmp
+
+    @property
     def output_journal(self) -> Path:
         """Where commands record temporary output files (see `layerstore.outfile.open_output`)."""
         return self.files.tmp

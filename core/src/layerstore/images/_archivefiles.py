@@ -27,15 +27,26 @@ _CHUNK = 1 << 20
 
 
 class ArchiveReader:
-    """Named files of an image archive: a directory, or a tar (members streamed from the file, not copied)."""
+    """Named files of an image archive: a directory, or a tar (members streamed from the file, not copied).
 
-    def __init__(self, path: Path) -> None:
+    A compressed tar (gzip, bzip2, xz or zstd, as ``docker load`` and
+    ``podman load`` accept) is first decompressed into an unnamed temporary
+    file in `spool_dir` (default: the system's temporary directory), which
+    disappears when the reader is closed or the process ends.
+    """
+
+    def __init__(self, path: Path, *, spool_dir: Path | None = None) -> None:
         self.path = path
         self._tar: tarfile.TarFile | None = None
+        self._spool: IO[bytes] | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
         if not path.is_dir():
             try:
-                self._tar = tarfile.open(path, "r:")  # noqa: SIM115 -- closed by close()
+                self._spool = _decompressed_spool(path, spool_dir)
+                if self._spool is not None:
+                    self._tar = tarfile.open(fileobj=self._spool, mode="r:")  # noqa: SIM115 -- closed by close()
+                else:
+                    self._tar = tarfile.open(path, "r:")  # noqa: SIM115 -- closed by close()
                 for member in self._tar:
                     name = member.name
                     while name.startswith("./"):
@@ -44,6 +55,9 @@ class ArchiveReader:
             except (tarfile.TarError, EOFError) as exc:
                 self.close()
                 raise InvalidArchive(f"{path}: not a readable tar archive ({exc})") from None
+            except BaseException:
+                self.close()
+                raise
 
     def exists(self, name: str) -> bool:
         """True when the archive has a regular file `name`."""
@@ -107,10 +121,39 @@ class ArchiveReader:
         return data
 
     def close(self) -> None:
-        """Close the tar file; idempotent."""
+        """Close the tar file (and remove the decompressed copy); idempotent."""
         if self._tar is not None:
             self._tar.close()
             self._tar = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+def _decompressed_spool(path: Path, spool_dir: Path | None) -> IO[bytes] | None:
+    """The tar in the compressed file `path`, decompressed into an unnamed temporary file; None when not compressed.
+
+    An archive's members are read in the order its manifest names them, so
+    a compressed stream, which cannot seek, is decompressed once up front.
+    """
+    from ..archive.compression import decompressed, detect_compression
+
+    with open(path, "rb") as f:
+        if detect_compression(f.read(6)) == "none":
+            return None
+        f.seek(0)
+        spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 -- returned, closed by the reader
+        try:
+            with decompressed(f) as plain:
+                shutil.copyfileobj(plain, spool, _CHUNK)
+            spool.seek(0)
+        except InvalidArchive as exc:
+            spool.close()
+            raise InvalidArchive(f"{path}: {exc}") from None
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
 
 class _TruncationChecked(io.RawIOBase):
@@ -134,11 +177,11 @@ class _TruncationChecked(io.RawIOBase):
         return len(data)
 
 
-def open_reader(path: Path) -> ArchiveReader:
-    """An `ArchiveReader` of `path`, with one-line errors for what is not there."""
+def open_reader(path: Path, *, spool_dir: Path | None = None) -> ArchiveReader:
+    """An `ArchiveReader` of `path` (see there for `spool_dir`), with one-line errors for what is not there."""
     if not path.exists():
         raise InvalidArchive(f"{path}: no such file or directory")
-    return ArchiveReader(path)
+    return ArchiveReader(path, spool_dir=spool_dir)
 
 
 class ArchiveWriter:

@@ -11,7 +11,10 @@ the name has none, by hashing the file once.
 
 Write: ``manifest.json`` with ``<hex>.json`` configs and ``<hex>.tar``
 layers, the form ``docker load``, ``podman load`` and ``skopeo copy
-docker-archive:`` read.
+docker-archive:`` read.  ``RepoTags`` hold fully qualified names
+(``docker.io/library/alpine:3.20``), as podman and skopeo write them:
+``docker load`` reads either form, but podman names an image whose tag has
+no registry (``alpine:3.20``, Docker's own short form) ``localhost/alpine``.
 """
 
 from __future__ import annotations
@@ -220,12 +223,15 @@ class DockerArchiveDestination(BlobFileDestination):
     def put_manifest(self, data: bytes, media_type: str, *, names: Sequence[str] = ()) -> str:
         """Add a ``manifest.json`` entry for the manifest's config and layers, tagged with `names`."""
         manifest = json.loads(data)
-        config = manifest["config"]
-        self._entries.append({
-            "Config": self.blob_name(config["digest"], mt.DOCKER_CONFIG),
-            "RepoTags": [parse_reference(n).familiar() for n in names if parse_reference(n).tag],
-            "Layers": [self.blob_name(layer["digest"], layer["mediaType"]) for layer in manifest["layers"]],
-        })
+        config = self.blob_name(manifest["config"]["digest"], mt.DOCKER_CONFIG)
+        layers = [self.blob_name(layer["digest"], layer["mediaType"]) for layer in manifest["layers"]]
+        tags = [str(parse_reference(n)) for n in names if parse_reference(n).tag]
+        for entry in self._entries:  # one image saved under several names is one entry, as `docker save` writes
+            if entry["Config"] == config and entry["Layers"] == layers:
+                entry["RepoTags"] += [t for t in tags if t not in entry["RepoTags"]]
+                break
+        else:
+            self._entries.append({"Config": config, "RepoTags": tags, "Layers": layers})
         return sha256_of(data)
 
     def commit(self) -> None:

@@ -58,8 +58,13 @@ class RegistrySource:
         return get_manifest(self.client, self._repository, digest, max_size=self._max_manifest_size)
 
     def names(self) -> tuple[str, ...]:
-        """The reference itself (``registry/repository:tag``), the name a pull stores."""
-        return (str(self.reference),) if self.reference.tag is not None else ()
+        """The reference itself (``registry/repository:tag`` or ``…@sha256:…``), the name a pull stores.
+
+        A digested name is kept as podman keeps it: ``images`` shows the
+        repository (tag ``<none>``), and the name pulled is a name that
+        ``push``, ``save`` and ``inspect`` take.
+        """
+        return (str(self.reference),)
 
     def _open_direct(self, descriptor: Descriptor) -> IO[bytes]:
         return cast(IO[bytes], BlobReader(self.client, self._repository, descriptor))
