@@ -183,10 +183,10 @@ def apply_tar(
     `StorageFull`.  Into an empty `dest` without `lowers` (a new base
     layer), small regular files are created by `file_threads` helper threads
     while the archive is read on (0: none; None: two when the native module
-    of ``layerstore-accel`` is installed and `dest` is not on FUSE, else
-    none; see `layerstore.archive._filepool`); the layer is the same either
-    way.  Python's cyclic garbage collector is paused while it runs (and
-    resumed if it was on): the extraction makes no reference cycles.
+    of ``layerstore-accel`` is installed, else none; see
+    `layerstore.archive._filepool`); the layer is the same either way.
+    Python's cyclic garbage collector is paused while it runs (and resumed
+    if it was on): the extraction makes no reference cycles.
     """
     if whiteout_format not in WHITEOUT_FORMATS:
         raise ValueError(f"whiteout_format must be one of {', '.join(WHITEOUT_FORMATS)}, not {whiteout_format!r}")
@@ -212,7 +212,7 @@ def apply_tar(
         # A new layer (nothing below it, nothing in it yet) gets its small files from threads:
         # then only this archive's entries can be in their way, and the pool's rules keep their order.
         if file_threads is None:
-            file_threads = THREADS if accelerated() and not _on_fuse(root) else 0
+            file_threads = THREADS if accelerated() else 0
         if file_threads > 0 and not lowers and _is_empty(root):
             with FilePool(file_threads) as pool:
                 writers.pool = tree.pool = pool
@@ -227,13 +227,6 @@ def apply_tar(
         if collecting:
             gc.enable()
         tree.close()
-
-
-def _on_fuse(directory: str) -> bool:
-    # A FUSE daemon (zfs-fuse) would get concurrent creations it may not be built for; not measured as a gain.
-    from ..mountinfo import backing_filesystem
-
-    return backing_filesystem(directory).startswith("fuse")
 
 
 def _is_empty(directory: str) -> bool:
