@@ -90,7 +90,7 @@ def test_load_images_tag_inspect_mount_rmi(layerstore_cli: Cli, images: dict[str
     path = Path(ok(cli("mount", "mine")).strip())
     assert (path / "etc" / "new").read_text() == "added in layer 2\n"
     assert not (path / "usr" / "lib" / "d1").exists()
-    one_line_error(cli("rmi", "mine"), "mounted")
+    one_line_error(cli("rmi", image_id), "mounted")
     ok(cli("umount", "mine"))
 
     assert ok(cli("untag", "mine")) == "Untagged: docker.io/library/mine:latest\n"
@@ -167,6 +167,22 @@ def test_save_to_standard_output(layerstore_cli: Cli, images: dict[str, Path], s
         os.close(follower)
         os.close(leader)
     assert on_terminal.returncode != 0 and b"terminal" in on_terminal.stderr, on_terminal.stderr.decode()
+
+
+def test_rmi_of_one_of_several_names_untags(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:
+    """`rmi NAME` of an image with other names removes only that name, as `docker rmi` and `podman rmi` do."""
+    cli = layerstore_cli
+    ok(cli("load", "-i", images["skopeo-docker"]))
+    image_id = json.loads(ok(cli("images", "--json")))[0]["id"]
+    ok(cli("tag", NAME, "alpine:v1"))
+    assert ok(cli("rmi", "alpine:v1")) == "Untagged: docker.io/library/alpine:v1\n"
+    assert [row["name"] for row in json.loads(ok(cli("images", "--json")))] == [NAME]
+    ok(cli("tag", NAME, "alpine:v1"))
+    assert ok(cli("rmi", image_id)).splitlines()[0] == f"Deleted: {image_id}"  # an ID removes the image
+    assert_store_empty(cli, scratch / "store")
+    ok(cli("load", "-i", images["skopeo-docker"]))
+    assert ok(cli("rmi", NAME)).splitlines()[0] == f"Deleted: {image_id}"  # so does its last name
+    assert_store_empty(cli, scratch / "store")
 
 
 def test_import_refuses_image_archives(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:

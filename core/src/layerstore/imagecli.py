@@ -325,10 +325,22 @@ def untag(names: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("images", nargs=-1, required=True, metavar="NAME|ID...")
 def rmi(images: tuple[str, ...]) -> None:
-    """Remove images and every layer of theirs that no other image or child layer uses."""
+    """Remove images and every layer of theirs that no other image or child layer uses.
+
+    As with docker and podman, a name of an image that has other names only
+    loses that name; an ID (or the last name) removes the image.
+    """
+    from .images.reference import parse_reference
+
     store = _store()
     for name in images:
         image = store.get(name)
+        if len(image.names) > 1:
+            with contextlib.suppress(LayerStoreError):
+                ref = str(parse_reference(name))
+                if ref in image.names:
+                    click.echo(f"Untagged: {store.untag(ref)}")
+                    continue
         removed = store.remove(image.id)
         click.echo(f"Deleted: {image.digest}")
         for layer in removed:
