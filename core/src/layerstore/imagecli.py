@@ -335,12 +335,13 @@ def rmi(images: tuple[str, ...]) -> None:
     store = _store()
     for name in images:
         image = store.get(name)
-        if len(image.names) > 1:
-            with contextlib.suppress(LayerStoreError):
-                ref = str(parse_reference(name))
-                if ref in image.names:
-                    click.echo(f"Untagged: {store.untag(ref)}")
-                    continue
+        ref: str | None = None
+        with contextlib.suppress(LayerStoreError):  # an ID or a prefix of one is no reference
+            ref = str(parse_reference(name))
+        if ref is not None and ref in image.names and len(image.names) > 1:
+            # Only the untag may happen here: if the name went meanwhile, that is an error, not a removal.
+            click.echo(f"Untagged: {store.untag(ref)}")
+            continue
         removed = store.remove(image.id)
         click.echo(f"Deleted: {image.digest}")
         for layer in removed:

@@ -131,7 +131,7 @@ class ImageSaver:
             progress.blob_started(made, reused=True)
             progress.blob_finished(made)
             self._remember(layer, made)
-            return attrs.evolve(made, media_type=layer_type)
+            return made  # of this save's `layer_type` already
         known = [b for b in layer_blobs(self.graph, layer)
                  if mt.layer_compression(b.media_type) == compress and (compress != "none" or b.digest == diff_id)]
         for blob in known:
