@@ -181,15 +181,10 @@ def _input_path(graph: Graph, name: str) -> Iterator[Path]:
         return
     import tempfile
 
-    from .archive.compression import decompressed
+    from .images._archivefiles import copy_decompressed
 
     with tempfile.NamedTemporaryFile(dir=graph.tmp_dir, prefix="load-stdin.") as spool:
-        try:
-            with decompressed(sys.stdin.buffer) as plain:
-                while chunk := plain.read(1 << 20):
-                    spool.write(chunk)
-        except InvalidArchive as exc:
-            raise InvalidArchive(f"standard input: {exc}") from None
+        copy_decompressed(sys.stdin.buffer, spool, "standard input")
         spool.flush()
         yield Path(spool.name)
 

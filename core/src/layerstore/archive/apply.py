@@ -183,8 +183,9 @@ def apply_tar(
     `StorageFull`.  Into an empty `dest` without `lowers` (a new base
     layer), small regular files are created by `file_threads` helper threads
     while the archive is read on (0: none; None: two when the native module
-    of ``layerstore-accel`` is installed, else none; see
-    `layerstore.archive._filepool`); the layer is the same either way.
+    of ``layerstore-accel`` is installed and `dest` is not on FUSE, else
+    none; see `layerstore.archive._filepool`); the layer is the same either
+    way.
     Python's cyclic garbage collector is paused while it runs (and resumed
     if it was on): the extraction makes no reference cycles.
     """
@@ -212,7 +213,7 @@ def apply_tar(
         # A new layer (nothing below it, nothing in it yet) gets its small files from threads:
         # then only this archive's entries can be in their way, and the pool's rules keep their order.
         if file_threads is None:
-            file_threads = THREADS if accelerated() else 0
+            file_threads = THREADS if accelerated() and not _on_fuse(root) else 0
         if file_threads > 0 and not lowers and _is_empty(root):
             with FilePool(file_threads) as pool:
                 writers.pool = tree.pool = pool
@@ -227,6 +228,15 @@ def apply_tar(
         if collecting:
             gc.enable()
         tree.close()
+
+
+def _on_fuse(directory: str) -> bool:
+    # zfs-fuse creates files faster from two threads (0.76x against 0.87x GNU tar's time for 50,000
+    # files), but SIGKILLing an extraction with creations in flight from both deadlocked the daemon
+    # (every request of every process blocked; seen in the conformance suite's killed apply_diff).
+    from ..mountinfo import backing_filesystem
+
+    return backing_filesystem(directory).startswith("fuse")
 
 
 def _is_empty(directory: str) -> bool:

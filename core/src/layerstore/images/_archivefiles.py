@@ -21,7 +21,7 @@ from ..kit.atomic import fsync_dir
 from ..outfile import open_output, open_output_dir
 from .descriptor import MAX_JSON_SIZE
 
-__all__ = ["ArchiveReader", "ArchiveWriter", "open_reader"]
+__all__ = ["ArchiveReader", "ArchiveWriter", "copy_decompressed", "open_reader"]
 
 _CHUNK = 1 << 20
 
@@ -136,7 +136,7 @@ def _decompressed_spool(path: Path, spool_dir: Path | None) -> IO[bytes] | None:
     An archive's members are read in the order its manifest names them, so
     a compressed stream, which cannot seek, is decompressed once up front.
     """
-    from ..archive.compression import decompressed, detect_compression
+    from ..archive.compression import detect_compression
 
     with open(path, "rb") as f:
         if detect_compression(f.read(6)) == "none":
@@ -144,16 +144,24 @@ def _decompressed_spool(path: Path, spool_dir: Path | None) -> IO[bytes] | None:
         f.seek(0)
         spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 -- returned, closed by the reader
         try:
-            with decompressed(f) as plain:
-                shutil.copyfileobj(plain, spool, _CHUNK)
+            copy_decompressed(f, spool, str(path))
             spool.seek(0)
-        except InvalidArchive as exc:
-            spool.close()
-            raise InvalidArchive(f"{path}: {exc}") from None
         except BaseException:
             spool.close()
             raise
         return spool
+
+
+def copy_decompressed(source: BinaryIO, out: IO[bytes], what: str) -> None:
+    """Copy `source` to `out`, decompressed (gzip, bzip2, xz, zstd or none); corrupt data is `InvalidArchive`
+    naming `what` (a path, ``standard input``)."""
+    from ..archive.compression import decompressed
+
+    try:
+        with decompressed(source) as plain:
+            shutil.copyfileobj(plain, out, _CHUNK)
+    except InvalidArchive as exc:
+        raise InvalidArchive(f"{what}: {exc}") from None
 
 
 class _TruncationChecked(io.RawIOBase):

@@ -10,7 +10,8 @@
   processes left, `ScratchArea.unheld` lists it.
 - `held_lock`: a driver-wide lock file held with ``flock``.
 - `atomic_write`: replace a small file in one step;
-  `sweep_atomic_temporaries` collects what killed writers left.
+  `sweep_atomic_temporaries` collects what killed writers left;
+  `fsync_dir` makes a directory's names durable.
 - `check_options`, `check_storage_options`: refuse unknown options with one
   wording (`ConfigError`).
 - `check_layer_id`, `is_valid_layer_id`: the one rule for layer IDs a driver
@@ -29,7 +30,7 @@ from ..lazyimport import lazy_attributes
 
 if TYPE_CHECKING:
     from ..fstree import remove_tree
-    from .atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
+    from .atomic import atomic_write, fsync_dir, is_atomic_temporary, sweep_atomic_temporaries
     from .copytree import COPY_METHODS, TreeCopier, copy_tree, probe_reflink
     from .ids import check_layer_id, is_valid_layer_id
     from .locks import held_lock
@@ -46,6 +47,7 @@ __all__ = [
     "check_options",
     "check_storage_options",
     "copy_tree",
+    "fsync_dir",
     "held_lock",
     "is_atomic_temporary",
     "is_valid_layer_id",
@@ -66,6 +68,7 @@ _HOMES = {
     "check_options": ".options",
     "check_storage_options": ".options",
     "copy_tree": ".copytree",
+    "fsync_dir": ".atomic",
     "held_lock": ".locks",
     "is_atomic_temporary": ".atomic",
     "is_valid_layer_id": ".ids",

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from layerstore import Capabilities, hookimpl
 from layerstore.errors import LayerExists, LayerNotFound, LayerStoreError, StorageFull
-from layerstore.kit import atomic_write, check_options, check_storage_options, remove_tree
-from layerstore.kit.atomic import fsync_dir
+from layerstore.kit import atomic_write, check_options, check_storage_options, fsync_dir, remove_tree
 from layerstore.mountinfo import mount_of
 from layerstore.sizes import format_size, parse_size
 
