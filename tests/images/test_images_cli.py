@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +70,8 @@ def test_load_images_tag_inspect_mount_rmi(layerstore_cli: Cli, images: dict[str
     assert again[0]["id"] == image_id and [layer["added"] for layer in again[0]["layers"]] == [False, False]
 
     ok(cli("tag", NAME, "mine"))
+    # As `docker load`, a load reports the names the archive gives, not the ones the image had already.
+    assert ok(cli("load", "-i", images["skopeo-docker"])) == f"Loaded image: {NAME}\n"
     info = json.loads(ok(cli("inspect", "mine")))
     assert_json_schema(info)
     assert info["id"] == image_id
@@ -135,6 +139,45 @@ def test_load_of_an_archive_compressed_whole(compressor: str, layerstore_cli: Cl
     one_line_error(cli("load", "-i", cut), str(cut))
     one_line_error(cli("load", input=cut.read_bytes()), "standard input")
     assert_store_empty(cli, scratch / "store")
+
+
+def test_load_from_standard_input_survives_another_command_starting(layerstore_cli: Cli, images: dict[str, Path],
+                                                                    scratch: Path) -> None:
+    """`layerstore save A | layerstore load` on one store: the other command's start-up sweep of the store's
+    temporary files must not take the spool of standard input from a load in progress."""
+    cli = layerstore_cli
+    data = images["skopeo-docker"].read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSTORE_", "XDG_"))}
+    env.update(LAYERSTORE_ROOT=str(scratch / "store"), LAYERSTORE_DRIVER="vfs", XDG_CONFIG_HOME=str(scratch / "xdg"))
+    ok(cli("info"))  # the store exists, so that the load's spool has its directory at once
+    tmp = scratch / "store" / "graph" / "_tmp"
+    load = subprocess.Popen([str(Path(sys.executable).parent / "layerstore"), "load"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert load.stdin is not None
+    try:
+        load.stdin.write(data[:4096])
+        load.stdin.flush()
+        fd_dir = Path(f"/proc/{load.pid}/fd")
+        for _ in range(2000):  # until the load holds its spool open in the store's temporary directory
+            with contextlib.suppress(OSError):
+                if any(str(tmp) in os.readlink(fd) for fd in fd_dir.iterdir()):
+                    break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the load never opened a spool file in the store")
+        content = scratch / "content"
+        content.mkdir()
+        (content / "file").write_text("x\n")
+        subprocess.run(["tar", "-cf", scratch / "layer.tar", "-C", content, "file"], check=True)
+        ok(cli("import", "-q", scratch / "layer.tar"))  # opens the store for writing: sweeps what is left over
+        out, err = load.communicate(input=data[4096:], timeout=120)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert load.returncode == 0, err.decode()
+    assert out.decode() == f"Loaded image: {NAME}\n"
+    assert list(tmp.iterdir()) == []
 
 
 def test_save_to_standard_output(layerstore_cli: Cli, images: dict[str, Path], scratch: Path) -> None:
@@ -311,6 +354,20 @@ def test_save_an_imported_chain(layerstore_cli: Cli, scratch: Path) -> None:
     config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{out}"],
                                        capture_output=True, check=True).stdout)
     assert config["rootfs"]["diff_ids"] == [ok(cli("digest", base)).strip(), ok(cli("digest", child)).strip()]
+
+    # An imported chain is no image to tag or rmi: the error says what it is and the way that works.
+    line = one_line_error(cli("tag", child[:12], "app:1"), "is a layer", f"layerstore save {child[:12]} |")
+    one_line_error(cli("rmi", child), "is a layer", f"`layerstore rm {child[:12]}`")
+    one_line_error(cli("push", child, "127.0.0.1:1/app:1"), "is a layer", f"layerstore save {child[:12]} |")
+    one_line_error(cli("tag", "0" * 12, "app:1"), "no image named")
+    remedy = line.split("; `", 1)[1].split("`", 1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERSTORE_", "XDG_"))}
+    env.update(LAYERSTORE_ROOT=str(scratch / "store"), LAYERSTORE_DRIVER="vfs", XDG_CONFIG_HOME=str(scratch / "xdg"),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    loaded = ok(subprocess.run(remedy, shell=True, capture_output=True, check=False, env=env))
+    image_id = loaded.removeprefix("Loaded image ID: ").strip()
+    ok(cli("tag", image_id, "app:1"))
+    assert json.loads(ok(cli("inspect", "app:1")))["id"] == image_id
 
 
 def test_reading_commands_write_nothing(layerstore_cli: Cli, scratch: Path) -> None:

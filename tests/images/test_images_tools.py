@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from images_helpers import NAME, TAG, Podman, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
@@ -252,6 +253,74 @@ def test_multi_platform_index(images: dict[str, Path], store: ImageStore, scratc
     assert len(store.graph.ids()) == 2
     assert store.remove(other.id) == list(reversed(other.layers))
     assert store.graph.ids() == [] and store.images() == []
+
+
+def test_rmi_racing_a_load_that_builds_on_its_layer(images: dict[str, Path], store: ImageStore) -> None:
+    """`rmi A` while another process pulls B onto A's top layer: B's new layer can appear after `remove` chose
+    the layers to delete.  A goes, the layer B builds on stays, and the removal reports no error."""
+    [source] = open_sources(images["skopeo-docker"])
+    try:
+        image = store.load(source)
+    finally:
+        source.close()
+    bottom, top = image.layers
+    graph = store.graph
+    delete = graph.delete
+    child: list[str] = []
+
+    def delete_after_a_child_appeared(name: str, force: bool = False) -> None:
+        if not child:  # the other process registers its layer on `top` just now
+            child.append(graph.create(io.BytesIO(_one_file_tar()), parent=top).id)
+        delete(name, force)
+
+    graph.delete = delete_after_a_child_appeared  # type: ignore[method-assign]
+    try:
+        assert store.remove(image.id) == []
+    finally:
+        del graph.delete
+    assert store.images() == []
+    assert sorted(graph.ids()) == sorted([bottom, top, child[0]]) and graph.children(top) == child
+
+
+def test_a_load_whose_reused_layer_is_removed_meanwhile(images: dict[str, Path], store: ImageStore) -> None:
+    """A load that found a layer stored (and so reuses it) while a concurrent `rmi` deletes it: a one-line
+    error that says so, and nothing of the image stays."""
+    def load() -> StoredImage:
+        [source] = open_sources(images["skopeo-docker"])
+        try:
+            return store.load(source)
+        finally:
+            source.close()
+
+    image = load()
+    bottom, top = image.layers
+    store.graph.delete(top)
+    store.records.delete(image.id)  # only the bottom layer is left, as another image's would be
+    graph = store.graph
+    register = graph.register
+
+    def register_after_the_bottom_went(layer: Any, data: Any, **options: Any) -> bool:
+        if layer.parent == bottom and graph.exists(bottom):
+            graph.delete(bottom, force=True)  # the concurrent rmi (this process's retain sessions do not hold it)
+        return register(layer, data, **options)
+
+    graph.register = register_after_the_bottom_went  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ImageNotFound, match=f"layer {bottom[:12]}, which this load builds on, was removed"):
+            load()
+    finally:
+        del graph.register
+    assert graph.ids() == [] and store.images() == []
+    assert load().id == image.id  # run again: it fetches the layer
+
+
+def _one_file_tar() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("added-by-the-other-pull")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    return out.getvalue()
 
 
 def _change_a_file_of(store: ImageStore, layer: str) -> str:

@@ -22,8 +22,16 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .images.descriptor import Descriptor, Platform
     from .images.store import ImageStore, StoredImage
+    from .images.transport import ImageSource
 
-__all__ = ["image_commands", "image_layer", "image_layers_json", "inspect_image", "refuse_image_archive"]
+__all__ = [
+    "image_commands",
+    "image_layer",
+    "image_layers_json",
+    "inspect_image",
+    "refuse_image_archive",
+    "refuse_layer",
+]
 
 
 def _graph() -> Graph:
@@ -174,19 +182,22 @@ def _progress(label: str) -> Any:
 
 
 @contextlib.contextmanager
-def _input_path(graph: Graph, name: str) -> Iterator[Path]:
-    """The archive to read: a path as given, or standard input (decompressed) spooled to a file in the store."""
+def _input_path(graph: Graph, name: str) -> Iterator[tuple[Path, str | None]]:
+    """The archive to read and its name for messages: a path as given, or standard input (decompressed)
+    spooled to a file in the store."""
     if name != "-":
-        yield Path(name)
+        yield Path(name), None
         return
     import tempfile
 
     from .images._archivefiles import copy_decompressed
 
-    with tempfile.NamedTemporaryFile(dir=graph.tmp_dir, prefix="load-stdin.") as spool:
+    # An unnamed file: the start-up sweep of another command on this store (``save | load`` starts both at
+    # once) cannot see it, and a killed load leaves nothing.  It is opened again by its descriptor's name.
+    with tempfile.TemporaryFile(dir=graph.tmp_dir) as spool:
         copy_decompressed(sys.stdin.buffer, spool, "standard input")
         spool.flush()
-        yield Path(spool.name)
+        yield Path(f"/proc/self/fd/{spool.fileno()}"), "standard input"
 
 
 @click.command()
@@ -203,31 +214,38 @@ def load(input_: str, platform: str | None, quiet: bool, as_json: bool) -> None:
     graph = _graph()
     store = _store()
     results = []
-    with _input_path(graph, input_) as path:
-        sources = open_sources(path, spool_dir=graph.tmp_dir)
+    with _input_path(graph, input_) as (path, label):
+        sources = open_sources(path, spool_dir=graph.tmp_dir, label=label)
         try:
             for source in sources:
                 before = set(graph.ids())
                 image = store.load(source, platform=chosen, progress=_progress("loading"))
                 added = [layer for layer in image.layers if layer not in before]
-                results.append((image, added))
+                results.append((image, added, _archive_names(source)))
         finally:
             for source in sources:
                 source.close()
     if as_json:
         click.echo(json.dumps([{"id": image.digest, "names": list(image.names),
                                 "manifest_digest": image.manifest_digest,
-                                "layers": image_layers_json(graph, image, added)} for image, added in results],
+                                "layers": image_layers_json(graph, image, added)} for image, added, _ in results],
                               indent=2))
         return
-    for image, _ in results:
+    for image, _, loaded_names in results:
         if quiet:
             click.echo(image.digest)
-        elif image.names:
-            for name in image.names:
+        elif loaded_names:
+            for name in loaded_names:
                 click.echo(f"Loaded image: {name}")
         else:
             click.echo(f"Loaded image ID: {image.digest}")
+
+
+def _archive_names(source: ImageSource) -> list[str]:
+    """The names the archive gives its image, as stored (``docker load`` reports those, not names given before)."""
+    from .images.reference import parse_reference
+
+    return list(dict.fromkeys(str(parse_reference(name)) for name in source.names()))
 
 
 @click.command()
@@ -305,7 +323,26 @@ def images_(quiet: bool, as_json: bool, no_trunc: bool) -> None:
 @click.argument("name", metavar="NAME")
 def tag(source: str, name: str) -> None:
     """Give the image SRC the name NAME (repo[:tag])."""
-    _store().tag(source, name)
+    store = _store()
+    try:
+        store.tag(source, name)
+    except ImageNotFound:
+        refuse_layer(store.graph, source, "`layerstore save {layer} | layerstore load` makes an image of it "
+                                           "(and its parents) to tag")
+        raise
+
+
+def refuse_layer(graph: Graph, name: str, remedy: str) -> None:
+    """When `name`, which names no image, is a layer's ID (``import`` makes layers), raise `ImageNotFound` saying so.
+
+    `remedy` is the way out, with ``{layer}`` for the layer's short ID.
+    """
+    try:
+        layer = graph.resolve(name)
+    except LayerStoreError:
+        return
+    raise ImageNotFound(f"{name!r} is a layer (`layerstore ls`), not an image (`layerstore images`); "
+                        + remedy.format(layer=layer[:12])) from None
 
 
 @click.command()
@@ -329,7 +366,11 @@ def rmi(images: tuple[str, ...]) -> None:
 
     store = _store()
     for name in images:
-        image = store.get(name)
+        try:
+            image = store.get(name)
+        except ImageNotFound:
+            refuse_layer(store.graph, name, "`layerstore rm {layer}` deletes a layer")
+            raise
         ref: str | None = None
         with contextlib.suppress(LayerStoreError):  # an ID or a prefix of one is no reference
             ref = str(parse_reference(name))

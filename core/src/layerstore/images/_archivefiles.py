@@ -32,11 +32,13 @@ class ArchiveReader:
     A compressed tar (gzip, bzip2, xz or zstd, as ``docker load`` and
     ``podman load`` accept) is first decompressed into an unnamed temporary
     file in `spool_dir` (default: the system's temporary directory), which
-    disappears when the reader is closed or the process ends.
+    disappears when the reader is closed or the process ends.  Messages name
+    the archive by `label` (default: the path).
     """
 
-    def __init__(self, path: Path, *, spool_dir: Path | None = None) -> None:
+    def __init__(self, path: Path, *, spool_dir: Path | None = None, label: str | None = None) -> None:
         self.path = path
+        self.label = str(path) if label is None else label
         self._tar: tarfile.TarFile | None = None
         self._spool: IO[bytes] | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
@@ -54,7 +56,7 @@ class ArchiveReader:
                     self._members[name.rstrip("/")] = member
             except (tarfile.TarError, EOFError) as exc:
                 self.close()
-                raise InvalidArchive(f"{path}: not a readable tar archive ({exc})") from None
+                raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc})") from None
             except BaseException:
                 self.close()
                 raise
@@ -96,28 +98,28 @@ class ArchiveReader:
                 current = posixpath.normpath(member.linkname)
             else:
                 break
-        raise InvalidArchive(f"{self.path}: {name} is missing from the archive")
+        raise InvalidArchive(f"{self.label}: {name} is missing from the archive")
 
     def open(self, name: str) -> BinaryIO:
         """A stream of file `name`; `InvalidArchive` when it is missing."""
         if self._tar is None:
             if ".." in name.split("/") or name.startswith("/"):
-                raise InvalidArchive(f"{self.path}: unsafe file name {name!r}")
+                raise InvalidArchive(f"{self.label}: unsafe file name {name!r}")
             try:
                 return open(self.path / name, "rb")
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                raise InvalidArchive(f"{self.path}: {name} is missing from the layout") from None
+                raise InvalidArchive(f"{self.label}: {name} is missing from the layout") from None
         stream = self._tar.extractfile(self._member(name))
         if stream is None:
-            raise InvalidArchive(f"{self.path}: {name} is not a regular file")
-        return cast(BinaryIO, _TruncationChecked(cast(BinaryIO, stream), self.path, name))
+            raise InvalidArchive(f"{self.label}: {name} is not a regular file")
+        return cast(BinaryIO, _TruncationChecked(cast(BinaryIO, stream), self.label, name))
 
     def read(self, name: str, limit: int = MAX_JSON_SIZE) -> bytes:
         """The bytes of a small file (`InvalidArchive` when larger than `limit`)."""
         with contextlib.closing(self.open(name)) as f:
             data = f.read(limit + 1)
         if len(data) > limit:
-            raise InvalidArchive(f"{self.path}: {name} is larger than {limit} bytes")
+            raise InvalidArchive(f"{self.label}: {name} is larger than {limit} bytes")
         return data
 
     def close(self) -> None:
@@ -167,10 +169,10 @@ def copy_decompressed(source: BinaryIO, out: IO[bytes], what: str) -> None:
 class _TruncationChecked(io.RawIOBase):
     """A tar member stream whose premature end is an `InvalidArchive` naming the member."""
 
-    def __init__(self, stream: BinaryIO, path: Path, name: str) -> None:
+    def __init__(self, stream: BinaryIO, label: str, name: str) -> None:
         super().__init__()
         self._stream = stream
-        self._what = f"{path}: {name}"
+        self._what = f"{label}: {name}"
 
     def readable(self) -> bool:
         return True
@@ -185,11 +187,12 @@ class _TruncationChecked(io.RawIOBase):
         return len(data)
 
 
-def open_reader(path: Path, *, spool_dir: Path | None = None) -> ArchiveReader:
-    """An `ArchiveReader` of `path` (see there for `spool_dir`), with one-line errors for what is not there."""
+def open_reader(path: Path, *, spool_dir: Path | None = None, label: str | None = None) -> ArchiveReader:
+    """An `ArchiveReader` of `path` (see there for `spool_dir` and `label`), with one-line errors for what is not
+    there."""
     if not path.exists():
-        raise InvalidArchive(f"{path}: no such file or directory")
-    return ArchiveReader(path, spool_dir=spool_dir)
+        raise InvalidArchive(f"{label or path}: no such file or directory")
+    return ArchiveReader(path, spool_dir=spool_dir, label=label)
 
 
 class ArchiveWriter:

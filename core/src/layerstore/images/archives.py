@@ -19,31 +19,32 @@ __all__ = ["FORMATS", "is_image_archive", "open_destination", "open_sources"]
 FORMATS = ("docker-archive", "oci", "oci-dir")
 
 
-def open_sources(path: Path, *, spool_dir: Path | None = None) -> list[ImageSource]:
+def open_sources(path: Path, *, spool_dir: Path | None = None, label: str | None = None) -> list[ImageSource]:
     """One `ImageSource` per image in `path`: an OCI layout (directory or tar) or a docker-archive.
 
     A tar may be compressed (gzip, bzip2, xz, zstd): it is decompressed into
     an unnamed temporary file in `spool_dir` (default: the system's temporary
     directory) that the sources' `close` removes.  `InvalidArchive` with a
     one-line reason for anything else (a zip file, an empty or truncated
-    file, a plain layer tar).  Close the sources.
+    file, a plain layer tar).  Messages name the archive by `label` (default:
+    the path).  Close the sources.
     """
     from ._archivefiles import open_reader
     from .docker_archive import docker_archive_sources, is_docker_archive
     from .oci_layout import is_oci_layout, oci_layout_sources
 
-    reader = open_reader(path, spool_dir=spool_dir)
+    reader = open_reader(path, spool_dir=spool_dir, label=label)
     try:
         if is_oci_layout(reader):
-            return list(oci_layout_sources(reader, f"oci:{path}"))
+            return list(oci_layout_sources(reader, f"oci:{reader.label}"))
         if is_docker_archive(reader):
-            return list(docker_archive_sources(reader, f"docker-archive:{path}"))
+            return list(docker_archive_sources(reader, f"docker-archive:{reader.label}"))
     except BaseException:
         reader.close()
         raise
     reader.close()
     raise InvalidArchive(
-        f"{path} is not an image archive (no oci-layout, manifest.json or repositories at its top); "
+        f"{reader.label} is not an image archive (no oci-layout, manifest.json or repositories at its top); "
         "a single layer tar is imported with `layerstore import`"
     )
 

@@ -117,7 +117,17 @@ class ImageLoader:
                     self._note_location(chain, desc)
                     self.progress.blob_finished(desc)
                 else:
-                    if self._apply(desc, chain=chain, parent=parent, diff_id=diff_ids[i], index=i, config=config):
+                    try:
+                        stored = self._apply(desc, chain=chain, parent=parent, diff_id=diff_ids[i], index=i,
+                                             config=config)
+                    except ImageNotFound:
+                        if parent is None or self.graph.exists(parent):
+                            raise
+                        raise ImageNotFound(
+                            f"{self._what}: layer {parent[:12]}, which this load builds on, was removed meanwhile "
+                            f"(by a concurrent `rmi`?); nothing of the image was kept: run the command again"
+                        ) from None
+                    if stored:
                         added.append(chain)
                     self.graph.retain(session, chain)
                 parent = chain

@@ -42,7 +42,7 @@ def _read_blob(reader: ArchiveReader, desc: Descriptor, what: str) -> bytes:
     if desc.size > MAX_JSON_SIZE:
         raise InvalidArchive(f"{what}: {desc.digest} is larger than 4 MiB; refusing to read it as JSON")
     if not reader.exists(_blob_path(desc.digest)):
-        raise InvalidArchive(f"{what}: blob {desc.digest} is missing from {reader.path}")
+        raise InvalidArchive(f"{what}: blob {desc.digest} is missing from {reader.label}")
     data = reader.read(_blob_path(desc.digest))
     if len(data) != desc.size or sha256_of(data) != desc.digest:
         raise DigestMismatch(f"{what}: blob {desc.digest} does not match its digest or size")

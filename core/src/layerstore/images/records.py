@@ -10,7 +10,8 @@ its reference store beside it).  Layout, beside ``graph/``::
     <root>/images/<image-hex>/image.json    digests, media types, the layer chain, load time
     <root>/images/names.json                name -> image ID
     <root>/images/.lock                     flock of every change
-    <root>/images/.tmp-*                    staging and trash; swept when a store opens
+    <root>/images/.tmp-*                    staging and trash; swept when a store opens (a live
+                                            process's scratch directory, named with its tag, is not)
     <root>/images/.names.json.tmp-*         a names write in progress; swept when its process is gone
 
 The image ID is the config digest, as Docker and Podman have it.  Layers are
@@ -34,6 +35,7 @@ from ..graph.files import SPACE_ERRNOS
 from ..image import format_created, is_valid_id
 from ..kit.atomic import atomic_write, is_atomic_temporary, sweep_atomic_temporaries
 from ..kit.locks import held_lock
+from ..owner import current_owner, owner_alive
 from .descriptor import sha256_of
 
 __all__ = ["IMAGES_DIR", "NAMES_FILE", "ImageRecords", "NewImage", "StoredImage"]
@@ -45,6 +47,12 @@ MANIFEST_FILE = "manifest"
 CONFIG_FILE = "config"
 INDEX_FILE = "index"
 _STAGING_PREFIX = ".tmp-"
+
+
+def _owner_lives(name: str) -> bool:
+    """True when staging entry `name` is a `ImageRecords.scratch_dir` of a process that still runs."""
+    parts = name[len(_STAGING_PREFIX):].split(".")
+    return len(parts) == 3 and owner_alive(parts[1])
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +133,7 @@ class ImageRecords:
         except FileNotFoundError:
             return []
         removed: list[str] = []
-        staging = [name for name in names if name.startswith(_STAGING_PREFIX)]
+        staging = [name for name in names if name.startswith(_STAGING_PREFIX) and not _owner_lives(name)]
         if staging:
             with self.locked():
                 for name in staging:
@@ -146,9 +154,14 @@ class ImageRecords:
         return removed
 
     def scratch_dir(self, purpose: str) -> Path:
-        """A new directory under the images root that the next `sweep` removes if its user dies."""
+        """A new directory under the images root for this process (a pull's downloads, a record being written).
+
+        Its name carries the process's tag (`layerstore.owner`): `sweep`, which
+        other commands run as they open the store, leaves it alone while this
+        process runs, and removes it once the process is gone.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{_STAGING_PREFIX}{purpose}-{secrets.token_hex(6)}"
+        path = self.root / f"{_STAGING_PREFIX}{purpose}.{current_owner()}.{secrets.token_hex(6)}"
         path.mkdir()
         return path
 

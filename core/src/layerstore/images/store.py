@@ -126,7 +126,9 @@ class ImageStore:
         """Remove the image (all its names) and every layer of it that no other image or child layer uses.
 
         Refuses (`LayerInUse`) when one of those layers is mounted or held.
-        Returns the IDs of the layers removed, top first.
+        A layer on which a concurrent load has built a layer of its own by the
+        time it is deleted stays, with those below it.  Returns the IDs of the
+        layers removed, top first.
         """
         with self.records.locked():
             image = self.records.read(self.resolve(name))
@@ -145,12 +147,21 @@ class ImageStore:
                     )
                 doomed.append(layer)
             names_written = self.records.delete(image.id)
+            removed: list[str] = []
             for layer in doomed:
-                self.graph.delete(layer)
+                try:
+                    self.graph.delete(layer)
+                except LayerInUse:
+                    if not self.graph.children(layer):
+                        raise
+                    # A pull or load in progress has just built a layer on this one (its image is not
+                    # recorded yet): this layer and those below it stay, for that image.
+                    break
+                removed.append(layer)
             if not names_written:  # the filesystem was full: the layers freed space for the names file now
                 with contextlib.suppress(OSError):
                     self.records.write_names(self.records.names())
-        return doomed
+        return removed
 
     # -- load and save ------------------------------------------------------------
 
