@@ -78,6 +78,28 @@ def test_pull_equals_skopeo_and_umoci(store: ImageStore, pushed: str, images: di
     assert len(store.graph.ids()) == 2
 
 
+def test_a_pull_of_an_unchanged_image_fetches_no_manifest(store: ImageStore, pushed: str,
+                                                          plain_registry: LocalRegistry) -> None:
+    """As `docker pull`: a `HEAD` finds that the tag names the stored image; no `GET` of a manifest, which
+    registries count as a pull (Docker Hub's rate limits), and no blob."""
+    first = pull(store, pushed, options=insecure())
+    repository = pushed.split("/", 1)[1].rsplit(":", 1)[0]
+    mark = len(plain_registry.access_log())
+    again = pull(store, pushed, options=insecure())
+    fetched = [(method, path) for method, path, _ in _since(plain_registry, mark) if path != "/v2/"]
+    assert fetched == [("HEAD", f"/v2/{repository}/manifests/{TAG}")]
+    assert again.image.id == first.image.id and again.image.names == (pushed,)
+    assert (again.layers_fetched, again.layers_reused, again.bytes) == (0, 2, 0)
+
+    # The tag moves on the registry (the same image as a Docker schema 2 manifest): fetched and loaded.
+    _copy(f"docker://{pushed}", f"docker://{pushed}", "--format", "v2s2")
+    mark = len(plain_registry.access_log())
+    moved = pull(store, pushed, options=insecure())
+    methods = {(method, "/manifests/" in path) for method, path, _ in _since(plain_registry, mark)}
+    assert ("GET", True) in methods
+    assert moved.image.id == first.image.id and (moved.layers_fetched, moved.layers_reused) == (0, 2)
+
+
 def test_pull_by_digest(store: ImageStore, pushed: str) -> None:
     digest = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{pushed}"))["Digest"]
     repository = pushed.rsplit(":", 1)[0]
@@ -541,6 +563,10 @@ def test_pull_index_docker_manifest_and_zstd(store: ImageStore, images: dict[str
     assert arm_image.manifest_digest == arm
     assert arm_image.index_digest == "sha256:" + hashlib.sha256(raw_index).hexdigest()
     assert store.config_json(arm_image.id)["architecture"] == "arm64"
+    mark = len(plain_registry.access_log())
+    assert pull(store, f"{host}/test/multi:v1", options=insecure(),
+                platform=Platform.parse("linux/arm64")).image.id == arm_image.id
+    assert [m for m, p, _ in _since(plain_registry, mark) if "/manifests/" in p] == ["HEAD"]
     # The amd64 entry is the image stored already (same config): found, nothing fetched.
     amd_pull = pull(store, f"{host}/test/multi:v1", options=insecure(),
                     platform=Platform(os="linux", architecture="amd64"))

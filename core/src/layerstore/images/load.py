@@ -24,7 +24,7 @@ from . import descriptor as mt
 from ._streams import VerifyingReader
 from .descriptor import MAX_JSON_SIZE, Descriptor, Platform, sha256_of
 from .layers import LayerBlob, add_layer_blob, chain_ids, layer_blobs
-from .records import NewImage
+from .records import NewImage, StoredImage
 from .reference import is_digest, parse_reference
 from .transport import TransferProgress
 
@@ -93,8 +93,12 @@ class ImageLoader:
         self.progress = progress
         self._what = source.description
 
-    def load(self, *, names: Sequence[str], platform: Platform | None) -> str:
+    def load(self, *, names: Sequence[str], platform: Platform | None, digest: str | None = None) -> str:
         """Load the source's image (see `ImageStore.load`); returns its ID."""
+        if digest is not None:
+            known = self._stored_as(digest, platform)
+            if known is not None and self._reuse(known, names):
+                return known.id
         manifest_bytes, manifest_type, index_bytes = self._manifest(platform)
         config_desc, layer_descs = self._descriptors(_parse_json(manifest_bytes, f"{self._what}: manifest"))
         config_bytes = self._read_config(config_desc)
@@ -143,6 +147,37 @@ class ImageLoader:
             raise
         self.graph.release(session, *chains)
         return image_id
+
+    def _stored_as(self, digest: str, platform: Platform | None) -> StoredImage | None:
+        """The stored image that loading the manifest or index `digest` would give (for an index: the entry
+        `pick_platform` chooses), when all its layers are in the graph; else None."""
+        for image in self.records.read_all():
+            if image.manifest_digest != digest:
+                if image.index_digest != digest:
+                    continue
+                try:
+                    index = _parse_json(self.records.index(image.id) or b"", "")
+                    if pick_platform(index, platform, digest).digest != image.manifest_digest:
+                        continue
+                except LayerStoreError:
+                    continue
+            if all(self.graph.exists(layer) for layer in image.layers):
+                return image
+        return None
+
+    def _reuse(self, image: StoredImage, names: Sequence[str]) -> bool:
+        """Do for the stored `image` what loading it again would (report its layers as reused, record the
+        source's location and the names) without reading the source; False when it went meanwhile."""
+        try:
+            _, layer_descs = self._descriptors(_parse_json(self.records.manifest(image.id), self._what))
+        except (LayerStoreError, OSError):
+            return False
+        all_names = [str(parse_reference(n)) for n in (*names, *self.source.names())]
+        for desc, layer in zip(layer_descs, image.layers, strict=True):
+            self.progress.blob_started(desc, reused=True)
+            self._note_location(layer, desc)
+            self.progress.blob_finished(desc)
+        return self._record(image.id, None, all_names)
 
     def _manifest(self, platform: Platform | None) -> tuple[bytes, str, bytes | None]:
         """The manifest to load, its media type, and the index it was picked from (None without one)."""
@@ -232,12 +267,19 @@ class ImageLoader:
         if location and any(b.digest == desc.digest for b in layer_blobs(self.graph, layer)):
             add_layer_blob(self.graph, layer, LayerBlob.from_descriptor(desc, location))
 
-    def _record(self, image_id: str, image: NewImage, names: list[str]) -> None:
-        """Write the image's record (or, when it is stored already, only the source's location) and its names."""
+    def _record(self, image_id: str, image: NewImage | None, names: list[str]) -> bool:
+        """Write the image's record (or, when it is stored already, only the source's location) and its names.
+
+        Without `image` only an image stored already gets them; False when it is not (any more).
+        """
+        location = self.source.location
         with self.records.locked():
             if not self.records.exists(image_id):
+                if image is None:
+                    return False
                 self.records.create(image_id, image)
-            elif image.location:
-                self.records.add_config_location(image_id, image.location)
+            elif location:
+                self.records.add_config_location(image_id, location)
             if names:
                 self.records.add_names(names, image_id)
+        return True

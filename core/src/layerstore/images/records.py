@@ -236,6 +236,13 @@ class ImageRecords:
         """The manifest bytes as loaded."""
         return (self.root / image_id / MANIFEST_FILE).read_bytes()
 
+    def index(self, image_id: str) -> bytes | None:
+        """The index the image was picked from, as loaded; None for an image loaded from a manifest."""
+        try:
+            return (self.root / image_id / INDEX_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def config(self, image_id: str) -> bytes:
         """The config bytes as loaded."""
         return (self.root / image_id / CONFIG_FILE).read_bytes()

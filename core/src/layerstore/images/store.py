@@ -172,6 +172,7 @@ class ImageStore:
         names: Sequence[str] = (),
         platform: Platform | None = None,
         progress: TransferProgress | None = None,
+        digest: str | None = None,
     ) -> StoredImage:
         """Load one image from `source` and return it as stored.
 
@@ -186,10 +187,14 @@ class ImageStore:
         the source's `location` (for a reused layer: the location only, of a blob digest recorded before).  The
         image gets `names` plus the names the source carries.  Atomic: on any
         error the layers this call added are removed and no record stays.
-        Loading an image that is stored already only adds the names.
+        Loading an image that is stored already only adds the names.  With
+        `digest`, the digest the source's top manifest or index is known to
+        have (a registry's answer to a ``HEAD``), an image stored from it (for
+        an index: the one picked for `platform`) is recognised before anything
+        is read from the source.
         """
         loader = ImageLoader(self.graph, self.records, source, progress or TransferProgress())
-        return self.records.read(loader.load(names=names, platform=platform))
+        return self.records.read(loader.load(names=names, platform=platform, digest=digest))
 
     def save(
         self,

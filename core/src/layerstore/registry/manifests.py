@@ -11,9 +11,10 @@ import json
 
 from ..errors import DigestMismatch, ImageNotFound, LimitExceeded, RegistryError, UnsupportedMediaType
 from ..images.descriptor import INDEX_TYPES, MANIFEST_TYPES, MAX_JSON_SIZE, sha256_of
+from ..images.reference import is_digest
 from .client import RegistryClient, error_codes
 
-__all__ = ["ACCEPT", "MAX_MANIFEST_SIZE", "get_manifest", "put_manifest"]
+__all__ = ["ACCEPT", "MAX_MANIFEST_SIZE", "get_manifest", "head_manifest", "put_manifest"]
 
 MAX_MANIFEST_SIZE = MAX_JSON_SIZE
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
@@ -73,6 +74,23 @@ def get_manifest(client: RegistryClient, repository: str, reference: str, *,
                 f"not a Docker schema 2 or OCI manifest or index"
             )
     return data, media_type
+
+
+def head_manifest(client: RegistryClient, repository: str, reference: str) -> str | None:
+    """The digest of the manifest or index `reference` (a tag) names now, from a ``HEAD`` request.
+
+    None when the registry does not say (no ``Docker-Content-Digest``, or any
+    status but 200): the caller then fetches the manifest.  Registries count
+    a ``GET`` of a manifest as a pull (Docker Hub's rate limits), not a ``HEAD``.
+    """
+    path = f"/v2/{repository}/manifests/{reference}"
+    response = client.request("HEAD", path, scope=f"repository:{repository}:pull", headers={"Accept": ACCEPT})
+    try:
+        digest = response.headers.get("Docker-Content-Digest", "") if response.status == 200 else ""
+        response.drain_conn()
+    finally:
+        response.release_conn()
+    return digest if is_digest(digest) else None
 
 
 def put_manifest(client: RegistryClient, repository: str, reference: str, data: bytes, media_type: str) -> str:

@@ -10,7 +10,7 @@ from ..images.descriptor import Descriptor
 from ..images.reference import Reference
 from .blobs import BlobReader
 from .client import RegistryClient, RegistryOptions
-from .manifests import MAX_MANIFEST_SIZE, get_manifest
+from .manifests import MAX_MANIFEST_SIZE, get_manifest, head_manifest
 from .spool import Spool
 
 __all__ = ["RegistrySource"]
@@ -52,6 +52,13 @@ class RegistrySource:
         """The manifest or index the reference names (a digest reference is checked against its bytes)."""
         tag_or_digest = self.reference.digest or self.reference.tag or "latest"
         return get_manifest(self.client, self._repository, tag_or_digest, max_size=self._max_manifest_size)
+
+    def current_digest(self) -> str | None:
+        """The digest of what the reference names now, without fetching it: the reference's own digest, or
+        the registry's answer to a ``HEAD`` of the tag (None when it gives none)."""
+        if self.reference.digest:
+            return self.reference.digest
+        return head_manifest(self.client, self._repository, self.reference.tag or "latest")
 
     def manifest(self, digest: str) -> tuple[bytes, str]:
         """A manifest an index names, by digest (checked)."""

@@ -108,7 +108,12 @@ def pull(store: ImageStore, name: str, *, options: RegistryOptions | None = None
         source = RegistrySource(reference, options, jobs=jobs, spool_dir=spool_dir,
                                 max_manifest_size=max_manifest_size)
         try:
-            image = store.load(source, platform=platform, progress=stats)
+            # Pulling a name stored already asks with a HEAD first, as `docker pull` does: an image that did not
+            # change costs no GET of its manifest, which registries count as a pull (Docker Hub's rate limits),
+            # and no blob.  A new name goes straight to the GET (a HEAD would be one more round trip).
+            again = reference.digest is not None or str(reference) in store.records.names()
+            image = store.load(source, platform=platform, progress=stats,
+                               digest=source.current_digest() if again else None)
         finally:
             source.close()
     finally:
