@@ -117,6 +117,25 @@ def test_failed_register_leaves_nothing(graph: Graph, driver: Driver, data: byte
     assert not (tmp_path / "escape").exists() and not (graph.root / "escape").exists()
 
 
+def test_register_checks_the_digest_before_the_image_is_visible(graph: Graph, driver: Driver) -> None:
+    """`check` sees the layer's digest while no other reader can see the image; what it raises discards it."""
+    data = make_tar(BASE)
+    image = Image(id=generate_id())
+    seen: list[tuple[str, bool]] = []
+
+    def refuse(digest: str) -> None:
+        seen.append((digest, Graph(graph.root, driver).exists(image.id)))
+        raise DigestMismatch("not the content the image names")
+
+    with pytest.raises(DigestMismatch, match="not the content"):
+        graph.register(image, io.BytesIO(data), check=refuse)
+    assert seen == [(_sha(data), False)]
+    _assert_nothing_of(graph, driver, image.id)
+
+    assert graph.register(image, io.BytesIO(data), check=lambda digest: seen.append((digest, True)))
+    assert graph.get_digest(image.id) == _sha(data) and len(seen) == 2
+
+
 class _Interrupting(io.RawIOBase):
     def __init__(self, data: bytes, after: int) -> None:
         self._data = io.BytesIO(data)

@@ -314,6 +314,37 @@ def test_a_load_whose_reused_layer_is_removed_meanwhile(images: dict[str, Path],
     assert load().id == image.id  # run again: it fetches the layer
 
 
+def test_a_layer_contradicting_the_config_is_never_visible(images: dict[str, Path], store: ImageStore,
+                                                           scratch: Path) -> None:
+    """A layer is checked against the config's diff_id before it is visible under its chain ID, so that no
+    concurrent load can reuse a layer that the image it came with lied about."""
+    from test_images_cli import _diff_ids_disagree
+
+    layout = scratch / "layout"
+    shutil.copytree(images["umoci"], layout)
+    _diff_ids_disagree(layout)  # the second layer's diff_id is not its content's digest
+    graph = store.graph
+    register = graph.register
+    visible_at_check: list[bool] = []
+
+    def register_watching(layer: Any, data: Any, *, check: Any, **options: Any) -> bool:
+        def watched(digest: str) -> None:
+            visible_at_check.append(graph.exists(layer.id))
+            check(digest)
+        return register(layer, data, check=watched, **options)
+
+    graph.register = register_watching  # type: ignore[method-assign]
+    [source] = open_sources(layout)
+    try:
+        with pytest.raises(DigestMismatch, match="diff_ids"):
+            store.load(source)
+    finally:
+        source.close()
+        del graph.register
+    assert visible_at_check == [False, False]
+    assert graph.ids() == [] and store.images() == []
+
+
 def _one_file_tar() -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:

@@ -126,13 +126,17 @@ class Graph(ImageReader):
         return image
 
     def register(
-        self, image: Image, layer_data: BinaryIO | None, *, storage_opts: Mapping[str, str] | None = None
+        self, image: Image, layer_data: BinaryIO | None, *, storage_opts: Mapping[str, str] | None = None,
+        check: Callable[[str], None] | None = None,
     ) -> bool:
         """Store `image` with its layer read from `layer_data` (plain, gzip, bzip2, xz or zstd tar).
 
         `storage_opts` are per-layer driver options (``{"size": "10G"}``: a
         quota on btrfs and zfs); a driver that does not know one refuses it
-        (`ConfigError`) and nothing is stored.
+        (`ConfigError`) and nothing is stored.  `check` is called with the
+        layer's digest (``sha256:…``) after the layer is written and before
+        the image becomes visible, so that no other process ever sees a layer
+        that fails it; what it raises discards the layer and is re-raised.
 
         Returns True when this call stored the image and False when it
         already existed (a no-op, also across processes).  Atomic: on any
@@ -149,7 +153,7 @@ class Graph(ImageReader):
                     stack.enter_context(self.files.locked(image.parent, shared=True))
                     if not self._is_whole(image.parent):
                         raise ImageNotFound(f"parent image {image.parent} of {image_id} is not in the store")
-                register_locked(self.files, self.driver, image, layer_data, storage_opts or {})
+                register_locked(self.files, self.driver, image, layer_data, storage_opts or {}, check)
         return True
 
     def delete(self, name: str, force: bool = False) -> None:

@@ -30,7 +30,7 @@ from .files import (
 from .seal import seal_text
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from ..drivers import Driver
@@ -48,10 +48,13 @@ def register_locked(
     image: Image,
     layer_data: BinaryIO | None,
     storage_opts: Mapping[str, str],
+    check: Callable[[str], None] | None = None,
 ) -> None:
     """Store `image` and its layer; call with the image's lock held and its parent's shared.
 
-    On any failure, interruption included, the driver layer and the staging
+    `check`, when given, is called with the layer's digest once the layer is
+    written and before it becomes visible; what it raises discards it.  On
+    any failure, interruption included, the driver layer and the staging
     directory are removed and the error re-raised (`StorageFull` for a full
     filesystem); nothing is visible.  Sets `image.size`.
     """
@@ -71,6 +74,8 @@ def register_locked(
         digest = None
         if layer_data is not None:
             image.size, digest = _apply_layer(driver, image, layer_data, staging)
+            if check is not None:
+                check(digest)
         else:
             image.size = 0
         # Written in place and synced as a batch: the staging directory becomes visible whole, by one rename.

@@ -129,7 +129,7 @@ class ImageLoader:
                             raise
                         raise ImageNotFound(
                             f"{self._what}: layer {parent[:12]}, which this load builds on, was removed meanwhile "
-                            f"(by a concurrent `rmi`?); nothing of the image was kept: run the command again"
+                            f"(by another command); nothing of the image was kept: run the command again"
                         ) from None
                     if stored:
                         added.append(chain)
@@ -233,20 +233,24 @@ class ImageLoader:
         with contextlib.closing(self.source.open_blob(desc)) as raw:
             reader = VerifyingReader(raw, desc.digest, desc.size, label,
                                      lambda n: self.progress.blob_advanced(desc, n))
+
+            def verify(actual: str) -> None:
+                # Before the layer becomes visible under its chain ID: another load must never reuse a layer
+                # whose blob or content is not what the image says.
+                reader.drain()
+                if actual != diff_id:
+                    raise DigestMismatch(
+                        f"{label}: uncompressed content is {actual}, but the config's diff_ids says {diff_id}"
+                    )
+
             try:
-                stored = self.graph.register(layer, cast(BinaryIO, reader))
+                stored = self.graph.register(layer, cast(BinaryIO, reader), check=verify)
             except InvalidArchive as exc:
                 # A damaged blob usually breaks the decompressor first: its digest is the clearer news.
                 reader.drain()
                 raise InvalidArchive(f"{label}: {exc}") from None
             try:
-                reader.drain()
-                if stored:
-                    actual = self.graph.get_digest(chain)
-                    if actual != diff_id:
-                        raise DigestMismatch(
-                            f"{label}: uncompressed content is {actual}, but the config's diff_ids says {diff_id}"
-                        )
+                reader.drain()  # when a concurrent load stored the layer first, this blob is still checked
             except BaseException:
                 if stored:
                     with contextlib.suppress(LayerStoreError, OSError):
