@@ -16,7 +16,7 @@ import pytest
 from images_helpers import NAME, TAG, Podman, run, skopeo_config, skopeo_inspect, snapshot, tool, unpack
 
 from layerstore.errors import DigestMismatch, ImageNotFound
-from layerstore.images import ImageStore, Platform
+from layerstore.images import ImageStore, Platform, TransferProgress
 from layerstore.images.archives import open_destination, open_sources
 from layerstore.images.store import StoredImage
 
@@ -343,6 +343,71 @@ def test_a_layer_contradicting_the_config_is_never_visible(images: dict[str, Pat
         del graph.register
     assert visible_at_check == [False, False]
     assert graph.ids() == [] and store.images() == []
+
+
+class _OnBlobStarted(TransferProgress):
+    """Runs `action(index)` as the load it watches starts its blob number `index` (what another command does
+    meanwhile)."""
+
+    def __init__(self, action: Any) -> None:
+        self._action = action
+        self._count = 0
+
+    def blob_started(self, descriptor: Any, *, reused: bool) -> None:
+        self._action(self._count)
+        self._count += 1
+
+
+def test_a_load_reusing_only_stored_layers_never_records_a_removed_one(images: dict[str, Path],
+                                                                       store: ImageStore) -> None:
+    [source] = open_sources(images["skopeo-docker"])
+    try:
+        image = store.load(source)
+        store.records.delete(image.id)  # the layers stay, as another image's would
+        graph = store.graph
+
+        def remove_the_top(index: int) -> None:
+            if index == 1:
+                graph.delete(image.layers[1], force=True)  # a concurrent rmi of that other image
+
+        with pytest.raises(ImageNotFound, match="was removed meanwhile"):
+            store.load(source, progress=_OnBlobStarted(remove_the_top))
+    finally:
+        source.close()
+    assert store.images() == []
+
+
+def test_a_failed_load_keeps_the_layers_another_image_took_up(images: dict[str, Path], store: ImageStore,
+                                                               scratch: Path) -> None:
+    """The failing load added the bottom layer; a concurrent load of an image of that layer alone found it
+    stored and recorded its image.  The failing load's clean-up must not delete it."""
+    from test_images_cli import _diff_ids_disagree
+
+    layout = scratch / "layout"
+    shutil.copytree(images["umoci"], layout)
+    _diff_ids_disagree(layout)  # the second layer fails its check: the load fails after adding the first
+    taken: list[StoredImage] = []
+
+    def load_an_image_of_the_bottom_layer(index: int) -> None:
+        if index == 1:
+            [bottom] = store.graph.ids()
+            archive = scratch / "bottom.tar"
+            store.save([bottom], open_destination(archive, "docker-archive"))
+            [other] = open_sources(archive)
+            try:
+                taken.append(store.load(other))
+            finally:
+                other.close()
+
+    [source] = open_sources(layout)
+    try:
+        with pytest.raises(DigestMismatch, match="diff_ids"):
+            store.load(source, progress=_OnBlobStarted(load_an_image_of_the_bottom_layer))
+    finally:
+        source.close()
+    [image] = taken
+    assert store.images() == [store.get(image.id)]
+    assert store.graph.ids() == list(image.layers)
 
 
 def _one_file_tar() -> bytes:

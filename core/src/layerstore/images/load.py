@@ -127,10 +127,7 @@ class ImageLoader:
                     except ImageNotFound:
                         if parent is None or self.graph.exists(parent):
                             raise
-                        raise ImageNotFound(
-                            f"{self._what}: layer {parent[:12]}, which this load builds on, was removed meanwhile "
-                            f"(by another command); nothing of the image was kept: run the command again"
-                        ) from None
+                        raise self._vanished(parent) from None
                     if stored:
                         added.append(chain)
                     self.graph.retain(session, chain)
@@ -138,15 +135,30 @@ class ImageLoader:
             new = NewImage(manifest=manifest_bytes, manifest_media_type=manifest_type, config=config_bytes,
                            created=str(config.get("created") or ""), index=index_bytes, layers=chains,
                            diff_ids=diff_ids, location=self.source.location)
-            self._record(image_id, new, all_names)
+            self._record(image_id, new, all_names, chains)
         except BaseException:
             self.graph.release(session, *chains)
-            for layer in reversed(added):
-                with contextlib.suppress(LayerStoreError, OSError):
-                    self.graph.delete(layer, force=True)
+            self._discard(added)
             raise
         self.graph.release(session, *chains)
         return image_id
+
+    def _vanished(self, layer: str) -> ImageNotFound:
+        return ImageNotFound(f"{self._what}: layer {layer[:12]}, which this load builds on, was removed meanwhile "
+                             f"(by another command); nothing of the image was kept: run the command again")
+
+    def _discard(self, added: list[str]) -> None:
+        """Remove the layers this load added, top first, but none that a recorded image uses by now (a
+        concurrent load that found them stored); under the image store's lock, which `_record` holds too."""
+        if not added:
+            return
+        with contextlib.suppress(LayerStoreError, OSError), self.records.locked():
+            used = {layer for image in self.records.read_all() for layer in image.layers}
+            for layer in reversed(added):
+                if layer in used:
+                    break  # it stays for that image, and so do the layers below it
+                with contextlib.suppress(LayerStoreError, OSError):
+                    self.graph.delete(layer, force=True)
 
     def _stored_as(self, digest: str, platform: Platform | None) -> StoredImage | None:
         """The stored image that loading the manifest or index `digest` would give (for an index: the entry
@@ -177,7 +189,7 @@ class ImageLoader:
             self.progress.blob_started(desc, reused=True)
             self._note_location(layer, desc)
             self.progress.blob_finished(desc)
-        return self._record(image.id, None, all_names)
+        return self._record(image.id, None, all_names, image.layers)
 
     def _manifest(self, platform: Platform | None) -> tuple[bytes, str, bytes | None]:
         """The manifest to load, its media type, and the index it was picked from (None without one)."""
@@ -271,13 +283,20 @@ class ImageLoader:
         if location and any(b.digest == desc.digest for b in layer_blobs(self.graph, layer)):
             add_layer_blob(self.graph, layer, LayerBlob.from_descriptor(desc, location))
 
-    def _record(self, image_id: str, image: NewImage | None, names: list[str]) -> bool:
+    def _record(self, image_id: str, image: NewImage | None, names: list[str], layers: Sequence[str]) -> bool:
         """Write the image's record (or, when it is stored already, only the source's location) and its names.
 
-        Without `image` only an image stored already gets them; False when it is not (any more).
+        Without `image` only an image stored already gets them; False when it is not (any more), or when one
+        of its `layers` is gone.  Under the image store's lock every one of `layers` must exist (`_discard`
+        and ``rmi`` delete layers under that lock): a record never names a layer another command removed.
         """
         location = self.source.location
         with self.records.locked():
+            missing = next((layer for layer in layers if not self.graph.exists(layer)), None)
+            if missing is not None:
+                if image is None:
+                    return False
+                raise self._vanished(missing)
             if not self.records.exists(image_id):
                 if image is None:
                     return False
