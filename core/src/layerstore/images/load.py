@@ -152,13 +152,23 @@ class ImageLoader:
         concurrent load that found them stored); under the image store's lock, which `_record` holds too."""
         if not added:
             return
-        with contextlib.suppress(LayerStoreError, OSError), self.records.locked():
+        try:
+            with self.records.locked():
+                self._delete_unused(added)
+            return
+        except OSError:  # no lock to take: the store's first image, on a full or read-only filesystem,
+            pass  # so no recorded image can use them
+        self._delete_unused(added)
+
+    def _delete_unused(self, added: list[str]) -> None:
+        used: set[str] = set()
+        with contextlib.suppress(LayerStoreError, OSError):
             used = {layer for image in self.records.read_all() for layer in image.layers}
-            for layer in reversed(added):
-                if layer in used:
-                    break  # it stays for that image, and so do the layers below it
-                with contextlib.suppress(LayerStoreError, OSError):
-                    self.graph.delete(layer, force=True)
+        for layer in reversed(added):
+            if layer in used:
+                break  # it stays for that image, and so do the layers below it
+            with contextlib.suppress(LayerStoreError, OSError):
+                self.graph.delete(layer, force=True)
 
     def _stored_as(self, digest: str, platform: Platform | None) -> StoredImage | None:
         """The stored image that loading the manifest or index `digest` would give (for an index: the entry
@@ -262,13 +272,12 @@ class ImageLoader:
                 reader.drain()
                 raise InvalidArchive(f"{label}: {exc}") from None
             try:
-                reader.drain()  # when a concurrent load stored the layer first, this blob is still checked
+                reader.drain()  # a concurrent load stored the layer first: this blob is checked all the same
+                add_layer_blob(self.graph, chain, LayerBlob.from_descriptor(desc, self.source.location))
             except BaseException:
                 if stored:
-                    with contextlib.suppress(LayerStoreError, OSError):
-                        self.graph.delete(chain, force=True)
+                    self._discard([chain])
                 raise
-        add_layer_blob(self.graph, chain, LayerBlob.from_descriptor(desc, self.source.location))
         self.progress.blob_finished(desc)
         return stored
 
