@@ -171,9 +171,18 @@ class ImageLoader:
                 self.graph.delete(layer, force=True)
 
     def _stored_as(self, digest: str, platform: Platform | None) -> StoredImage | None:
-        """The stored image that loading the manifest or index `digest` would give (for an index: the entry
-        `pick_platform` chooses), when all its layers are in the graph; else None."""
-        for image in self.records.read_all():
+        """The image stored under one of the source's names that loading the manifest or index `digest`
+        would give (for an index: the entry `pick_platform` chooses), when all its layers are in the graph;
+        else None.  Only those images are read: a store of many images pays nothing for the others."""
+        names = self.records.names()
+        for name in self.source.names():
+            image_id = names.get(str(parse_reference(name)))
+            try:
+                image = self.records.read(image_id, names) if image_id is not None else None
+            except LayerStoreError:  # removed meanwhile, or unreadable: load it
+                image = None
+            if image is None:
+                continue
             if image.manifest_digest != digest:
                 if image.index_digest != digest:
                     continue

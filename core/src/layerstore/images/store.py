@@ -189,9 +189,9 @@ class ImageStore:
         error the layers this call added are removed and no record stays.
         Loading an image that is stored already only adds the names.  With
         `digest`, the digest the source's top manifest or index is known to
-        have (a registry's answer to a ``HEAD``), an image stored from it (for
-        an index: the one picked for `platform`) is recognised before anything
-        is read from the source.
+        have (a registry's answer to a ``HEAD``), an image stored under one of
+        the source's names and made from it (for an index: the one picked for
+        `platform`) is recognised before anything is read from the source.
         """
         loader = ImageLoader(self.graph, self.records, source, progress or TransferProgress())
         return self.records.read(loader.load(names=names, platform=platform, digest=digest))
