@@ -158,19 +158,21 @@ def test_load_from_standard_input_survives_another_command_starting(layerstore_c
         load.stdin.write(data[:4096])
         load.stdin.flush()
         fd_dir = Path(f"/proc/{load.pid}/fd")
-        for _ in range(2000):  # until the load holds its spool open in the store's temporary directory
+
+        def spooling() -> bool:
             with contextlib.suppress(OSError):
-                if any(str(tmp) in os.readlink(fd) for fd in fd_dir.iterdir()):
-                    break
+                return any(str(tmp) in os.readlink(fd) for fd in fd_dir.iterdir())
+            return False
+
+        while not spooling():  # until the load holds its spool open in the store's temporary directory
+            assert load.poll() is None, load.stderr.read().decode() if load.stderr else "the load ended"
             time.sleep(0.005)
-        else:
-            pytest.fail("the load never opened a spool file in the store")
         content = scratch / "content"
         content.mkdir()
         (content / "file").write_text("x\n")
         subprocess.run(["tar", "-cf", scratch / "layer.tar", "-C", content, "file"], check=True)
         ok(cli("import", "-q", scratch / "layer.tar"))  # opens the store for writing: sweeps what is left over
-        out, err = load.communicate(input=data[4096:], timeout=120)
+        out, err = load.communicate(input=data[4096:])
     finally:
         if load.poll() is None:
             load.kill()

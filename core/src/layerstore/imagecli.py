@@ -25,12 +25,13 @@ if TYPE_CHECKING:
     from .images.transport import ImageSource
 
 __all__ = [
+    "MAKE_AN_IMAGE",
     "image_commands",
     "image_layer",
     "image_layers_json",
     "inspect_image",
     "refuse_image_archive",
-    "refuse_layer",
+    "refusing_layer",
 ]
 
 
@@ -324,25 +325,28 @@ def images_(quiet: bool, as_json: bool, no_trunc: bool) -> None:
 def tag(source: str, name: str) -> None:
     """Give the image SRC the name NAME (repo[:tag])."""
     store = _store()
-    try:
+    with refusing_layer(store.graph, source, MAKE_AN_IMAGE + " to tag"):
         store.tag(source, name)
-    except ImageNotFound:
-        refuse_layer(store.graph, source, "`layerstore save {layer} | layerstore load` makes an image of it "
-                                           "(and its parents) to tag")
-        raise
 
 
-def refuse_layer(graph: Graph, name: str, remedy: str) -> None:
-    """When `name`, which names no image, is a layer's ID (``import`` makes layers), raise `ImageNotFound` saying so.
+MAKE_AN_IMAGE = "`layerstore save {layer} | layerstore load` makes an image of it (and its parents)"
+"""The way from a layer made by ``import`` to an image (a `refusing_layer` remedy)."""
 
-    `remedy` is the way out, with ``{layer}`` for the layer's short ID.
-    """
+
+@contextlib.contextmanager
+def refusing_layer(graph: Graph, name: str, remedy: str) -> Iterator[None]:
+    """Turn the block's `ImageNotFound` for `name` into one saying that `name` is a layer's ID, when it is one
+    (``import`` makes layers), with `remedy` (``{layer}`` for the layer's short ID) as the way out."""
     try:
-        layer = graph.resolve(name)
-    except LayerStoreError:
-        return
-    raise ImageNotFound(f"{name!r} is a layer (`layerstore ls`), not an image (`layerstore images`); "
-                        + remedy.format(layer=layer[:12])) from None
+        yield
+    except ImageNotFound:
+        layer: str | None = None
+        with contextlib.suppress(LayerStoreError):
+            layer = graph.resolve(name)
+        if layer is None:
+            raise
+        raise ImageNotFound(f"{name!r} is a layer (`layerstore ls`), not an image (`layerstore images`); "
+                            + remedy.format(layer=layer[:12])) from None
 
 
 @click.command()
@@ -366,11 +370,8 @@ def rmi(images: tuple[str, ...]) -> None:
 
     store = _store()
     for name in images:
-        try:
+        with refusing_layer(store.graph, name, "`layerstore rm {layer}` deletes a layer"):
             image = store.get(name)
-        except ImageNotFound:
-            refuse_layer(store.graph, name, "`layerstore rm {layer}` deletes a layer")
-            raise
         ref: str | None = None
         with contextlib.suppress(LayerStoreError):  # an ID or a prefix of one is no reference
             ref = str(parse_reference(name))

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from .errors import ImageNotFound, LayerStoreError
-from .imagecli import refuse_layer
+from .errors import LayerStoreError
+from .imagecli import MAKE_AN_IMAGE, refusing_layer
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -153,13 +153,9 @@ def push(image: str, destination: str | None, *, compress: str, quiet: bool, as_
         raise LayerStoreError(f"{image!r} looks like an image ID; name the destination: "
                               f"layerstore push {image} REGISTRY/REPOSITORY[:TAG]")
     store = _store()
-    try:
+    with refusing_layer(store.graph, image, MAKE_AN_IMAGE + " to push"):
         result = push_image(store, image, destination, options=_options(insecure, ca_file, retries),
                             compress=compress, progress=_progress(quiet or as_json))
-    except ImageNotFound:
-        refuse_layer(store.graph, image, "`layerstore save {layer} | layerstore load` makes an image of it "
-                                         "(and its parents) to push")
-        raise
     if as_json:
         click.echo(json.dumps({
             "reference": result.reference, "id": result.image_digest, "manifest_digest": result.manifest_digest,

@@ -95,9 +95,10 @@ class ImageLoader:
 
     def load(self, *, names: Sequence[str], platform: Platform | None, digest: str | None = None) -> str:
         """Load the source's image (see `ImageStore.load`); returns its ID."""
+        all_names = [str(parse_reference(n)) for n in (*names, *self.source.names())]
         if digest is not None:
             known = self._stored_as(digest, platform)
-            if known is not None and self._reuse(known, names):
+            if known is not None and self._reuse(known, all_names):
                 return known.id
         manifest_bytes, manifest_type, index_bytes = self._manifest(platform)
         config_desc, layer_descs = self._descriptors(_parse_json(manifest_bytes, f"{self._what}: manifest"))
@@ -106,7 +107,6 @@ class ImageLoader:
         diff_ids = _diff_ids(config, len(layer_descs), self._what)
         chains = [c.partition(":")[2] for c in chain_ids(diff_ids)]
         image_id = config_desc.digest.partition(":")[2]
-        all_names = [str(parse_reference(n)) for n in (*names, *self.source.names())]
 
         session = "load-" + uuid.uuid4().hex
         present = [self.graph.exists(c) for c in chains]
@@ -184,11 +184,11 @@ class ImageLoader:
             if image is None:
                 continue
             if image.manifest_digest != digest:
-                if image.index_digest != digest:
+                index = self.records.index(image.id) if image.index_digest == digest else None
+                if index is None:
                     continue
                 try:
-                    index = _parse_json(self.records.index(image.id) or b"", "")
-                    if pick_platform(index, platform, digest).digest != image.manifest_digest:
+                    if pick_platform(_parse_json(index, digest), platform, digest).digest != image.manifest_digest:
                         continue
                 except LayerStoreError:
                     continue
@@ -196,19 +196,18 @@ class ImageLoader:
                 return image
         return None
 
-    def _reuse(self, image: StoredImage, names: Sequence[str]) -> bool:
+    def _reuse(self, image: StoredImage, names: list[str]) -> bool:
         """Do for the stored `image` what loading it again would (report its layers as reused, record the
-        source's location and the names) without reading the source; False when it went meanwhile."""
+        source's location and `names`) without reading the source; False when it went meanwhile."""
         try:
             _, layer_descs = self._descriptors(_parse_json(self.records.manifest(image.id), self._what))
         except (LayerStoreError, OSError):
             return False
-        all_names = [str(parse_reference(n)) for n in (*names, *self.source.names())]
         for desc, layer in zip(layer_descs, image.layers, strict=True):
             self.progress.blob_started(desc, reused=True)
             self._note_location(layer, desc)
             self.progress.blob_finished(desc)
-        return self._record(image.id, None, all_names, image.layers)
+        return self._record(image.id, None, names, image.layers)
 
     def _manifest(self, platform: Platform | None) -> tuple[bytes, str, bytes | None]:
         """The manifest to load, its media type, and the index it was picked from (None without one)."""
